@@ -1,0 +1,117 @@
+-- The copilot ledger (SQLite): releases, deployments and their steps,
+-- gate runs with evidence, approvals, locks and the audit log.
+
+CREATE TABLE releases (
+    id          TEXT PRIMARY KEY,
+    version     TEXT NOT NULL UNIQUE,
+    image       TEXT NOT NULL,
+    digest      TEXT,
+    git_sha     TEXT,
+    config_hash TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE deployments (
+    id                  TEXT PRIMARY KEY,
+    arena               TEXT NOT NULL,
+    release_id          TEXT NOT NULL REFERENCES releases (id),
+    previous_release_id TEXT REFERENCES releases (id),
+    kind                TEXT NOT NULL,
+    strategy            TEXT NOT NULL,
+    source_arena        TEXT,
+    state               TEXT NOT NULL,
+    reason              TEXT,
+    created_by          TEXT NOT NULL,
+    started_at          TEXT NOT NULL,
+    finished_at         TEXT
+);
+CREATE INDEX deployments_by_arena ON deployments (arena, started_at);
+
+CREATE TABLE deployment_steps (
+    deployment_id TEXT NOT NULL REFERENCES deployments (id),
+    seq           INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    intent        TEXT NOT NULL,
+    outcome       TEXT,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    PRIMARY KEY (deployment_id, seq)
+);
+
+CREATE TABLE traffic (
+    arena         TEXT PRIMARY KEY,
+    split         TEXT NOT NULL,
+    deployment_id TEXT REFERENCES deployments (id),
+    updated_at    TEXT NOT NULL
+);
+
+CREATE TABLE gate_runs (
+    id            TEXT PRIMARY KEY,
+    arena         TEXT NOT NULL,
+    release_id    TEXT REFERENCES releases (id),
+    deployment_id TEXT REFERENCES deployments (id),
+    phase         TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT NOT NULL
+);
+CREATE INDEX gate_runs_by_arena ON gate_runs (arena, started_at);
+
+CREATE TABLE gate_results (
+    gate_run_id TEXT NOT NULL REFERENCES gate_runs (id),
+    gate        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    summary     TEXT NOT NULL,
+    evidence    TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (gate_run_id, gate)
+);
+
+CREATE TABLE approvals (
+    id         TEXT PRIMARY KEY,
+    arena      TEXT NOT NULL,
+    release_id TEXT NOT NULL REFERENCES releases (id),
+    approver   TEXT NOT NULL,
+    note       TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX approvals_by_release ON approvals (arena, release_id);
+
+CREATE TABLE locks (
+    arena         TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    token         TEXT NOT NULL,
+    owner         TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    pid           BIGINT NOT NULL,
+    reason        TEXT NOT NULL,
+    acquired_at   TEXT NOT NULL,
+    renewed_at    TEXT NOT NULL,
+    -- Milliseconds since the epoch; NULL holds until `copilot unlock`.
+    expires_at_ms BIGINT
+);
+
+CREATE TABLE audit_log (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    arena   TEXT,
+    subject TEXT,
+    reason  TEXT,
+    detail  TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+
+CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;

@@ -1,0 +1,317 @@
+//! The `copilot` command line: argument parsing, one module per command,
+//! output and exit codes.
+
+mod approve;
+mod arenas;
+mod completions;
+mod history;
+mod init;
+mod lock;
+mod release;
+mod render;
+mod schema;
+mod status;
+mod table;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::config::{self, ConfigError, Diagnostic, Loaded};
+use crate::ledger::{self, Ledger, LedgerError};
+use crate::providers;
+
+pub use table::Table;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a gate failed, or the rollout was aborted and rolled back
+  2  invalid input: arguments, arena/gate/template definitions
+  3  provider or dependency failure (API error, database unreachable)
+  4  blocked: lock held, freeze window, approval missing
+  5  inconclusive or timed out: not enough data to decide, or a wait ran out";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "copilot",
+    version,
+    about = "Release orchestration for arena promotion: gates, rollouts and a ledger of every release",
+    after_long_help = EXIT_CODES,
+    after_help = EXIT_CODES,
+)]
+pub struct Cli {
+    /// Project root holding arenas/ and gates/ [default: the nearest parent that has arenas/]
+    #[arg(long, global = true, value_name = "DIR", env = "COPILOT_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Ledger database URL (sqlite://PATH or postgres://...) [default: sqlite://<root>/.copilot/ledger.db]
+    #[arg(long, global = true, value_name = "URL", env = "COPILOT_LEDGER_URL", hide_env_values = true)]
+    pub ledger: Option<String>,
+    /// Output format: human tables, or one JSON document on stdout
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Print only results and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output on stderr (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never colour output (also: NO_COLOR)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold arenas/, gates/, templates/ with the six default arenas
+    Init(init::Args),
+    /// Check every arena, gate and template; all problems at once, with file:line:col
+    Validate(validate::Args),
+    /// Print the JSON Schema of a definition format
+    Schema(schema::Args),
+    /// List or show resolved arena definitions (secrets are references only)
+    #[command(subcommand)]
+    Arenas(arenas::Command),
+    /// Render the provider configuration and Dockerfile of an arena
+    Render(render::Args),
+    /// Register and list releases
+    #[command(subcommand)]
+    Release(release::Command),
+    /// Live release, deployment in progress, traffic split and lock per arena
+    Status(status::Args),
+    /// Past deployments, newest first
+    History(history::Args),
+    /// Record an approval of a release for an arena
+    Approve(approve::Args),
+    /// Lock an arena: nothing is deployed into it until `unlock`
+    Lock(lock::LockArgs),
+    /// Remove an arena's lock
+    Unlock(lock::UnlockArgs),
+    /// Print a shell completion script
+    Completions(completions::Args),
+}
+
+/// Exit codes of DESIGN.md section 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    GateFailed = 1,
+    Invalid = 2,
+    Dependency = 3,
+    Blocked = 4,
+    Inconclusive = 5,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A failed command: what to tell people, and how to exit.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+    pub hint: Option<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl CliError {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        CliError {
+            exit,
+            message: message.into(),
+            hint: None,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        CliError::new(Exit::Invalid, message)
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<LedgerError> for CliError {
+    fn from(e: LedgerError) -> Self {
+        let exit = match &e {
+            LedgerError::LockHeld(_) | LedgerError::LockInUse { .. } => Exit::Blocked,
+            LedgerError::ReleaseExists(_)
+            | LedgerError::ReleaseNotFound(_)
+            | LedgerError::AmbiguousRelease { .. }
+            | LedgerError::NotLocked(_)
+            | LedgerError::UnsupportedUrl(_) => Exit::Invalid,
+            LedgerError::Connect { .. }
+            | LedgerError::Migrate(_)
+            | LedgerError::Query(_)
+            | LedgerError::Io { .. } => Exit::Dependency,
+        };
+        let hint = match &e {
+            LedgerError::LockHeld(_) => Some("wait for it to finish, or ask the holder; `copilot status` shows all locks".to_string()),
+            LedgerError::ReleaseNotFound(_) => Some("`copilot release list` shows known releases".to_string()),
+            LedgerError::UnsupportedUrl(_) => Some("use sqlite://PATH or postgres://USER@HOST/DB".to_string()),
+            _ => None,
+        };
+        CliError {
+            exit,
+            message: e.to_string(),
+            hint,
+            diagnostics: Vec::new(),
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid { diagnostics } => CliError {
+                exit: Exit::Invalid,
+                message: format!(
+                    "the definitions have {} error(s)",
+                    diagnostics.iter().filter(|d| d.severity == config::Severity::Error).count()
+                ),
+                hint: None,
+                diagnostics,
+            },
+            ConfigError::NoArenas { .. } => CliError::invalid(e.to_string()).with_hint("run `copilot init` to create the default arenas"),
+            ConfigError::Io { .. } => CliError::invalid(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::render::RenderError> for CliError {
+    fn from(e: crate::render::RenderError) -> Self {
+        CliError::invalid(e.to_string())
+    }
+}
+
+/// What a command produced: one JSON document, and its human rendering.
+pub struct Report {
+    pub json: Value,
+    pub text: String,
+    pub exit: Exit,
+}
+
+impl Report {
+    pub fn new(json: Value, text: impl Into<String>) -> Self {
+        Report {
+            json,
+            text: text.into(),
+            exit: Exit::Success,
+        }
+    }
+}
+
+pub type CmdResult = Result<Report, CliError>;
+
+/// Global settings every command sees.
+pub struct Context {
+    pub root_arg: Option<PathBuf>,
+    pub ledger_arg: Option<String>,
+    pub output: OutputFormat,
+    pub quiet: bool,
+}
+
+impl Context {
+    /// The project root: `--root`, or the nearest directory upwards with `arenas/`.
+    pub fn root(&self) -> Result<PathBuf, CliError> {
+        if let Some(root) = &self.root_arg {
+            if !root.is_dir() {
+                return Err(CliError::invalid(format!("--root {} is not a directory", root.display())));
+            }
+            return Ok(root.clone());
+        }
+        let cwd = std::env::current_dir().map_err(|e| CliError::invalid(format!("cannot read the current directory: {e}")))?;
+        cwd.ancestors()
+            .find(|d| d.join("arenas").is_dir())
+            .map(Path::to_path_buf)
+            .ok_or_else(|| {
+                CliError::invalid(format!("no arenas/ directory in {} or any parent", cwd.display()))
+                    .with_hint("run `copilot init` here, or pass --root DIR")
+            })
+    }
+
+    /// Load and check the project's definitions.
+    pub fn project(&self) -> Result<(PathBuf, Loaded), CliError> {
+        let root = self.root()?;
+        let loaded = config::load_project(&root, providers::capabilities, false)?;
+        Ok((root, loaded))
+    }
+
+    pub fn ledger_url(&self, root: Option<&Path>) -> Result<String, CliError> {
+        match (&self.ledger_arg, root) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(root)) => Ok(ledger::default_url(root)),
+            (None, None) => Ok(ledger::default_url(&self.root()?)),
+        }
+    }
+
+    pub async fn ledger(&self, root: Option<&Path>) -> Result<Ledger, CliError> {
+        let url = self.ledger_url(root)?;
+        Ok(Ledger::connect(&url).await?)
+    }
+}
+
+/// Look up an arena by name with a "did you mean".
+pub fn arena<'a>(project: &'a crate::model::Project, name: &str) -> Result<&'a crate::model::Arena, CliError> {
+    project.arena(name).ok_or_else(|| {
+        let names: Vec<&str> = project.arenas.keys().map(String::as_str).collect();
+        CliError::invalid(format!("no arena named `{name}`")).with_hint(config::diag::suggest(name, &names))
+    })
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> CmdResult {
+    let ctx = Context {
+        root_arg: cli.root,
+        ledger_arg: cli.ledger,
+        output: cli.output,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Validate(args) => validate::run(&ctx, args),
+        Command::Schema(args) => schema::run(&ctx, args),
+        Command::Arenas(cmd) => arenas::run(&ctx, cmd),
+        Command::Render(args) => render::run(&ctx, args).await,
+        Command::Release(cmd) => release::run(&ctx, cmd).await,
+        Command::Status(args) => status::run(&ctx, args).await,
+        Command::History(args) => history::run(&ctx, args).await,
+        Command::Approve(args) => approve::run(&ctx, args).await,
+        Command::Lock(args) => lock::lock(&ctx, args).await,
+        Command::Unlock(args) => lock::unlock(&ctx, args).await,
+        Command::Completions(args) => completions::run(&ctx, args),
+    }
+}
+
+/// The JSON document printed for a failed command.
+pub fn error_json(e: &CliError) -> Value {
+    json!({
+        "error": {
+            "exit_code": e.exit.code(),
+            "message": e.message,
+            "hint": e.hint,
+            "diagnostics": e.diagnostics,
+        }
+    })
+}
+
+/// Format an instant for people.
+pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}

@@ -1,0 +1,59 @@
+//! `copilot render ARENA [--out DIR]`.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{CliError, CmdResult, Context, Report, arena};
+use crate::render::{self, ReleaseInfo};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub arena: String,
+    /// Output folder [default: <root>/.copilot/render/<arena>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Render for a registered release (id, version or image)
+    #[arg(long, value_name = "REF", conflicts_with = "image")]
+    pub release: Option<String>,
+    /// Render for an image reference that is not registered
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let a = arena(&loaded.project, &args.arena)?;
+    let release = match (&args.release, &args.image) {
+        (Some(r), _) => {
+            let ledger = ctx.ledger(Some(&root)).await?;
+            let rel = ledger.find_release(r).await?;
+            ReleaseInfo {
+                image: rel.image,
+                version: rel.version,
+            }
+        }
+        (None, Some(image)) => ReleaseInfo {
+            image: image.clone(),
+            version: crate::cli::release::version_from_image(image).unwrap_or_else(|| "unversioned".into()),
+        },
+        (None, None) => ReleaseInfo::unreleased(),
+    };
+    let files = render::render_arena(&root, a, &release)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| root.join(".copilot").join("render").join(&a.name));
+    std::fs::create_dir_all(&out).map_err(|e| CliError::invalid(format!("cannot create {}: {e}", out.display())))?;
+    let mut text = format!("Rendered {} for {} ({})\n", a.name, release.version, a.provider.kind);
+    let mut written = Vec::new();
+    for f in &files {
+        let path = out.join(&f.name);
+        std::fs::write(&path, &f.content).map_err(|e| CliError::invalid(format!("cannot write {}: {e}", path.display())))?;
+        text.push_str(&format!("  {}  <- {}\n", path.display(), f.template));
+        written.push(json!({ "path": path, "template": f.template, "format": f.format }));
+    }
+    Ok(Report::new(
+        json!({ "arena": a.name, "release": release, "out": out, "files": written }),
+        text,
+    ))
+}

@@ -1,0 +1,109 @@
+//! `copilot status [ARENA]`: what runs where, right now.
+
+use serde_json::{Value, json};
+
+use super::{CmdResult, Context, Report, arena, when};
+use crate::clock;
+use crate::ledger::Ledger;
+use crate::model::Arena;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// One arena [default: all]
+    pub arena: Option<String>,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let project = &loaded.project;
+    let arenas: Vec<&Arena> = match &args.arena {
+        Some(name) => vec![arena(project, name)?],
+        None => project.arenas.values().collect(),
+    };
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let now = clock::now();
+    let mut items = Vec::new();
+    let mut text = String::new();
+    for a in arenas {
+        let (json, human) = arena_status(&ledger, a, now).await?;
+        items.push(json);
+        text.push_str(&human);
+    }
+    Ok(Report::new(
+        json!({ "at": now, "ledger": ledger.display_url(), "arenas": items }),
+        text,
+    ))
+}
+
+async fn arena_status(ledger: &Ledger, a: &Arena, now: chrono::DateTime<chrono::Utc>) -> Result<(Value, String), super::CliError> {
+    let live = ledger.live(&a.name).await?;
+    let active = ledger.active_deployment(&a.name).await?;
+    let traffic = ledger.traffic(&a.name).await?;
+    let lock = ledger.current_lock(&a.name, now).await?;
+    let step = match &active {
+        Some(d) => ledger.steps(&d.deployment.id).await?.pop(),
+        None => None,
+    };
+    let in_freeze: Vec<String> = a.windows.freeze.iter().filter(|f| f.contains(now)).map(ToString::to_string).collect();
+    let in_window = a.windows.allow.is_empty() || a.windows.allow.iter().any(|w| w.contains(now));
+
+    let mut s = format!("{} ({}, {} on {})\n", a.name, a.tier, a.strategy.kind, a.provider.kind);
+    match &live {
+        Some(l) => s.push_str(&format!(
+            "  live      {} since {} ({})\n",
+            l.version,
+            l.deployment.finished_at.map(when).unwrap_or_default(),
+            l.deployment.kind
+        )),
+        None => s.push_str("  live      nothing deployed yet\n"),
+    }
+    if let Some(d) = &active {
+        let step_text = step
+            .as_ref()
+            .map(|st| format!(", step {} `{}` {}", st.seq, st.name, st.state))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  deploying {} ({} {}, {}{step_text})\n",
+            d.version, d.deployment.kind, d.deployment.id, d.deployment.state
+        ));
+    }
+    if let Some(t) = &traffic {
+        s.push_str(&format!("  traffic   {}\n", describe_split(&t.split.0)));
+    }
+    match &lock {
+        Some(l) => s.push_str(&format!("  locked    by {} ({}): {}\n", l.owner, l.kind, l.reason)),
+        None => {}
+    }
+    if !in_freeze.is_empty() {
+        s.push_str(&format!("  frozen    {}\n", in_freeze.join(", ")));
+    } else if !in_window {
+        s.push_str("  window    outside the deploy windows now\n");
+    }
+    let json = json!({
+        "arena": a.name,
+        "tier": a.tier,
+        "provider": a.provider.kind,
+        "strategy": a.strategy.kind,
+        "live": live,
+        "deployment": active.map(|d| json!({ "deployment": d, "step": step })),
+        "traffic": traffic.map(|t| t.split.0),
+        "lock": lock,
+        "window": { "open": in_window, "freezes": in_freeze },
+    });
+    Ok((json, s))
+}
+
+/// `{"blue": {"release": "v1", "weight": 90}, ...}` -> `blue v1 90% | green v2 10%`.
+fn describe_split(split: &Value) -> String {
+    let Some(obj) = split.as_object() else {
+        return split.to_string();
+    };
+    obj.iter()
+        .map(|(slot, v)| {
+            let release = v.get("release").and_then(Value::as_str).unwrap_or("?");
+            let weight = v.get("weight").and_then(Value::as_u64).unwrap_or(0);
+            format!("{slot} {release} {weight}%")
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

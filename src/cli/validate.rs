@@ -1,0 +1,74 @@
+//! `copilot validate`: check every arena, gate and template.
+
+use serde_json::json;
+
+use super::{CliError, CmdResult, Context, Exit, Report};
+use crate::config::{self, ConfigError, Diagnostic, Severity};
+use crate::providers;
+use crate::render::{self, ReleaseInfo};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Treat warnings as errors
+    #[arg(long)]
+    pub strict: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> CmdResult {
+    let root = ctx.root()?;
+    let loaded = match config::load_project(&root, providers::capabilities, args.strict) {
+        Ok(l) => l,
+        Err(ConfigError::Invalid { diagnostics }) => return Err(failure(diagnostics)),
+        Err(e) => return Err(e.into()),
+    };
+    // Every template must render for every arena that uses it, and parse.
+    let mut problems = Vec::new();
+    for arena in loaded.project.arenas.values() {
+        if let Err(e) = render::render_arena(&root, arena, &ReleaseInfo::unreleased()) {
+            problems.push(Diagnostic {
+                severity: Severity::Error,
+                file: format!("arenas/{}.yaml", arena.name),
+                line: 1,
+                column: 1,
+                message: format!("cannot render the {} configuration: {e}", arena.provider.kind),
+                hint: Some("fix the template, or the arena values it uses".into()),
+                source_line: None,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        problems.extend(loaded.warnings);
+        return Err(failure(problems));
+    }
+    let p = &loaded.project;
+    let mut text = String::new();
+    for w in &loaded.warnings {
+        text.push_str(&w.render());
+    }
+    text.push_str(&format!(
+        "ok: {} arenas, {} gates, templates render for every arena\n",
+        p.arenas.len(),
+        p.gates.len()
+    ));
+    Ok(Report::new(
+        json!({
+            "valid": true,
+            "root": root,
+            "arenas": p.arenas.keys().collect::<Vec<_>>(),
+            "gates": p.gates.keys().collect::<Vec<_>>(),
+            "warnings": loaded.warnings,
+        }),
+        text,
+    ))
+}
+
+fn failure(diagnostics: Vec<Diagnostic>) -> CliError {
+    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diagnostics.len() - errors;
+    CliError {
+        exit: Exit::Invalid,
+        message: format!("validation failed: {errors} error(s), {warnings} warning(s)"),
+        hint: None,
+        diagnostics,
+    }
+}

@@ -1,0 +1,443 @@
+//! The file formats, exactly as written in YAML.
+//!
+//! These types mirror `arenas/*.yaml` and `gates/*.yaml` one to one, keep the
+//! source location of every value that validation may complain about, and
+//! derive the published JSON Schemas. Values whose parsing can fail for
+//! reasons other than structure (durations, windows, references) are kept as
+//! text here and parsed by `validate`, so that one run reports all of them.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::model::{
+    GateKind, GateSeverity, MetricSource, OnFail, ProviderKind, StrategyKind, Tier, WindowBypass,
+};
+
+/// A position in a definition file (1-based).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loc {
+    pub line: u64,
+    pub column: u64,
+}
+
+/// A value together with where it was written.
+#[derive(Clone, Debug)]
+pub struct At<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+impl<T> At<T> {
+    pub fn new(value: T, loc: Loc) -> Self {
+        At { value, loc }
+    }
+}
+
+impl<T> std::ops::Deref for At<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        Ok(At {
+            value: spanned.value,
+            loc: Loc {
+                line: spanned.referenced.line(),
+                column: spanned.referenced.column(),
+            },
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for At<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// A plain YAML scalar: `8080`, `0.05`, `true`, `3s`, `bullmq`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number, a boolean or a string")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("integer too large"))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "Scalar".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+/// `arenas/<name>.yaml`: one environment a release can be promoted into.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "copilot arena definition")]
+pub struct ArenaFile {
+    /// Arena name; must equal the file name without `.yaml`.
+    pub name: At<String>,
+    /// The role of the arena in the promotion path.
+    pub tier: At<Tier>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The arena whose live release is promoted into this one.
+    #[serde(default)]
+    pub promotes_from: Option<At<String>>,
+    /// Hotfix lanes only: the arena whose live slot the lane deploys into.
+    /// A lane takes its provider and strategy from its target.
+    #[serde(default)]
+    pub target: Option<At<String>>,
+    #[serde(default)]
+    pub provider: Option<At<ProviderSection>>,
+    #[serde(default)]
+    pub strategy: Option<At<StrategySection>>,
+    /// Preview arenas: one short-lived copy per pull request.
+    #[serde(default)]
+    pub preview: Option<At<PreviewSection>>,
+    /// The merchants (shops) that see this arena's release.
+    #[serde(default)]
+    pub cohort: Option<CohortSection>,
+    #[serde(default)]
+    pub gates: GatesSection,
+    #[serde(default)]
+    pub env: EnvSection,
+    /// Feature flags for this arena (flag name -> enabled).
+    #[serde(default)]
+    pub flags: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub windows: WindowsSection,
+    #[serde(default)]
+    pub rollback: RollbackSection,
+}
+
+/// Where the arena runs. Which settings apply depends on `kind`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub kind: At<ProviderKind>,
+    /// Instances per colour (machines, tasks, replicas, processes).
+    #[serde(default)]
+    pub instances: Option<At<u32>>,
+    /// fly: the Fly app name.
+    #[serde(default)]
+    pub app: Option<At<String>>,
+    /// fly: the organisation slug.
+    #[serde(default)]
+    pub org: Option<At<String>>,
+    /// fly, render, ecs: the region.
+    #[serde(default)]
+    pub region: Option<At<String>>,
+    /// render: service name or id (`srv-...`); ecs: the ECS service; kubernetes: the Service.
+    #[serde(default)]
+    pub service: Option<At<String>>,
+    /// render: the instance plan.
+    #[serde(default)]
+    pub plan: Option<At<String>>,
+    /// ecs: the cluster name or ARN.
+    #[serde(default)]
+    pub cluster: Option<At<String>>,
+    /// ecs: the ELBv2 listener whose forward action is weighted.
+    #[serde(default)]
+    pub listener: Option<At<String>>,
+    /// ecs: target groups per colour (`blue`, `green`).
+    #[serde(default)]
+    pub target_groups: Option<At<BTreeMap<String, String>>>,
+    /// ecs: the task definition family.
+    #[serde(default)]
+    pub family: Option<At<String>>,
+    /// kubernetes: the namespace.
+    #[serde(default)]
+    pub namespace: Option<At<String>>,
+    /// kubernetes: the kubeconfig context.
+    #[serde(default)]
+    pub context: Option<At<String>>,
+    /// kubernetes: the Deployment name (colours are suffixed).
+    #[serde(default)]
+    pub deployment: Option<At<String>>,
+    /// local: the loopback port of the arena's router.
+    #[serde(default)]
+    pub port: Option<At<u32>>,
+}
+
+impl ProviderSection {
+    /// Every setting that is present, by its YAML name.
+    pub fn present_settings(&self) -> Vec<(&'static str, Loc, serde_json::Value)> {
+        let mut out = Vec::new();
+        let mut text = |name: &'static str, v: &Option<At<String>>| {
+            if let Some(v) = v {
+                out.push((name, v.loc, serde_json::Value::String(v.value.clone())));
+            }
+        };
+        text("app", &self.app);
+        text("org", &self.org);
+        text("region", &self.region);
+        text("service", &self.service);
+        text("plan", &self.plan);
+        text("cluster", &self.cluster);
+        text("listener", &self.listener);
+        text("family", &self.family);
+        text("namespace", &self.namespace);
+        text("context", &self.context);
+        text("deployment", &self.deployment);
+        if let Some(tg) = &self.target_groups {
+            out.push(("target_groups", tg.loc, serde_json::json!(tg.value)));
+        }
+        if let Some(p) = &self.port {
+            out.push(("port", p.loc, serde_json::json!(p.value)));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySection {
+    pub kind: At<StrategyKind>,
+    /// Traffic shifts in order; the last must reach 100.
+    #[serde(default)]
+    pub steps: Vec<At<StepSection>>,
+    #[serde(default)]
+    pub analysis: Option<At<AnalysisSection>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSection {
+    /// Percent of traffic on the new release (1-100).
+    pub weight: At<u32>,
+    /// How long to hold this weight while analysis runs (`5m`).
+    #[serde(default)]
+    pub bake: Option<At<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSection {
+    /// How often metrics are sampled (`30s`).
+    #[serde(default)]
+    pub interval: Option<At<String>>,
+    /// Fewer samples than this make a step inconclusive, never a pass.
+    #[serde(default)]
+    pub min_samples: Option<u32>,
+    #[serde(default)]
+    pub metrics: Vec<At<MetricSection>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSection {
+    /// `error_rate`, `p95_latency`, `p99_latency`, `health`, or a name of your own with `query`.
+    pub name: At<String>,
+    #[serde(default)]
+    pub source: Option<MetricSource>,
+    /// PromQL (source `prometheus`) or a metric name (source `metrics`).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// HTTP path probed (health metrics).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The limit: a ratio (`0.05`) or a latency (`3s`).
+    #[serde(default)]
+    pub max: Option<At<Scalar>>,
+    /// Consecutive failed checks before acting (health metrics).
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// Sliding window the metric is computed over (`5m`).
+    #[serde(default)]
+    pub window: Option<At<String>>,
+    pub on_fail: OnFail,
+    /// Record the metric but never act on it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewSection {
+    /// How long a preview lives after its last deploy (`72h`).
+    pub ttl: At<String>,
+    /// A seed data set loaded into each preview's database.
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// Name of each preview; `{pr}` is replaced by the pull-request number.
+    #[serde(default)]
+    pub name: Option<At<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CohortSection {
+    /// Shop domains that get this arena's release.
+    #[serde(default)]
+    pub shops: Vec<String>,
+    /// Or a percentage of shops, chosen by a stable hash of the domain.
+    #[serde(default)]
+    pub percent: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatesSection {
+    /// Gates that must pass before any traffic reaches the release.
+    #[serde(default)]
+    pub before: Vec<At<String>>,
+    /// Gates run against the new release before and while traffic shifts.
+    #[serde(default)]
+    pub after: Vec<At<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSection {
+    /// Variables that must be set (as a value or a secret) for the arena.
+    #[serde(default)]
+    pub required: Vec<At<String>>,
+    /// Plain, non-secret values.
+    #[serde(default)]
+    pub values: BTreeMap<String, At<Scalar>>,
+    /// Secrets, as references only: `env:NAME`, `file:PATH`, `fly:NAME`,
+    /// `render:NAME`, `aws-sm:ARN`, `aws-ssm:NAME`, `k8s:SECRET/KEY`, `vault:PATH#KEY`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, At<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSection {
+    /// Zone for windows that name none: `UTC` or an offset such as `+02:00`.
+    #[serde(default)]
+    pub timezone: Option<At<String>>,
+    /// When deploys may start, e.g. `Tue-Thu 10:00-14:00 UTC`. Empty: any time.
+    #[serde(default)]
+    pub allow: Vec<At<String>>,
+    /// When no deploy may start: `black-friday-week`, `december-holidays`, `12-20..12-26`.
+    #[serde(default)]
+    pub freeze: Vec<At<String>>,
+    /// `with-reason` lets an operator bypass windows by recording a reason.
+    #[serde(default)]
+    pub bypass: Option<WindowBypass>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackSection {
+    /// Blue-green: keep the old colour running this long for an instant rollback.
+    #[serde(default)]
+    pub keep_standby: Option<At<String>>,
+    /// Roll back automatically when analysis calls for it (default true).
+    #[serde(default)]
+    pub automatic: Option<bool>,
+}
+
+/// The part of a gate file every kind shares; read first to learn the kind.
+#[derive(Debug, Deserialize)]
+pub struct GateHeader {
+    #[serde(default)]
+    pub kind: Option<At<String>>,
+}
+
+/// `gates/<name>.yaml`: one promotion gate.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateFile<P: Default + Serialize> {
+    /// Gate name; must equal the file name without `.yaml`.
+    pub name: At<String>,
+    pub kind: At<GateKind>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Upper bound on the gate's run time (`2m`); past it the gate is inconclusive.
+    #[serde(default)]
+    pub timeout: Option<At<String>>,
+    /// `warn` reports a failure without blocking the promotion.
+    #[serde(default)]
+    pub severity: Option<GateSeverity>,
+    /// Settings of this kind of gate.
+    #[serde(default)]
+    pub params: P,
+}
+
+/// A gate file with its kind-specific parameters already checked and turned into JSON.
+#[derive(Debug)]
+pub struct GateFileAny {
+    pub name: At<String>,
+    pub kind: At<GateKind>,
+    pub description: Option<String>,
+    pub timeout: Option<At<String>>,
+    pub severity: Option<GateSeverity>,
+    pub params: serde_json::Value,
+}
+
+impl<P: Default + Serialize> From<GateFile<P>> for GateFileAny {
+    fn from(f: GateFile<P>) -> Self {
+        GateFileAny {
+            name: f.name,
+            kind: f.kind,
+            description: f.description,
+            timeout: f.timeout,
+            severity: f.severity,
+            params: serde_json::to_value(&f.params).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Releases, deployments, steps, traffic, gate runs, approvals and the audit log.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::types::Json;
+
+use super::{Ledger, LedgerError, Result, new_id, on_pool};
+
+/// An immutable artifact that moves from arena to arena.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Release {
+    pub id: String,
+    pub version: String,
+    pub image: String,
+    pub digest: Option<String>,
+    pub git_sha: Option<String>,
+    pub config_hash: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewRelease {
+    pub version: String,
+    pub image: String,
+    pub digest: Option<String>,
+    pub git_sha: Option<String>,
+    pub config_hash: String,
+    pub created_by: String,
+}
+
+/// One attempt to put a release into an arena.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Deployment {
+    pub id: String,
+    pub arena: String,
+    pub release_id: String,
+    pub previous_release_id: Option<String>,
+    /// `deploy`, `promote`, `hotfix` or `rollback`.
+    pub kind: String,
+    pub strategy: String,
+    pub source_arena: Option<String>,
+    /// `running`, `paused`, `succeeded`, `failed`, `rolled-back` or `aborted`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Deployment {
+    pub fn is_active(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "paused")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NewDeployment {
+    pub arena: String,
+    pub release_id: String,
+    pub previous_release_id: Option<String>,
+    pub kind: String,
+    pub strategy: String,
+    pub source_arena: Option<String>,
+    pub reason: Option<String>,
+    pub created_by: String,
+}
+
+/// A deployment together with its release, for listings.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct DeploymentRow {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    pub version: String,
+    pub image: String,
+}
+
+/// One step of a deployment: its intent is written before it acts.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Step {
+    pub deployment_id: String,
+    pub seq: i32,
+    pub name: String,
+    /// `started`, `done`, `failed` or `skipped`.
+    pub state: String,
+    pub intent: Json<Value>,
+    pub outcome: Option<Json<Value>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The traffic split of an arena as last recorded.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Traffic {
+    pub arena: String,
+    pub split: Json<Value>,
+    pub deployment_id: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One gate's verdict and what it measured.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct GateResult {
+    pub gate: String,
+    pub kind: String,
+    pub outcome: String,
+    pub summary: String,
+    pub evidence: Json<Value>,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+}
+
+/// A run of an arena's gates for one phase.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct GateRun {
+    pub id: String,
+    pub arena: String,
+    pub release_id: Option<String>,
+    pub deployment_id: Option<String>,
+    pub phase: String,
+    pub outcome: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Approval {
+    pub id: String,
+    pub arena: String,
+    pub release_id: String,
+    pub approver: String,
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who did what, when and why. Rows are never updated or deleted.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub arena: Option<String>,
+    pub subject: Option<String>,
+    pub reason: Option<String>,
+    pub detail: Json<Value>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewAudit {
+    pub actor: String,
+    pub action: String,
+    pub arena: Option<String>,
+    pub subject: Option<String>,
+    pub reason: Option<String>,
+    pub detail: Value,
+}
+
+const RELEASE_COLUMNS: &str =
+    "id, version, image, digest, git_sha, config_hash, created_by, created_at";
+const DEPLOYMENT_COLUMNS: &str = "d.id, d.arena, d.release_id, d.previous_release_id, d.kind, d.strategy, d.source_arena, d.state, d.reason, d.created_by, d.started_at, d.finished_at";
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl Ledger {
+    // ---- releases -------------------------------------------------------
+
+    pub async fn create_release(&self, r: &NewRelease, now: DateTime<Utc>) -> Result<Release> {
+        let id = new_id("rel");
+        let sql = format!(
+            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {RELEASE_COLUMNS}"
+        );
+        let res = on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql)
+            .bind(&id)
+            .bind(&r.version)
+            .bind(&r.image)
+            .bind(&r.digest)
+            .bind(&r.git_sha)
+            .bind(&r.config_hash)
+            .bind(&r.created_by)
+            .bind(now)
+            .fetch_one(pool)
+            .await);
+        res.map_err(|e| {
+            if is_unique_violation(&e) {
+                LedgerError::ReleaseExists(r.version.clone())
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// Find a release by id, id prefix (6+ characters), version or image.
+    pub async fn find_release(&self, reference: &str) -> Result<Release> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1 OR version = $1 OR image = $1 \
+             OR (length($1) >= 6 AND id LIKE $2) ORDER BY created_at DESC"
+        );
+        let pattern = format!("rel_{}%", reference.trim_start_matches("rel_"));
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql)
+            .bind(reference)
+            .bind(&pattern)
+            .fetch_all(pool)
+            .await)?;
+        if let Some(exact) = rows
+            .iter()
+            .find(|r| r.id == reference || r.version == reference)
+        {
+            return Ok(exact.clone());
+        }
+        match rows.len() {
+            0 => Err(LedgerError::ReleaseNotFound(reference.to_string())),
+            1 => Ok(rows.into_iter().next().expect("one row")),
+            _ if rows.iter().all(|r| r.image == reference) => {
+                Ok(rows.into_iter().next().expect("newest"))
+            }
+            _ => Err(LedgerError::AmbiguousRelease {
+                reference: reference.to_string(),
+                candidates: rows.into_iter().map(|r| r.version).collect(),
+            }),
+        }
+    }
+
+    pub async fn release_by_id(&self, id: &str) -> Result<Option<Release>> {
+        let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(id).fetch_optional(pool).await)?)
+    }
+
+    pub async fn list_releases(&self, limit: i64) -> Result<Vec<Release>> {
+        let sql = format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases ORDER BY created_at DESC, id DESC LIMIT $1"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(limit).fetch_all(pool).await)?)
+    }
+
+    // ---- deployments ----------------------------------------------------
+
+    pub async fn create_deployment(&self, d: &NewDeployment, now: DateTime<Utc>) -> Result<Deployment> {
+        let id = new_id("dep");
+        let sql = "INSERT INTO deployments (id, arena, release_id, previous_release_id, kind, strategy, source_arena, state, reason, created_by, started_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10) \
+                   RETURNING id, arena, release_id, previous_release_id, kind, strategy, source_arena, state, reason, created_by, started_at, finished_at";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Deployment>(sql)
+            .bind(&id)
+            .bind(&d.arena)
+            .bind(&d.release_id)
+            .bind(&d.previous_release_id)
+            .bind(&d.kind)
+            .bind(&d.strategy)
+            .bind(&d.source_arena)
+            .bind(&d.reason)
+            .bind(&d.created_by)
+            .bind(now)
+            .fetch_one(pool)
+            .await)?)
+    }
+
+    /// Move a deployment to a new state; a final state also sets `finished_at`.
+    pub async fn set_deployment_state(&self, id: &str, state: &str, now: DateTime<Utc>) -> Result<()> {
+        let finished = (!matches!(state, "running" | "paused")).then_some(now);
+        on_pool!(self, pool => sqlx::query("UPDATE deployments SET state = $1, finished_at = $2 WHERE id = $3")
+            .bind(state)
+            .bind(finished)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
+             WHERE d.id = $1 OR d.id LIKE $2"
+        );
+        let pattern = format!("dep_{}%", id.trim_start_matches("dep_"));
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(id).bind(&pattern).fetch_all(pool).await)?;
+        Ok(if rows.len() == 1 { rows.into_iter().next() } else { rows.into_iter().find(|r| r.deployment.id == id) })
+    }
+
+    /// Deployments, newest first, optionally of one arena.
+    pub async fn history(&self, arena: Option<&str>, limit: i64) -> Result<Vec<DeploymentRow>> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
+             WHERE ($1 IS NULL OR d.arena = $1) ORDER BY d.started_at DESC, d.id DESC LIMIT $2"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?)
+    }
+
+    /// The release serving an arena: that of its latest succeeded deployment.
+    pub async fn live(&self, arena: &str) -> Result<Option<DeploymentRow>> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
+             WHERE d.arena = $1 AND d.state = 'succeeded' ORDER BY d.finished_at DESC, d.id DESC LIMIT 1"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?)
+    }
+
+    /// The deployment in progress in an arena, if any.
+    pub async fn active_deployment(&self, arena: &str) -> Result<Option<DeploymentRow>> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
+             WHERE d.arena = $1 AND d.state IN ('running', 'paused') ORDER BY d.started_at DESC LIMIT 1"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?)
+    }
+
+    // ---- steps ----------------------------------------------------------
+
+    /// Record what a step is about to do, before it does it.
+    pub async fn start_step(&self, deployment_id: &str, name: &str, intent: &Value, now: DateTime<Utc>) -> Result<Step> {
+        let sql = "INSERT INTO deployment_steps (deployment_id, seq, name, state, intent, started_at) \
+                   VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_steps WHERE deployment_id = $1), $2, 'started', $3, $4) \
+                   RETURNING deployment_id, seq, name, state, intent, outcome, started_at, finished_at";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Step>(sql)
+            .bind(deployment_id)
+            .bind(name)
+            .bind(Json(intent))
+            .bind(now)
+            .fetch_one(pool)
+            .await)?)
+    }
+
+    /// Record how a step ended.
+    pub async fn finish_step(&self, deployment_id: &str, seq: i32, state: &str, outcome: &Value, now: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE deployment_steps SET state = $1, outcome = $2, finished_at = $3 WHERE deployment_id = $4 AND seq = $5")
+            .bind(state)
+            .bind(Json(outcome))
+            .bind(now)
+            .bind(deployment_id)
+            .bind(seq)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn steps(&self, deployment_id: &str) -> Result<Vec<Step>> {
+        let sql = "SELECT deployment_id, seq, name, state, intent, outcome, started_at, finished_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY seq";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?)
+    }
+
+    // ---- traffic --------------------------------------------------------
+
+    pub async fn set_traffic(&self, arena: &str, split: &Value, deployment_id: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let sql = "INSERT INTO traffic (arena, split, deployment_id, updated_at) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (arena) DO UPDATE SET split = excluded.split, deployment_id = excluded.deployment_id, updated_at = excluded.updated_at";
+        on_pool!(self, pool => sqlx::query(sql).bind(arena).bind(Json(split)).bind(deployment_id).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn traffic(&self, arena: &str) -> Result<Option<Traffic>> {
+        let sql = "SELECT arena, split, deployment_id, updated_at FROM traffic WHERE arena = $1";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Traffic>(sql).bind(arena).fetch_optional(pool).await)?)
+    }
+
+    // ---- gate runs ------------------------------------------------------
+
+    /// Store a gate run and all its results in one transaction.
+    pub async fn record_gate_run(&self, run: &GateRun, results: &[GateResult]) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO gate_runs (id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&run.id)
+                .bind(&run.arena)
+                .bind(&run.release_id)
+                .bind(&run.deployment_id)
+                .bind(&run.phase)
+                .bind(&run.outcome)
+                .bind(run.started_at)
+                .bind(run.finished_at)
+                .execute(&mut *tx)
+                .await?;
+            for r in results {
+                sqlx::query("INSERT INTO gate_results (gate_run_id, gate, kind, outcome, summary, evidence, started_at, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                    .bind(&run.id)
+                    .bind(&r.gate)
+                    .bind(&r.kind)
+                    .bind(&r.outcome)
+                    .bind(&r.summary)
+                    .bind(&r.evidence)
+                    .bind(r.started_at)
+                    .bind(r.duration_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn gate_runs(&self, arena: Option<&str>, deployment_id: Option<&str>, limit: i64) -> Result<Vec<GateRun>> {
+        let sql = "SELECT id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at FROM gate_runs \
+                   WHERE ($1 IS NULL OR arena = $1) AND ($2 IS NULL OR deployment_id = $2) ORDER BY started_at DESC, id DESC LIMIT $3";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, GateRun>(sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?)
+    }
+
+    pub async fn gate_results(&self, gate_run_id: &str) -> Result<Vec<GateResult>> {
+        let sql = "SELECT gate, kind, outcome, summary, evidence, started_at, duration_ms FROM gate_results WHERE gate_run_id = $1 ORDER BY gate";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, GateResult>(sql).bind(gate_run_id).fetch_all(pool).await)?)
+    }
+
+    // ---- approvals ------------------------------------------------------
+
+    pub async fn approve(&self, arena: &str, release_id: &str, approver: &str, note: Option<&str>, now: DateTime<Utc>) -> Result<Approval> {
+        let sql = "INSERT INTO approvals (id, arena, release_id, approver, note, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                   RETURNING id, arena, release_id, approver, note, created_at";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Approval>(sql)
+            .bind(new_id("apr"))
+            .bind(arena)
+            .bind(release_id)
+            .bind(approver)
+            .bind(note)
+            .bind(now)
+            .fetch_one(pool)
+            .await)?)
+    }
+
+    pub async fn approvals(&self, arena: &str, release_id: &str) -> Result<Vec<Approval>> {
+        let sql = "SELECT id, arena, release_id, approver, note, created_at FROM approvals WHERE arena = $1 AND release_id = $2 ORDER BY created_at";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, Approval>(sql).bind(arena).bind(release_id).fetch_all(pool).await)?)
+    }
+
+    // ---- audit ----------------------------------------------------------
+
+    pub async fn audit(&self, entry: &NewAudit, now: DateTime<Utc>) -> Result<()> {
+        let sql = "INSERT INTO audit_log (at, actor, action, arena, subject, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(now)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.arena)
+            .bind(&entry.subject)
+            .bind(&entry.reason)
+            .bind(Json(&entry.detail))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, arena: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
+        let sql = "SELECT id, at, actor, action, arena, subject, reason, detail FROM audit_log WHERE ($1 IS NULL OR arena = $1) ORDER BY id DESC LIMIT $2";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, AuditEntry>(sql).bind(arena).bind(limit).fetch_all(pool).await)?)
+    }
+
+    /// Try to change the audit log; the database refuses. Used by tests.
+    #[doc(hidden)]
+    pub async fn tamper_with_audit_log(&self) -> Result<u64> {
+        let r = on_pool!(self, pool => sqlx::query("UPDATE audit_log SET reason = 'rewritten'").execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(r)
+    }
+}

@@ -1,0 +1,14 @@
+//! `copilot`: release orchestration for arena promotion.
+//!
+//! Layers, from the bottom up: [`model`] and [`config`] (definitions),
+//! [`ledger`] and [`providers`], then [`render`], and [`cli`] on top. Imports
+//! only point downwards.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod ledger;
+pub mod model;
+pub mod providers;
+pub mod render;
+pub mod scaffold;

@@ -1,0 +1,78 @@
+//! `copilot`: parse arguments, run the command, print, exit with the documented code.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser;
+use copilot::cli::{self, Cli, Exit, OutputFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        anstream::ColorChoice::Never.write_global();
+    }
+    init_logging(cli.verbose, cli.quiet);
+    let output = cli.output;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            anstream::eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(Exit::Dependency.code());
+        }
+    };
+    let result = runtime.block_on(cli::run(cli));
+    let exit = match result {
+        Ok(report) => {
+            match output {
+                OutputFormat::Json => print_json(&report.json),
+                OutputFormat::Table => {
+                    let mut out = anstream::stdout();
+                    let _ = out.write_all(report.text.as_bytes());
+                }
+            }
+            report.exit
+        }
+        Err(err) => {
+            if output == OutputFormat::Json {
+                print_json(&cli::error_json(&err));
+            }
+            print_error(&err);
+            err.exit
+        }
+    };
+    ExitCode::from(exit.code())
+}
+
+fn print_json(doc: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, doc);
+    let _ = out.write_all(b"\n");
+}
+
+fn print_error(err: &cli::CliError) {
+    let mut stderr = anstream::stderr();
+    for d in &err.diagnostics {
+        let _ = writeln!(stderr, "{}", d.render());
+    }
+    let red = anstyle::Style::new().bold().fg_color(Some(anstyle::AnsiColor::Red.into()));
+    let _ = writeln!(stderr, "{red}error{red:#}: {}", err.message);
+    if let Some(hint) = &err.hint {
+        let _ = writeln!(stderr, "  hint: {hint}");
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        (false, 2) => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(anstream::ColorChoice::global() != anstream::ColorChoice::Never && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,399 @@
+//! Plain data types shared by every layer: the resolved form of arena and
+//! gate definitions, and the small vocabulary (tiers, providers, strategies,
+//! gate kinds and outcomes) used in the ledger, the CLI and JSON output.
+//!
+//! Nothing here does I/O. `config` produces these types from YAML; everything
+//! above `config` consumes them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::duration::Duration;
+use crate::config::window::{AllowWindow, Freeze};
+
+macro_rules! word_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $word:literal ),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+        pub enum $name { $( $(#[$vmeta])* #[serde(rename = $word)] $variant ),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The word used in YAML, JSON, the ledger and the CLI.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "`{s}` is not one of: {}",
+                        [$($word),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+word_enum! {
+    /// The role an arena plays in the promotion path.
+    pub enum Tier {
+        Local => "local",
+        Preview => "preview",
+        Staging => "staging",
+        Canary => "canary",
+        Production => "production",
+        /// A lane into another arena with a reduced gate set.
+        Hotfix => "hotfix",
+    }
+}
+
+word_enum! {
+    /// The platform an arena runs on.
+    pub enum ProviderKind {
+        Local => "local",
+        Fly => "fly",
+        Render => "render",
+        Ecs => "ecs",
+        Kubernetes => "kubernetes",
+    }
+}
+
+word_enum! {
+    /// How a release replaces the live one in an arena.
+    pub enum StrategyKind {
+        Rolling => "rolling",
+        Immediate => "immediate",
+        BlueGreen => "blue-green",
+        Canary => "canary",
+    }
+}
+
+word_enum! {
+    /// Every kind of promotion gate.
+    pub enum GateKind {
+        Migrations => "migrations",
+        QueueHealth => "queue-health",
+        Ingestion => "ingestion",
+        Latency => "latency",
+        Health => "health",
+        Alerts => "alerts",
+        Window => "window",
+        Env => "env",
+        Smoke => "smoke",
+        Backup => "backup",
+        Bake => "bake",
+        Approval => "approval",
+    }
+}
+
+word_enum! {
+    /// When a gate runs relative to the traffic switch.
+    pub enum Phase {
+        Before => "before",
+        After => "after",
+    }
+}
+
+word_enum! {
+    /// The verdict of one gate.
+    pub enum Outcome {
+        Pass => "pass",
+        Fail => "fail",
+        Warn => "warn",
+        Inconclusive => "inconclusive",
+        Skipped => "skipped",
+    }
+}
+
+word_enum! {
+    /// What analysis does when a metric breaks its limit.
+    pub enum OnFail {
+        Rollback => "rollback",
+        Alert => "alert",
+        Remove => "remove",
+    }
+}
+
+word_enum! {
+    /// Where an analysis metric is measured.
+    pub enum MetricSource {
+        /// Synthetic requests sent by copilot itself.
+        Probe => "probe",
+        /// The service's own `/metrics` endpoint.
+        Metrics => "metrics",
+        /// A PromQL query against Prometheus.
+        Prometheus => "prometheus",
+    }
+}
+
+word_enum! {
+    /// Whether deploy windows may be bypassed.
+    pub enum WindowBypass {
+        Never => "never",
+        /// Allowed when the operator records a reason (hotfix lane).
+        WithReason => "with-reason",
+    }
+}
+
+/// How finely a provider can split traffic between two versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrafficSplit {
+    /// Only all-or-nothing switches.
+    None,
+    /// Any percentage (a weighted router or load balancer).
+    Exact,
+    /// Approximated by the ratio of instances (machines, replicas).
+    ByInstanceCount,
+}
+
+/// What a provider can do, declared by the provider and checked by `validate`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capabilities {
+    pub strategies: &'static [StrategyKind],
+    pub traffic_split: TrafficSplit,
+    /// A rollback that only moves traffic (no new instances started).
+    pub instant_rollback: bool,
+    /// Provider-specific settings accepted under `provider:`.
+    pub settings: &'static [&'static str],
+    /// Settings that must be present.
+    pub required_settings: &'static [&'static str],
+}
+
+impl Capabilities {
+    pub fn supports(&self, strategy: StrategyKind) -> bool {
+        self.strategies.contains(&strategy)
+    }
+}
+
+/// A resolved arena definition.
+#[derive(Clone, Debug, Serialize)]
+pub struct Arena {
+    pub name: String,
+    pub tier: Tier,
+    pub description: Option<String>,
+    pub promotes_from: Option<String>,
+    /// For a hotfix lane: the arena whose live slot it deploys into.
+    pub target: Option<String>,
+    pub provider: Provider,
+    pub strategy: Strategy,
+    pub preview: Option<PreviewSettings>,
+    pub cohort: Option<Cohort>,
+    pub gates: PhaseGates,
+    pub env: EnvSpec,
+    pub flags: BTreeMap<String, bool>,
+    pub windows: Windows,
+    pub rollback: RollbackPolicy,
+}
+
+impl Arena {
+    /// The arena whose infrastructure this arena deploys into (itself unless a lane).
+    pub fn deploys_into(&self) -> &str {
+        self.target.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The provider an arena runs on, with its settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Provider {
+    pub kind: ProviderKind,
+    /// Provider-specific settings (app, region, cluster, namespace, port, ...).
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// Number of instances per colour.
+    pub instances: u32,
+}
+
+impl Provider {
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).and_then(|v| v.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Strategy {
+    pub kind: StrategyKind,
+    pub steps: Vec<TrafficStep>,
+    pub analysis: Option<Analysis>,
+}
+
+/// One traffic shift: send `weight` percent to the new release, then bake.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrafficStep {
+    pub weight: u8,
+    pub bake: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Analysis {
+    pub interval: Duration,
+    pub min_samples: u32,
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Metric {
+    pub name: String,
+    pub source: MetricSource,
+    pub query: Option<String>,
+    pub path: Option<String>,
+    pub limit: MetricLimit,
+    pub window: Option<Duration>,
+    pub on_fail: OnFail,
+    /// Recorded but never acted on.
+    pub dry_run: bool,
+}
+
+/// The threshold a metric is held to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetricLimit {
+    /// A ratio or count that must not be exceeded (`max: 0.05`).
+    Max { max: f64 },
+    /// A latency that must not be exceeded (`max: 3s`).
+    MaxDuration { max: Duration },
+    /// Consecutive failed checks before acting.
+    ConsecutiveFailures { count: u32 },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PreviewSettings {
+    pub ttl: Duration,
+    pub seed: Option<String>,
+    pub name_template: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Cohort {
+    pub shops: Vec<String>,
+    pub percent: Option<u8>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseGates {
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+impl PhaseGates {
+    pub fn for_phase(&self, phase: Phase) -> &[String] {
+        match phase {
+            Phase::Before => &self.before,
+            Phase::After => &self.after,
+        }
+    }
+}
+
+/// The environment matrix of an arena. Secrets are references, never values.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EnvSpec {
+    pub required: Vec<String>,
+    pub values: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretRef>,
+}
+
+/// Where a secret lives: `env:NAME`, `file:PATH`, or a provider's store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretRef {
+    pub store: SecretStore,
+    pub key: String,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.store, self.key)
+    }
+}
+
+word_enum! {
+    /// A secret store a reference can point into.
+    pub enum SecretStore {
+        Env => "env",
+        File => "file",
+        Fly => "fly",
+        Render => "render",
+        AwsSecretsManager => "aws-sm",
+        AwsSsm => "aws-ssm",
+        Kubernetes => "k8s",
+        Vault => "vault",
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Windows {
+    pub allow: Vec<AllowWindow>,
+    pub freeze: Vec<Freeze>,
+    pub bypass: WindowBypass,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            allow: Vec::new(),
+            freeze: Vec::new(),
+            bypass: WindowBypass::Never,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RollbackPolicy {
+    /// Blue-green: how long the old colour stays up for an instant rollback.
+    pub keep_standby: Option<Duration>,
+    /// Roll back automatically when analysis says so.
+    pub automatic: bool,
+}
+
+/// A resolved gate definition.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gate {
+    pub name: String,
+    pub kind: GateKind,
+    pub description: Option<String>,
+    pub timeout: Duration,
+    /// `warn` turns a failure of this gate into a warning.
+    pub severity: GateSeverity,
+    /// Kind-specific parameters, already checked against the kind's schema.
+    pub params: serde_json::Value,
+}
+
+word_enum! {
+    /// How a failing gate counts.
+    pub enum GateSeverity {
+        Block => "block",
+        Warn => "warn",
+    }
+}
+
+/// Every arena and gate of a project, resolved and cross-checked.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Project {
+    pub arenas: BTreeMap<String, Arena>,
+    pub gates: BTreeMap<String, Gate>,
+}
+
+impl Project {
+    pub fn arena(&self, name: &str) -> Option<&Arena> {
+        self.arenas.get(name)
+    }
+}
