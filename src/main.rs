@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     }
     init_logging(cli.verbose, cli.quiet);
     let output = cli.output;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             anstream::eprintln!("error: cannot start the runtime: {e}");
@@ -54,7 +57,9 @@ fn print_error(err: &cli::CliError) {
     for d in &err.diagnostics {
         let _ = writeln!(stderr, "{}", d.render());
     }
-    let red = anstyle::Style::new().bold().fg_color(Some(anstyle::AnsiColor::Red.into()));
+    let red = anstyle::Style::new()
+        .bold()
+        .fg_color(Some(anstyle::AnsiColor::Red.into()));
     let _ = writeln!(stderr, "{red}error{red:#}: {}", err.message);
     if let Some(hint) = &err.hint {
         let _ = writeln!(stderr, "  hint: {hint}");
@@ -72,7 +77,10 @@ fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_ansi(anstream::ColorChoice::global() != anstream::ColorChoice::Never && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            anstream::ColorChoice::global() != anstream::ColorChoice::Never
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .with_target(false)
         .init();
 }

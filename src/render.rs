@@ -113,7 +113,11 @@ fn template_source(root: &Path, path: &str) -> (String, String) {
 }
 
 /// Render the provider configuration and Dockerfile of an arena.
-pub fn render_arena(root: &Path, arena: &Arena, release: &ReleaseInfo) -> Result<Vec<RenderedFile>, RenderError> {
+pub fn render_arena(
+    root: &Path,
+    arena: &Arena,
+    release: &ReleaseInfo,
+) -> Result<Vec<RenderedFile>, RenderError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -130,7 +134,10 @@ pub fn render_arena(root: &Path, arena: &Arena, release: &ReleaseInfo) -> Result
         live_colour => "blue",
     };
     let mut out = Vec::new();
-    for spec in provider_templates(arena.provider.kind).iter().chain([&DOCKERFILE]) {
+    for spec in provider_templates(arena.provider.kind)
+        .iter()
+        .chain([&DOCKERFILE])
+    {
         let (source, shown) = template_source(root, spec.template);
         let err = |e: minijinja::Error| RenderError::Template {
             template: shown.clone(),
@@ -174,8 +181,23 @@ pub fn check_parses(format: Format, text: &str) -> Result<(), String> {
 /// A Dockerfile must start (after comments and ARGs) with FROM and use known instructions.
 fn check_dockerfile(text: &str) -> Result<(), String> {
     const INSTRUCTIONS: &[&str] = &[
-        "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
-        "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+        "FROM",
+        "RUN",
+        "CMD",
+        "LABEL",
+        "EXPOSE",
+        "ENV",
+        "ADD",
+        "COPY",
+        "ENTRYPOINT",
+        "VOLUME",
+        "USER",
+        "WORKDIR",
+        "ARG",
+        "ONBUILD",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "SHELL",
     ];
     let mut continued = false;
     let mut seen_from = false;
@@ -186,7 +208,11 @@ fn check_dockerfile(text: &str) -> Result<(), String> {
         if was_continued || trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let word = trimmed.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        let word = trimmed
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         if !INSTRUCTIONS.contains(&word.as_str()) {
             return Err(format!("line {}: unknown instruction `{word}`", i + 1));
         }
@@ -196,5 +222,9 @@ fn check_dockerfile(text: &str) -> Result<(), String> {
             return Err(format!("line {}: `{word}` before the first FROM", i + 1));
         }
     }
-    if seen_from { Ok(()) } else { Err("no FROM instruction".into()) }
+    if seen_from {
+        Ok(())
+    } else {
+        Err("no FROM instruction".into())
+    }
 }

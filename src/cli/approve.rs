@@ -44,5 +44,8 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
         "Approved {} for {} as {actor} ({total} approval(s) in total)\n",
         release.version, a.name
     );
-    Ok(Report::new(json!({ "approval": approval, "approvals": total }), text))
+    Ok(Report::new(
+        json!({ "approval": approval, "approvals": total }),
+        text,
+    ))
 }

@@ -12,9 +12,7 @@ pub enum Command {
     /// Every arena with its provider, strategy and promotion path
     List,
     /// One arena, resolved: provider, strategy, gates, environment, flags, windows
-    Show {
-        arena: String,
-    },
+    Show { arena: String },
 }
 
 pub fn run(ctx: &Context, cmd: Command) -> CmdResult {
@@ -22,9 +20,18 @@ pub fn run(ctx: &Context, cmd: Command) -> CmdResult {
     let project = &loaded.project;
     match cmd {
         Command::List => {
-            let mut t = Table::new(["ARENA", "TIER", "PROVIDER", "STRATEGY", "PROMOTES FROM", "GATES"]);
+            let mut t = Table::new([
+                "ARENA",
+                "TIER",
+                "PROVIDER",
+                "STRATEGY",
+                "PROMOTES FROM",
+                "GATES",
+            ]);
             let mut items = Vec::new();
-            for a in project.arenas.values() {
+            let mut arenas: Vec<&Arena> = project.arenas.values().collect();
+            arenas.sort_by_key(|a| (a.tier, a.name.clone()));
+            for a in arenas {
                 let from = a
                     .promotes_from
                     .clone()
@@ -36,7 +43,11 @@ pub fn run(ctx: &Context, cmd: Command) -> CmdResult {
                     a.provider.kind.to_string(),
                     a.strategy.kind.to_string(),
                     from,
-                    format!("{} before, {} after", a.gates.before.len(), a.gates.after.len()),
+                    format!(
+                        "{} before, {} after",
+                        a.gates.before.len(),
+                        a.gates.after.len()
+                    ),
                 ]);
                 items.push(summary(a));
             }
@@ -44,7 +55,10 @@ pub fn run(ctx: &Context, cmd: Command) -> CmdResult {
         }
         Command::Show { arena: name } => {
             let a = arena(project, &name)?;
-            Ok(Report::new(serde_json::to_value(a).expect("arena serializes"), describe(a)))
+            Ok(Report::new(
+                serde_json::to_value(a).expect("arena serializes"),
+                describe(a),
+            ))
         }
     }
 }
@@ -100,12 +114,18 @@ fn describe(a: &Arena) -> String {
         .collect();
     let _ = writeln!(s, "strategy    {} {}", a.strategy.kind, steps.join(" -> "));
     if let Some(an) = &a.strategy.analysis {
-        let _ = writeln!(s, "analysis    every {}, at least {} samples", an.interval, an.min_samples);
+        let _ = writeln!(
+            s,
+            "analysis    every {}, at least {} samples",
+            an.interval, an.min_samples
+        );
         for m in &an.metrics {
             let limit = match &m.limit {
                 MetricLimit::Max { max } => format!("> {max}"),
                 MetricLimit::MaxDuration { max } => format!("> {max}"),
-                MetricLimit::ConsecutiveFailures { count } => format!("{count} consecutive failures"),
+                MetricLimit::ConsecutiveFailures { count } => {
+                    format!("{count} consecutive failures")
+                }
             };
             let window = m.window.map(|w| format!(" over {w}")).unwrap_or_default();
             let _ = writeln!(s, "            {} {limit}{window} -> {}", m.name, m.on_fail);
@@ -120,8 +140,18 @@ fn describe(a: &Arena) -> String {
     for (k, r) in &a.env.secrets {
         let _ = writeln!(s, "            {k}=<secret from {r}>");
     }
-    let on: Vec<&str> = a.flags.iter().filter(|(_, v)| **v).map(|(k, _)| k.as_str()).collect();
-    let off: Vec<&str> = a.flags.iter().filter(|(_, v)| !**v).map(|(k, _)| k.as_str()).collect();
+    let on: Vec<&str> = a
+        .flags
+        .iter()
+        .filter(|(_, v)| **v)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let off: Vec<&str> = a
+        .flags
+        .iter()
+        .filter(|(_, v)| !**v)
+        .map(|(k, _)| k.as_str())
+        .collect();
     let _ = writeln!(s, "flags       on: {}", list(&on));
     let _ = writeln!(s, "            off: {}", list(&off));
     if !a.windows.allow.is_empty() || !a.windows.freeze.is_empty() {
@@ -132,7 +162,11 @@ fn describe(a: &Arena) -> String {
         let _ = writeln!(s, "            bypass: {}", a.windows.bypass);
     }
     if let Some(ks) = &a.rollback.keep_standby {
-        let _ = writeln!(s, "rollback    keep standby {ks}, automatic: {}", a.rollback.automatic);
+        let _ = writeln!(
+            s,
+            "rollback    keep standby {ks}, automatic: {}",
+            a.rollback.automatic
+        );
     }
     s
 }
@@ -141,6 +175,10 @@ fn list<S: AsRef<str>>(items: &[S]) -> String {
     if items.is_empty() {
         "-".into()
     } else {
-        items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ")
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -18,8 +18,19 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
         arena(&loaded.project, name)?;
     }
     let ledger = ctx.ledger(Some(&root)).await?;
-    let rows = ledger.history(args.arena.as_deref(), args.limit.max(1)).await?;
-    let mut t = Table::new(["STARTED", "ARENA", "KIND", "RELEASE", "STATE", "BY", "DEPLOYMENT", "REASON"]);
+    let rows = ledger
+        .history(args.arena.as_deref(), args.limit.max(1))
+        .await?;
+    let mut t = Table::new([
+        "STARTED",
+        "ARENA",
+        "KIND",
+        "RELEASE",
+        "STATE",
+        "BY",
+        "DEPLOYMENT",
+        "REASON",
+    ]);
     for r in &rows {
         let d = &r.deployment;
         t.row([
@@ -33,6 +44,10 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
             d.reason.clone().unwrap_or_default(),
         ]);
     }
-    let text = if rows.is_empty() { "No deployments yet.\n".to_string() } else { t.render() };
+    let text = if rows.is_empty() {
+        "No deployments yet.\n".to_string()
+    } else {
+        t.render()
+    };
     Ok(Report::new(json!({ "deployments": rows }), text))
 }

@@ -23,7 +23,10 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     let generated = [
         ("schemas/arena.schema.json", pretty(schema::arena())),
         ("schemas/gate.schema.json", pretty(schema::gate())),
-        (".gitignore", "# copilot's ledger, rendered files and local processes\n.copilot/\n".to_string()),
+        (
+            ".gitignore",
+            "# copilot's ledger, rendered files and local processes\n.copilot/\n".to_string(),
+        ),
     ];
     let files = DEFAULT_FILES
         .iter()
@@ -37,8 +40,9 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
             continue;
         }
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| CliError::invalid(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                CliError::invalid(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         std::fs::write(&target, content)
             .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", target.display())))?;

@@ -26,7 +26,9 @@ pub struct UnlockArgs {
 
 pub async fn lock(ctx: &Context, args: LockArgs) -> CmdResult {
     if args.reason.trim().is_empty() {
-        return Err(CliError::invalid("--reason must say why the arena is locked"));
+        return Err(CliError::invalid(
+            "--reason must say why the arena is locked",
+        ));
     }
     let (root, loaded) = ctx.project()?;
     let a = arena(&loaded.project, &args.arena)?;
@@ -34,7 +36,10 @@ pub async fn lock(ctx: &Context, args: LockArgs) -> CmdResult {
     let now = clock::now();
     let actor = clock::actor();
     let lock = ledger
-        .acquire_lock(&LockRequest::here(&a.name, LockKind::Manual, &actor, &args.reason, None), now)
+        .acquire_lock(
+            &LockRequest::here(&a.name, LockKind::Manual, &actor, &args.reason, None),
+            now,
+        )
         .await?;
     ledger
         .audit(
@@ -77,7 +82,10 @@ pub async fn unlock(ctx: &Context, args: UnlockArgs) -> CmdResult {
                 .await?;
             Ok(Report::new(
                 json!({ "unlocked": true, "removed": old }),
-                format!("Unlocked {} (was: {} by {}: {})\n", a.name, old.kind, old.owner, old.reason),
+                format!(
+                    "Unlocked {} (was: {} by {}: {})\n",
+                    a.name, old.kind, old.owner, old.reason
+                ),
             ))
         }
         Err(LedgerError::NotLocked(_)) => Ok(Report::new(

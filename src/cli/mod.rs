@@ -47,7 +47,13 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", env = "COPILOT_ROOT")]
     pub root: Option<PathBuf>,
     /// Ledger database URL (sqlite://PATH or postgres://...) [default: sqlite://<root>/.copilot/ledger.db]
-    #[arg(long, global = true, value_name = "URL", env = "COPILOT_LEDGER_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "COPILOT_LEDGER_URL",
+        hide_env_values = true
+    )]
     pub ledger: Option<String>,
     /// Output format: human tables, or one JSON document on stdout
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
@@ -162,9 +168,16 @@ impl From<LedgerError> for CliError {
             | LedgerError::Io { .. } => Exit::Dependency,
         };
         let hint = match &e {
-            LedgerError::LockHeld(_) => Some("wait for it to finish, or ask the holder; `copilot status` shows all locks".to_string()),
-            LedgerError::ReleaseNotFound(_) => Some("`copilot release list` shows known releases".to_string()),
-            LedgerError::UnsupportedUrl(_) => Some("use sqlite://PATH or postgres://USER@HOST/DB".to_string()),
+            LedgerError::LockHeld(_) => Some(
+                "wait for it to finish, or ask the holder; `copilot status` shows all locks"
+                    .to_string(),
+            ),
+            LedgerError::ReleaseNotFound(_) => {
+                Some("`copilot release list` shows known releases".to_string())
+            }
+            LedgerError::UnsupportedUrl(_) => {
+                Some("use sqlite://PATH or postgres://USER@HOST/DB".to_string())
+            }
             _ => None,
         };
         CliError {
@@ -183,12 +196,16 @@ impl From<ConfigError> for CliError {
                 exit: Exit::Invalid,
                 message: format!(
                     "the definitions have {} error(s)",
-                    diagnostics.iter().filter(|d| d.severity == config::Severity::Error).count()
+                    diagnostics
+                        .iter()
+                        .filter(|d| d.severity == config::Severity::Error)
+                        .count()
                 ),
                 hint: None,
                 diagnostics,
             },
-            ConfigError::NoArenas { .. } => CliError::invalid(e.to_string()).with_hint("run `copilot init` to create the default arenas"),
+            ConfigError::NoArenas { .. } => CliError::invalid(e.to_string())
+                .with_hint("run `copilot init` to create the default arenas"),
             ConfigError::Io { .. } => CliError::invalid(e.to_string()),
         }
     }
@@ -232,17 +249,24 @@ impl Context {
     pub fn root(&self) -> Result<PathBuf, CliError> {
         if let Some(root) = &self.root_arg {
             if !root.is_dir() {
-                return Err(CliError::invalid(format!("--root {} is not a directory", root.display())));
+                return Err(CliError::invalid(format!(
+                    "--root {} is not a directory",
+                    root.display()
+                )));
             }
             return Ok(root.clone());
         }
-        let cwd = std::env::current_dir().map_err(|e| CliError::invalid(format!("cannot read the current directory: {e}")))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| CliError::invalid(format!("cannot read the current directory: {e}")))?;
         cwd.ancestors()
             .find(|d| d.join("arenas").is_dir())
             .map(Path::to_path_buf)
             .ok_or_else(|| {
-                CliError::invalid(format!("no arenas/ directory in {} or any parent", cwd.display()))
-                    .with_hint("run `copilot init` here, or pass --root DIR")
+                CliError::invalid(format!(
+                    "no arenas/ directory in {} or any parent",
+                    cwd.display()
+                ))
+                .with_hint("run `copilot init` here, or pass --root DIR")
             })
     }
 
@@ -268,10 +292,14 @@ impl Context {
 }
 
 /// Look up an arena by name with a "did you mean".
-pub fn arena<'a>(project: &'a crate::model::Project, name: &str) -> Result<&'a crate::model::Arena, CliError> {
+pub fn arena<'a>(
+    project: &'a crate::model::Project,
+    name: &str,
+) -> Result<&'a crate::model::Arena, CliError> {
     project.arena(name).ok_or_else(|| {
         let names: Vec<&str> = project.arenas.keys().map(String::as_str).collect();
-        CliError::invalid(format!("no arena named `{name}`")).with_hint(config::diag::suggest(name, &names))
+        CliError::invalid(format!("no arena named `{name}`"))
+            .with_hint(config::diag::suggest(name, &names))
     })
 }
 

@@ -32,24 +32,38 @@ pub enum Command {
 pub fn version_from_image(image: &str) -> Option<String> {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split_once(':').map(|(_, tag)| tag.to_string()).filter(|t| !t.is_empty())
+    last.split_once(':')
+        .map(|(_, tag)| tag.to_string())
+        .filter(|t| !t.is_empty())
 }
 
 /// The digest of an image reference, when it carries one.
 pub fn digest_from_image(image: &str) -> Option<String> {
-    image.split_once('@').map(|(_, d)| d.to_string()).filter(|d| d.starts_with("sha256:") && d.len() == 71)
+    image
+        .split_once('@')
+        .map(|(_, d)| d.to_string())
+        .filter(|d| d.starts_with("sha256:") && d.len() == 71)
 }
 
 pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
     let root = ctx.root()?;
     let ledger = ctx.ledger(Some(&root)).await?;
     match cmd {
-        Command::Create { image, version, git_sha } => {
+        Command::Create {
+            image,
+            version,
+            git_sha,
+        } => {
             if image.trim().is_empty() || image.contains(char::is_whitespace) {
-                return Err(CliError::invalid(format!("`{image}` is not an image reference")));
+                return Err(CliError::invalid(format!(
+                    "`{image}` is not an image reference"
+                )));
             }
             if image.contains('@') && digest_from_image(&image).is_none() {
-                return Err(CliError::invalid(format!("`{image}` has a malformed digest")).with_hint("a digest is `sha256:` followed by 64 hex digits"));
+                return Err(
+                    CliError::invalid(format!("`{image}` has a malformed digest"))
+                        .with_hint("a digest is `sha256:` followed by 64 hex digits"),
+                );
             }
             if let Some(sha) = &git_sha
                 && (!(7..=40).contains(&sha.len()) || !sha.chars().all(|c| c.is_ascii_hexdigit()))
@@ -57,7 +71,10 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                 return Err(CliError::invalid("--git-sha must be 7 to 40 hex digits"));
             }
             let Some(version) = version.or_else(|| version_from_image(&image)) else {
-                return Err(CliError::invalid(format!("`{image}` has no tag to use as the version")).with_hint("pass --version"));
+                return Err(CliError::invalid(format!(
+                    "`{image}` has no tag to use as the version"
+                ))
+                .with_hint("pass --version"));
             };
             let config_hash = config::definitions_hash(&root)
                 .map_err(|e| CliError::invalid(format!("cannot hash the definitions: {e}")))?;
@@ -107,7 +124,11 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                     r.created_by.clone(),
                 ]);
             }
-            let text = if releases.is_empty() { "No releases yet.\n".into() } else { t.render() };
+            let text = if releases.is_empty() {
+                "No releases yet.\n".into()
+            } else {
+                t.render()
+            };
             Ok(Report::new(json!({ "releases": releases }), text))
         }
     }

@@ -35,7 +35,8 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
         }
         (None, Some(image)) => ReleaseInfo {
             image: image.clone(),
-            version: crate::cli::release::version_from_image(image).unwrap_or_else(|| "unversioned".into()),
+            version: crate::cli::release::version_from_image(image)
+                .unwrap_or_else(|| "unversioned".into()),
         },
         (None, None) => ReleaseInfo::unreleased(),
     };
@@ -43,12 +44,17 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     let out = args
         .out
         .unwrap_or_else(|| root.join(".copilot").join("render").join(&a.name));
-    std::fs::create_dir_all(&out).map_err(|e| CliError::invalid(format!("cannot create {}: {e}", out.display())))?;
-    let mut text = format!("Rendered {} for {} ({})\n", a.name, release.version, a.provider.kind);
+    std::fs::create_dir_all(&out)
+        .map_err(|e| CliError::invalid(format!("cannot create {}: {e}", out.display())))?;
+    let mut text = format!(
+        "Rendered {} for {} ({})\n",
+        a.name, release.version, a.provider.kind
+    );
     let mut written = Vec::new();
     for f in &files {
         let path = out.join(&f.name);
-        std::fs::write(&path, &f.content).map_err(|e| CliError::invalid(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, &f.content)
+            .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", path.display())))?;
         text.push_str(&format!("  {}  <- {}\n", path.display(), f.template));
         written.push(json!({ "path": path, "template": f.template, "format": f.format }));
     }

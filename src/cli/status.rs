@@ -18,7 +18,11 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     let project = &loaded.project;
     let arenas: Vec<&Arena> = match &args.arena {
         Some(name) => vec![arena(project, name)?],
-        None => project.arenas.values().collect(),
+        None => {
+            let mut all: Vec<&Arena> = project.arenas.values().collect();
+            all.sort_by_key(|a| (a.tier, a.name.clone()));
+            all
+        }
     };
     let ledger = ctx.ledger(Some(&root)).await?;
     let now = clock::now();
@@ -35,7 +39,11 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     ))
 }
 
-async fn arena_status(ledger: &Ledger, a: &Arena, now: chrono::DateTime<chrono::Utc>) -> Result<(Value, String), super::CliError> {
+async fn arena_status(
+    ledger: &Ledger,
+    a: &Arena,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Value, String), super::CliError> {
     let live = ledger.live(&a.name).await?;
     let active = ledger.active_deployment(&a.name).await?;
     let traffic = ledger.traffic(&a.name).await?;
@@ -44,10 +52,19 @@ async fn arena_status(ledger: &Ledger, a: &Arena, now: chrono::DateTime<chrono::
         Some(d) => ledger.steps(&d.deployment.id).await?.pop(),
         None => None,
     };
-    let in_freeze: Vec<String> = a.windows.freeze.iter().filter(|f| f.contains(now)).map(ToString::to_string).collect();
+    let in_freeze: Vec<String> = a
+        .windows
+        .freeze
+        .iter()
+        .filter(|f| f.contains(now))
+        .map(ToString::to_string)
+        .collect();
     let in_window = a.windows.allow.is_empty() || a.windows.allow.iter().any(|w| w.contains(now));
 
-    let mut s = format!("{} ({}, {} on {})\n", a.name, a.tier, a.strategy.kind, a.provider.kind);
+    let mut s = format!(
+        "{} ({}, {} on {})\n",
+        a.name, a.tier, a.strategy.kind, a.provider.kind
+    );
     match &live {
         Some(l) => s.push_str(&format!(
             "  live      {} since {} ({})\n",
@@ -70,9 +87,11 @@ async fn arena_status(ledger: &Ledger, a: &Arena, now: chrono::DateTime<chrono::
     if let Some(t) = &traffic {
         s.push_str(&format!("  traffic   {}\n", describe_split(&t.split.0)));
     }
-    match &lock {
-        Some(l) => s.push_str(&format!("  locked    by {} ({}): {}\n", l.owner, l.kind, l.reason)),
-        None => {}
+    if let Some(l) = &lock {
+        s.push_str(&format!(
+            "  locked    by {} ({}): {}\n",
+            l.owner, l.kind, l.reason
+        ));
     }
     if !in_freeze.is_empty() {
         s.push_str(&format!("  frozen    {}\n", in_freeze.join(", ")));

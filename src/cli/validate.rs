@@ -30,7 +30,10 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                 file: format!("arenas/{}.yaml", arena.name),
                 line: 1,
                 column: 1,
-                message: format!("cannot render the {} configuration: {e}", arena.provider.kind),
+                message: format!(
+                    "cannot render the {} configuration: {e}",
+                    arena.provider.kind
+                ),
                 hint: Some("fix the template, or the arena values it uses".into()),
                 source_line: None,
             });
@@ -63,7 +66,10 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
 }
 
 fn failure(diagnostics: Vec<Diagnostic>) -> CliError {
-    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diagnostics.len() - errors;
     CliError {
         exit: Exit::Invalid,

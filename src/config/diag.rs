@@ -32,7 +32,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -133,16 +137,34 @@ impl Diagnostics {
         });
     }
 
-    pub fn error(&mut self, file: &SourceFile, loc: Loc, message: impl Into<String>, hint: impl Into<Hint>) {
+    pub fn error(
+        &mut self,
+        file: &SourceFile,
+        loc: Loc,
+        message: impl Into<String>,
+        hint: impl Into<Hint>,
+    ) {
         self.push(Severity::Error, file, loc, message, hint.into().0, true);
     }
 
     /// An error about a line that may hold a secret: the line is not quoted.
-    pub fn error_redacted(&mut self, file: &SourceFile, loc: Loc, message: impl Into<String>, hint: impl Into<Hint>) {
+    pub fn error_redacted(
+        &mut self,
+        file: &SourceFile,
+        loc: Loc,
+        message: impl Into<String>,
+        hint: impl Into<Hint>,
+    ) {
         self.push(Severity::Error, file, loc, message, hint.into().0, false);
     }
 
-    pub fn warning(&mut self, file: &SourceFile, loc: Loc, message: impl Into<String>, hint: impl Into<Hint>) {
+    pub fn warning(
+        &mut self,
+        file: &SourceFile,
+        loc: Loc,
+        message: impl Into<String>,
+        hint: impl Into<Hint>,
+    ) {
         self.push(Severity::Warning, file, loc, message, hint.into().0, true);
     }
 
@@ -171,7 +193,10 @@ impl From<&str> for Hint {
 }
 
 /// "did you mean `x`?" for a word that is close to one of `candidates`.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -181,7 +206,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 }
 
 /// A hint that suggests the closest candidate, or lists them all.
-pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> String {
+pub fn suggest(word: &str, candidates: &[&str]) -> String {
     did_you_mean(word, candidates.iter().copied())
         .unwrap_or_else(|| format!("expected one of: {}", candidates.join(", ")))
 }

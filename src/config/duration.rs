@@ -80,9 +80,16 @@ impl FromStr for Duration {
                 .parse()
                 .map_err(|_| ParseDurationError::Overflow(input.to_string()))?;
             rest = &rest[digits..];
-            let unit_len = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+            let unit_len = rest.len()
+                - rest
+                    .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .len();
             if unit_len == 0 {
-                return Err(ParseDurationError::MissingUnit(input.to_string()));
+                return Err(if rest.is_empty() {
+                    ParseDurationError::MissingUnit(input.to_string())
+                } else {
+                    ParseDurationError::Invalid(input.to_string())
+                });
             }
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
@@ -116,7 +123,12 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        // Whole days read better as days, except a single day, which people write `24h`.
+        const DAY: u64 = 86_400_000;
+        if ms.is_multiple_of(DAY) && ms > DAY {
+            return write!(f, "{}d", ms / DAY);
+        }
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
             if ms >= size {
                 write!(f, "{}{unit}", ms / size)?;
                 ms %= size;
@@ -129,6 +141,27 @@ impl fmt::Display for Duration {
 impl Serialize for Duration {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e: ParseDurationError| serde::de::Error::custom(format!("{e}; {}", e.hint())))
+    }
+}
+
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+            "description": "A duration such as 500ms, 30s, 5m, 1h30m, 24h or 7d"
+        })
     }
 }
 
@@ -148,38 +181,28 @@ mod tests {
     #[test]
     fn rejects_malformed_input() {
         assert_eq!("".parse::<Duration>(), Err(ParseDurationError::Empty));
-        assert!(matches!("5".parse::<Duration>(), Err(ParseDurationError::MissingUnit(_))));
-        assert!(matches!("5 minutes".parse::<Duration>(), Err(ParseDurationError::Invalid(_))));
-        assert!(matches!("5y".parse::<Duration>(), Err(ParseDurationError::UnknownUnit { .. })));
-        assert!(matches!("m5".parse::<Duration>(), Err(ParseDurationError::Invalid(_))));
+        assert!(matches!(
+            "5".parse::<Duration>(),
+            Err(ParseDurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            "5 minutes".parse::<Duration>(),
+            Err(ParseDurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            "5y".parse::<Duration>(),
+            Err(ParseDurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            "m5".parse::<Duration>(),
+            Err(ParseDurationError::Invalid(_))
+        ));
     }
 
     #[test]
     fn displays_in_largest_units() {
-        for text in ["30s", "5m", "1h30m", "24h", "1d2h", "1s500ms"] {
+        for text in ["30s", "5m", "1h30m", "24h", "26h", "7d", "1s500ms"] {
             assert_eq!(text.parse::<Duration>().unwrap().to_string(), text);
         }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Duration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(|e: ParseDurationError| {
-            serde::de::Error::custom(format!("{e}; {}", e.hint()))
-        })
-    }
-}
-
-impl schemars::JsonSchema for Duration {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "pattern": "^([0-9]+(ms|s|m|h|d))+$",
-            "description": "A duration such as 500ms, 30s, 5m, 1h30m, 24h or 7d"
-        })
     }
 }

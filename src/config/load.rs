@@ -30,7 +30,10 @@ pub fn read_definitions(root: &Path, sub: &str) -> std::io::Result<Vec<SourceFil
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         files.push(SourceFile {
             display: format!("{sub}/{name}"),
             path,
@@ -63,13 +66,17 @@ fn report_yaml_error(file: &SourceFile, err: &serde_saphyr::Error, diags: &mut D
         })
         .unwrap_or(Loc { line: 1, column: 1 });
     match err.without_snippet() {
-        E::SerdeUnknownField { field, expected, .. } => diags.error(
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => diags.error(
             file,
             loc,
             format!("unknown key `{field}`"),
             suggest(field, expected),
         ),
-        E::SerdeUnknownVariant { variant, expected, .. } => diags.error(
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => diags.error(
             file,
             loc,
             format!("unknown value `{variant}`"),
@@ -102,7 +109,11 @@ pub fn parse_gate(file: &SourceFile, diags: &mut Diagnostics) -> Option<GateFile
             "missing required key `kind`",
             format!(
                 "add `kind:` with one of: {}",
-                GateKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                GateKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
         return None;

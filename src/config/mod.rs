@@ -46,7 +46,11 @@ pub struct Loaded {
 /// Read, parse and check every definition under `root`.
 ///
 /// With `strict`, warnings count as errors.
-pub fn load_project(root: &Path, caps: CapabilitiesFn, strict: bool) -> Result<Loaded, ConfigError> {
+pub fn load_project(
+    root: &Path,
+    caps: CapabilitiesFn,
+    strict: bool,
+) -> Result<Loaded, ConfigError> {
     let io = |sub: &str| {
         load::read_definitions(root, sub).map_err(|source| ConfigError::Io {
             path: root.join(sub),

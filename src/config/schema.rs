@@ -18,7 +18,10 @@ pub fn arena() -> Value {
 }
 
 /// One kind's variant; its definitions move to `defs` so `#/$defs/...` resolves at the root.
-fn gate_variant<P: JsonSchema + Default + serde::Serialize>(kind: GateKind, defs: &mut serde_json::Map<String, Value>) -> Value {
+fn gate_variant<P: JsonSchema + Default + serde::Serialize>(
+    kind: GateKind,
+    defs: &mut serde_json::Map<String, Value>,
+) -> Value {
     let mut v = serde_json::to_value(generator().into_root_schema_for::<GateFile<P>>())
         .expect("schema serializes");
     if let Some(obj) = v.as_object_mut() {

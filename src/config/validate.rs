@@ -29,7 +29,9 @@ pub struct Parsed<'a> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -43,9 +45,17 @@ fn valid_env_name(name: &str) -> bool {
 /// Variable names that hold credentials and so must never be written inline.
 pub fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE", "CREDENTIAL"]
-        .iter()
-        .any(|s| n.contains(s))
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "PRIVATE",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
         || n.ends_with("_KEY")
 }
 
@@ -80,7 +90,12 @@ pub fn parse_secret_ref(text: &str) -> Option<SecretRef> {
 
 const SECRET_REF_HINT: &str = "write a reference instead: env:NAME, file:PATH, fly:NAME, render:NAME, aws-sm:ARN, aws-ssm:NAME, k8s:SECRET/KEY or vault:PATH#KEY";
 
-fn duration(file: &SourceFile, at: &At<String>, what: &str, diags: &mut Diagnostics) -> Option<Duration> {
+fn duration(
+    file: &SourceFile,
+    at: &At<String>,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<Duration> {
     match at.value.parse::<Duration>() {
         Ok(d) => Some(d),
         Err(e) => {
@@ -106,7 +121,8 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
     // Gates first: arenas refer to them.
     for (file, g) in &parsed.gates {
         check_file_name(file, &g.name, diags);
-        let timeout = opt_duration(file, &g.timeout, "timeout", diags).unwrap_or(Duration::from_secs(300));
+        let timeout =
+            opt_duration(file, &g.timeout, "timeout", diags).unwrap_or(Duration::from_secs(300));
         project.gates.insert(
             g.name.value.clone(),
             Gate {
@@ -211,7 +227,9 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
             None => Some(base.strategy.clone()),
         };
         let Some(strategy) = strategy else { continue };
-        if let Some(mut arena) = check_arena(file, a, base.provider.clone(), strategy, &gate_names, diags) {
+        if let Some(mut arena) =
+            check_arena(file, a, base.provider.clone(), strategy, &gate_names, diags)
+        {
             arena.target = Some(target.value.clone());
             project.arenas.insert(arena.name.clone(), arena);
         }
@@ -247,7 +265,11 @@ fn check_file_name(file: &SourceFile, name: &At<String>, diags: &mut Diagnostics
                 name.value,
                 file.stem()
             ),
-            format!("rename the file to `{}.yaml` or the name to `{}`", name.value, file.stem()),
+            format!(
+                "rename the file to `{}.yaml` or the name to `{}`",
+                name.value,
+                file.stem()
+            ),
         );
     }
 }
@@ -304,7 +326,12 @@ fn check_provider(
         && !(1024..=65535).contains(&port.value)
     {
         ok = false;
-        diags.error(file, port.loc, format!("port {} is out of range", port.value), "use a port from 1024 to 65535");
+        diags.error(
+            file,
+            port.loc,
+            format!("port {} is out of range", port.value),
+            "use a port from 1024 to 65535",
+        );
     }
     let instances = match &p.instances {
         Some(n) if n.value == 0 => {
@@ -342,7 +369,11 @@ fn check_strategy(
             format!(
                 "{} supports: {}",
                 provider.kind,
-                cap.strategies.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                cap.strategies
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
     }
@@ -365,7 +396,12 @@ fn check_strategy(
                 let w = step.weight.value;
                 if w == 0 || w > 100 {
                     ok = false;
-                    diags.error(file, step.weight.loc, format!("weight {w} is not a percentage from 1 to 100"), None);
+                    diags.error(
+                        file,
+                        step.weight.loc,
+                        format!("weight {w} is not a percentage from 1 to 100"),
+                        None,
+                    );
                 } else if w <= last {
                     ok = false;
                     diags.error(
@@ -392,10 +428,18 @@ fn check_strategy(
                         "add e.g. `steps: [{ weight: 10, bake: 5m }, { weight: 50, bake: 10m }, { weight: 100 }]`",
                     );
                 }
-                None => steps.push(TrafficStep { weight: 100, bake: None }),
+                None => steps.push(TrafficStep {
+                    weight: 100,
+                    bake: None,
+                }),
                 Some(l) if l.weight.value != 100 => {
                     ok = false;
-                    diags.error(file, l.weight.loc, "the last traffic step must reach weight 100", None);
+                    diags.error(
+                        file,
+                        l.weight.loc,
+                        "the last traffic step must reach weight 100",
+                        None,
+                    );
                 }
                 Some(_) => {}
             }
@@ -415,6 +459,25 @@ fn check_strategy(
             }
         }
     }
+    if cap.traffic_split == TrafficSplit::ByInstanceCount {
+        let n = provider.instances;
+        for (step, raw) in steps.iter().zip(&s.steps) {
+            let wanted = f64::from(step.weight);
+            let moved = (wanted * f64::from(n) / 100.0).round();
+            let actual = moved * 100.0 / f64::from(n);
+            if step.weight < 100 && (actual - wanted).abs() >= 1.0 {
+                diags.warning(
+                    file,
+                    raw.weight.loc,
+                    format!(
+                        "{} splits traffic by instance count: with {n} instance(s), {}% becomes {actual:.0}%",
+                        provider.kind, step.weight
+                    ),
+                    "choose weights that are multiples of 100 / instances, or change `instances`",
+                );
+            }
+        }
+    }
     let analysis = match &s.analysis {
         Some(a) => check_analysis(file, a, diags),
         None => None,
@@ -422,15 +485,30 @@ fn check_strategy(
     if s.analysis.is_some() && analysis.is_none() {
         ok = false;
     }
-    ok.then_some(Strategy { kind, steps, analysis })
+    ok.then_some(Strategy {
+        kind,
+        steps,
+        analysis,
+    })
 }
 
-const KNOWN_METRICS: &[&str] = &["error_rate", "p50_latency", "p95_latency", "p99_latency", "health"];
+const KNOWN_METRICS: &[&str] = &[
+    "error_rate",
+    "p50_latency",
+    "p95_latency",
+    "p99_latency",
+    "health",
+];
 
-fn check_analysis(file: &SourceFile, at: &At<super::def::AnalysisSection>, diags: &mut Diagnostics) -> Option<Analysis> {
+fn check_analysis(
+    file: &SourceFile,
+    at: &At<super::def::AnalysisSection>,
+    diags: &mut Diagnostics,
+) -> Option<Analysis> {
     let a = &at.value;
     let before = diags.items.len();
-    let interval = opt_duration(file, &a.interval, "interval", diags).unwrap_or(Duration::from_secs(30));
+    let interval =
+        opt_duration(file, &a.interval, "interval", diags).unwrap_or(Duration::from_secs(30));
     let mut metrics = Vec::new();
     for m in &a.metrics {
         if let Some(metric) = check_metric(file, m, diags) {
@@ -444,14 +522,23 @@ fn check_analysis(file: &SourceFile, at: &At<super::def::AnalysisSection>, diags
     })
 }
 
-fn check_metric(file: &SourceFile, at: &At<MetricSection>, diags: &mut Diagnostics) -> Option<Metric> {
+fn check_metric(
+    file: &SourceFile,
+    at: &At<MetricSection>,
+    diags: &mut Diagnostics,
+) -> Option<Metric> {
     let m = &at.value;
     let name = m.name.value.as_str();
     let source = m.source.unwrap_or(MetricSource::Probe);
     let window = opt_duration(file, &m.window, "window", diags);
     let limit = if name == "health" {
         if m.max.is_some() {
-            diags.error(file, at.loc, "`health` counts consecutive failures, it has no `max`", "use `consecutive_failures: 3`");
+            diags.error(
+                file,
+                at.loc,
+                "`health` counts consecutive failures, it has no `max`",
+                "use `consecutive_failures: 3`",
+            );
             return None;
         }
         MetricLimit::ConsecutiveFailures {
@@ -469,7 +556,12 @@ fn check_metric(file: &SourceFile, at: &At<MetricSection>, diags: &mut Diagnosti
             return None;
         }
         let Some(max) = &m.max else {
-            diags.error(file, at.loc, format!("metric `{name}` has no `max`"), "add `max:` (a ratio such as 0.05, or a latency such as 3s)");
+            diags.error(
+                file,
+                at.loc,
+                format!("metric `{name}` has no `max`"),
+                "add `max:` (a ratio such as 0.05, or a latency such as 3s)",
+            );
             return None;
         };
         match (&max.value, name.ends_with("_latency")) {
@@ -481,13 +573,23 @@ fn check_metric(file: &SourceFile, at: &At<MetricSection>, diags: &mut Diagnosti
                 }
             },
             (Scalar::Int(_) | Scalar::Float(_), true) => {
-                diags.error(file, max.loc, format!("`{name}` needs a duration"), "write the unit, e.g. `max: 3s` or `max: 800ms`");
+                diags.error(
+                    file,
+                    max.loc,
+                    format!("`{name}` needs a duration"),
+                    "write the unit, e.g. `max: 3s` or `max: 800ms`",
+                );
                 return None;
             }
             (Scalar::Int(i), false) => MetricLimit::Max { max: *i as f64 },
             (Scalar::Float(x), false) => {
                 if name == "error_rate" && !(0.0..=1.0).contains(x) {
-                    diags.error(file, max.loc, format!("error_rate max {x} is not a ratio"), "write a ratio from 0 to 1, e.g. `0.05` for 5%");
+                    diags.error(
+                        file,
+                        max.loc,
+                        format!("error_rate max {x} is not a ratio"),
+                        "write a ratio from 0 to 1, e.g. `0.05` for 5%",
+                    );
                     return None;
                 }
                 MetricLimit::Max { max: *x }
@@ -497,13 +599,23 @@ fn check_metric(file: &SourceFile, at: &At<MetricSection>, diags: &mut Diagnosti
                 return None;
             }
             (Scalar::Bool(_), true) => {
-                diags.error(file, max.loc, format!("`{name}` needs a duration"), "e.g. `max: 3s`");
+                diags.error(
+                    file,
+                    max.loc,
+                    format!("`{name}` needs a duration"),
+                    "e.g. `max: 3s`",
+                );
                 return None;
             }
         }
     };
     if matches!(source, MetricSource::Prometheus) && m.query.is_none() {
-        diags.error(file, at.loc, format!("metric `{name}` reads Prometheus but has no `query`"), None);
+        diags.error(
+            file,
+            at.loc,
+            format!("metric `{name}` reads Prometheus but has no `query`"),
+            None,
+        );
         return None;
     }
     Some(Metric {
@@ -531,7 +643,10 @@ fn check_arena(
 
     // Gates.
     let mut gates = PhaseGates::default();
-    for (phase, list) in [(Phase::Before, &a.gates.before), (Phase::After, &a.gates.after)] {
+    for (phase, list) in [
+        (Phase::Before, &a.gates.before),
+        (Phase::After, &a.gates.after),
+    ] {
         let mut seen = BTreeSet::new();
         for g in list {
             if !gate_names.contains(g.value.as_str()) {
@@ -542,7 +657,12 @@ fn check_arena(
                     suggest_name(&g.value, gate_names),
                 );
             } else if !seen.insert(g.value.as_str()) {
-                diags.error(file, g.loc, format!("gate `{}` is listed twice in `{phase}`", g.value), None);
+                diags.error(
+                    file,
+                    g.loc,
+                    format!("gate `{}` is listed twice in `{phase}`", g.value),
+                    None,
+                );
             }
             match phase {
                 Phase::Before => gates.before.push(g.value.clone()),
@@ -555,21 +675,34 @@ fn check_arena(
     let mut env = EnvSpec::default();
     for r in &a.env.required {
         if !valid_env_name(&r.value) {
-            diags.error(file, r.loc, format!("`{}` is not a valid variable name", r.value), "use UPPER_SNAKE_CASE");
+            diags.error(
+                file,
+                r.loc,
+                format!("`{}` is not a valid variable name", r.value),
+                "use UPPER_SNAKE_CASE",
+            );
         }
         env.required.push(r.value.clone());
     }
     for (name, value) in &a.env.values {
         let text = value.value.to_string();
         if !valid_env_name(name) {
-            diags.error(file, value.loc, format!("`{name}` is not a valid variable name"), "use UPPER_SNAKE_CASE");
+            diags.error(
+                file,
+                value.loc,
+                format!("`{name}` is not a valid variable name"),
+                "use UPPER_SNAKE_CASE",
+            );
         }
         if looks_secret(name) {
             diags.error_redacted(
                 file,
                 value.loc,
                 format!("secret `{name}` is written inline in `env.values`"),
-                format!("move it to `env.secrets` as a reference, e.g. `{name}: env:{}_{name}`", a.name.value.to_ascii_uppercase()),
+                format!(
+                    "move it to `env.secrets` as a reference, e.g. `{name}: env:{}_{name}`",
+                    a.name.value.to_ascii_uppercase()
+                ),
             );
             continue;
         }
@@ -586,10 +719,20 @@ fn check_arena(
     }
     for (name, value) in &a.env.secrets {
         if !valid_env_name(name) {
-            diags.error(file, value.loc, format!("`{name}` is not a valid variable name"), "use UPPER_SNAKE_CASE");
+            diags.error(
+                file,
+                value.loc,
+                format!("`{name}` is not a valid variable name"),
+                "use UPPER_SNAKE_CASE",
+            );
         }
         if env.values.contains_key(name) {
-            diags.error(file, value.loc, format!("`{name}` is both a value and a secret"), "keep one of them");
+            diags.error(
+                file,
+                value.loc,
+                format!("`{name}` is both a value and a secret"),
+                "keep one of them",
+            );
         }
         match parse_secret_ref(&value.value) {
             Some(r) => {
@@ -604,11 +747,14 @@ fn check_arena(
         }
     }
     for r in &a.env.required {
-        if !env.values.contains_key(&r.value) && !env.secrets.contains_key(&r.value) && !a.env.values.contains_key(&r.value) {
+        if !a.env.values.contains_key(&r.value) && !a.env.secrets.contains_key(&r.value) {
             diags.warning(
                 file,
                 r.loc,
-                format!("required variable `{}` is neither a value nor a secret reference here", r.value),
+                format!(
+                    "required variable `{}` is neither a value nor a secret reference here",
+                    r.value
+                ),
                 "it must then be set on the platform itself; `--strict` treats this as an error",
             );
         }
@@ -650,14 +796,18 @@ fn check_arena(
     let preview = match (&a.preview, tier) {
         (Some(p), Tier::Preview) => {
             let ttl = duration(file, &p.value.ttl, "ttl", diags);
-            let name_template = p
-                .value
-                .name
-                .as_ref()
-                .map_or_else(|| format!("{}-pr-{{pr}}", a.name.value), |n| n.value.clone());
+            let name_template = p.value.name.as_ref().map_or_else(
+                || format!("{}-pr-{{pr}}", a.name.value),
+                |n| n.value.clone(),
+            );
             if !name_template.contains("{pr}") {
                 let loc = p.value.name.as_ref().map_or(p.loc, |n| n.loc);
-                diags.error(file, loc, "preview name must contain `{pr}`", "e.g. `name: copilot-pr-{pr}`");
+                diags.error(
+                    file,
+                    loc,
+                    "preview name must contain `{pr}`",
+                    "e.g. `name: copilot-pr-{pr}`",
+                );
             }
             ttl.map(|ttl| PreviewSettings {
                 ttl,
@@ -666,11 +816,21 @@ fn check_arena(
             })
         }
         (Some(p), _) => {
-            diags.error(file, p.loc, "`preview` is only for arenas with `tier: preview`", None);
+            diags.error(
+                file,
+                p.loc,
+                "`preview` is only for arenas with `tier: preview`",
+                None,
+            );
             None
         }
         (None, Tier::Preview) => {
-            diags.error(file, a.tier.loc, "a preview arena needs a `preview:` section with a `ttl`", "e.g. `preview: { ttl: 72h, seed: fixtures/seed.sql }`");
+            diags.error(
+                file,
+                a.tier.loc,
+                "a preview arena needs a `preview:` section with a `ttl`",
+                "e.g. `preview: { ttl: 72h, seed: fixtures/seed.sql }`",
+            );
             None
         }
         (None, _) => None,
@@ -678,8 +838,16 @@ fn check_arena(
 
     // Rollback.
     let keep_standby = opt_duration(file, &a.rollback.keep_standby, "keep_standby", diags);
-    if let (Some(ks), false) = (&a.rollback.keep_standby, strategy.kind == StrategyKind::BlueGreen) {
-        diags.warning(file, ks.loc, "`keep_standby` only applies to blue-green rollouts", None);
+    if let (Some(ks), false) = (
+        &a.rollback.keep_standby,
+        strategy.kind == StrategyKind::BlueGreen,
+    ) {
+        diags.warning(
+            file,
+            ks.loc,
+            "`keep_standby` only applies to blue-green rollouts",
+            None,
+        );
     }
 
     if diags.error_count() > before {
@@ -714,18 +882,30 @@ fn check_promotion_paths(parsed: &Parsed<'_>, names: &BTreeSet<&str>, diags: &mu
     let edges: BTreeMap<&str, (&SourceFile, &At<String>)> = parsed
         .arenas
         .iter()
-        .filter_map(|(f, a)| a.promotes_from.as_ref().map(|p| (a.name.value.as_str(), (*f, p))))
+        .filter_map(|(f, a)| {
+            a.promotes_from
+                .as_ref()
+                .map(|p| (a.name.value.as_str(), (*f, p)))
+        })
         .collect();
     for (name, (file, from)) in &edges {
         if !names.contains(from.value.as_str()) {
             diags.error(
                 file,
                 from.loc,
-                format!("`promotes_from` names arena `{}`, which does not exist", from.value),
+                format!(
+                    "`promotes_from` names arena `{}`, which does not exist",
+                    from.value
+                ),
                 suggest_name(&from.value, names),
             );
         } else if from.value == *name {
-            diags.error(file, from.loc, format!("arena `{name}` promotes from itself"), None);
+            diags.error(
+                file,
+                from.loc,
+                format!("arena `{name}` promotes from itself"),
+                None,
+            );
         }
     }
     // Report each cycle once, at its alphabetically first member.
@@ -791,7 +971,10 @@ mod tests {
     fn secret_references() {
         assert_eq!(
             parse_secret_ref("env:CANARY_TOKEN"),
-            Some(SecretRef { store: SecretStore::Env, key: "CANARY_TOKEN".into() })
+            Some(SecretRef {
+                store: SecretStore::Env,
+                key: "CANARY_TOKEN".into()
+            })
         );
         assert!(parse_secret_ref("shpat_0123456789abcdef").is_none());
         assert!(parse_secret_ref("env:").is_none());

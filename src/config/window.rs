@@ -110,7 +110,10 @@ impl AllowWindow {
             _ => return Err(allow_err(format!("`{text}` is not a deploy window"))),
         };
         let mut days = [false; 7];
-        if matches!(days_part.to_ascii_lowercase().as_str(), "daily" | "*" | "mon-sun") {
+        if matches!(
+            days_part.to_ascii_lowercase().as_str(),
+            "daily" | "*" | "mon-sun"
+        ) {
             days = [true; 7];
         } else {
             for item in days_part.split(',') {
@@ -136,13 +139,19 @@ impl AllowWindow {
             }
         }
         let Some((start, end)) = time_part.split_once('-') else {
-            return Err(allow_err(format!("`{time_part}` is not a time range like 10:00-14:00")));
+            return Err(allow_err(format!(
+                "`{time_part}` is not a time range like 10:00-14:00"
+            )));
         };
         let (Some(start), Some(end)) = (parse_time(start), parse_time(end)) else {
-            return Err(allow_err(format!("`{time_part}` is not a time range like 10:00-14:00")));
+            return Err(allow_err(format!(
+                "`{time_part}` is not a time range like 10:00-14:00"
+            )));
         };
         if start >= end {
-            return Err(allow_err(format!("window `{time_part}` ends before it starts")));
+            return Err(allow_err(format!(
+                "window `{time_part}` ends before it starts"
+            )));
         }
         Ok(AllowWindow {
             text: text.to_string(),
@@ -186,8 +195,14 @@ pub struct Freeze {
 enum FreezeRule {
     BlackFridayWeek,
     /// Month/day to month/day, every year.
-    Yearly { from: (u32, u32), to: (u32, u32) },
-    Dated { from: NaiveDate, to: NaiveDate },
+    Yearly {
+        from: (u32, u32),
+        to: (u32, u32),
+    },
+    Dated {
+        from: NaiveDate,
+        to: NaiveDate,
+    },
 }
 
 fn parse_month_day(s: &str) -> Option<(u32, u32)> {
@@ -201,7 +216,8 @@ fn parse_month_day(s: &str) -> Option<(u32, u32)> {
 /// Black Friday: the day after the fourth Thursday of November.
 pub fn black_friday(year: i32) -> NaiveDate {
     let first = NaiveDate::from_ymd_opt(year, 11, 1).expect("November 1st exists");
-    let offset = (7 + Weekday::Thu.num_days_from_monday() - first.weekday().num_days_from_monday()) % 7;
+    let offset =
+        (7 + Weekday::Thu.num_days_from_monday() - first.weekday().num_days_from_monday()) % 7;
     first + Duration::days(i64::from(offset) + 21 + 1)
 }
 
@@ -315,16 +331,34 @@ mod tests {
 
     #[test]
     fn allow_window_rejects_garbage() {
-        for bad in ["Tue-Thu", "Tue-Thu 14:00-10:00", "Funday 10:00-11:00", "Mon 10-11", "Mon 10:00-11:00 Mars/Base"] {
-            assert!(AllowWindow::parse(bad, utc()).is_err(), "{bad} should not parse");
+        for bad in [
+            "Tue-Thu",
+            "Tue-Thu 14:00-10:00",
+            "Funday 10:00-11:00",
+            "Mon 10-11",
+            "Mon 10:00-11:00 Mars/Base",
+        ] {
+            assert!(
+                AllowWindow::parse(bad, utc()).is_err(),
+                "{bad} should not parse"
+            );
         }
     }
 
     #[test]
     fn black_friday_is_computed_per_year() {
-        assert_eq!(black_friday(2025), NaiveDate::from_ymd_opt(2025, 11, 28).unwrap());
-        assert_eq!(black_friday(2026), NaiveDate::from_ymd_opt(2026, 11, 27).unwrap());
-        assert_eq!(black_friday(2027), NaiveDate::from_ymd_opt(2027, 11, 26).unwrap());
+        assert_eq!(
+            black_friday(2025),
+            NaiveDate::from_ymd_opt(2025, 11, 28).unwrap()
+        );
+        assert_eq!(
+            black_friday(2026),
+            NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
+        );
+        assert_eq!(
+            black_friday(2027),
+            NaiveDate::from_ymd_opt(2027, 11, 26).unwrap()
+        );
     }
 
     #[test]
@@ -351,7 +385,12 @@ mod tests {
 
     #[test]
     fn freeze_rejects_garbage() {
-        for bad in ["christmas-ish", "13-01..13-05", "2026-11-25..2026-11-23", "12-20"] {
+        for bad in [
+            "christmas-ish",
+            "13-01..13-05",
+            "2026-11-25..2026-11-23",
+            "12-20",
+        ] {
             assert!(Freeze::parse(bad, utc()).is_err(), "{bad} should not parse");
         }
     }

@@ -79,10 +79,17 @@ impl Lock {
 }
 
 pub(super) fn describe_held(lock: &Lock) -> String {
-    format!(
-        "arena `{}` is locked by {} on {} (pid {}, {}): {}",
-        lock.arena, lock.owner, lock.host, lock.pid, lock.kind, lock.reason
-    )
+    let since = lock.acquired_at.format("%Y-%m-%d %H:%M:%SZ");
+    match lock.kind {
+        LockKind::Lease => format!(
+            "arena `{}` is locked by {} on {} (pid {}, {} since {since}): {}",
+            lock.arena, lock.owner, lock.host, lock.pid, lock.kind, lock.reason
+        ),
+        LockKind::Manual | LockKind::Pin => format!(
+            "arena `{}` is locked by {} ({} since {since}): {}",
+            lock.arena, lock.owner, lock.kind, lock.reason
+        ),
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -131,7 +138,13 @@ pub struct LockRequest {
 
 impl LockRequest {
     /// A request on behalf of this process.
-    pub fn here(arena: &str, kind: LockKind, owner: &str, reason: &str, ttl: Option<Duration>) -> Self {
+    pub fn here(
+        arena: &str,
+        kind: LockKind,
+        owner: &str,
+        reason: &str,
+        ttl: Option<Duration>,
+    ) -> Self {
         LockRequest {
             arena: arena.to_string(),
             kind,
@@ -201,12 +214,23 @@ impl Ledger {
     /// Every lock in force.
     pub async fn locks(&self, now: DateTime<Utc>) -> Result<Vec<Lock>> {
         let sql = format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY arena");
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, LockRow>(&sql).fetch_all(pool).await)?;
-        Ok(rows.into_iter().map(Lock::from).filter(|l| !l.is_expired(now)).collect())
+        let rows =
+            on_pool!(self, pool => sqlx::query_as::<_, LockRow>(&sql).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(Lock::from)
+            .filter(|l| !l.is_expired(now))
+            .collect())
     }
 
     /// Extend a lease; `false` when it is no longer ours.
-    pub async fn renew_lock(&self, arena: &str, token: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
+    pub async fn renew_lock(
+        &self,
+        arena: &str,
+        token: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let sql = "UPDATE locks SET renewed_at = $1, expires_at_ms = $2 WHERE arena = $3 AND token = $4 AND expires_at_ms IS NOT NULL";
         let n = on_pool!(self, pool => sqlx::query(sql)
             .bind(now)
@@ -312,7 +336,9 @@ impl Lease {
         if let Some(h) = self.renewer.take() {
             h.abort();
         }
-        self.ledger.release_lock(&self.lock.arena, &self.lock.token).await
+        self.ledger
+            .release_lock(&self.lock.arena, &self.lock.token)
+            .await
     }
 }
 

@@ -55,7 +55,9 @@ pub enum LedgerError {
     LockHeld(Box<Lock>),
     #[error("arena `{0}` is not locked")]
     NotLocked(String),
-    #[error("the lock on `{arena}` is held by a running {kind} ({owner}); pass --force to break it")]
+    #[error(
+        "the lock on `{arena}` is held by a running {kind} ({owner}); pass --force to break it"
+    )]
     LockInUse {
         arena: String,
         kind: LockKind,
@@ -102,19 +104,19 @@ pub struct Ledger {
 }
 
 macro_rules! migrations {
-    ($dir:literal: $($version:literal => $name:literal),+ $(,)?) => {
+    ($dir:literal: $($version:literal => $file:literal),+ $(,)?) => {
         vec![$(Migration::new(
             $version,
-            Cow::Borrowed($name),
+            Cow::Borrowed($file),
             MigrationType::Simple,
-            Cow::Borrowed(include_str!(concat!("../../migrations/ledger/", $dir, "/", stringify!($version), "_", $name, ".sql"))),
+            Cow::Borrowed(include_str!(concat!("../../migrations/ledger/", $dir, "/", $file, ".sql"))),
             false,
         )),+]
     };
 }
 
 fn sqlite_migrator() -> Migrator {
-    let migrations = migrations!("sqlite": 0001 => "ledger");
+    let migrations = migrations!("sqlite": 1 => "0001_ledger");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
@@ -122,7 +124,7 @@ fn sqlite_migrator() -> Migrator {
 }
 
 fn postgres_migrator() -> Migrator {
-    let migrations = migrations!("postgres": 0001 => "ledger");
+    let migrations = migrations!("postgres": 1 => "0001_ledger");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
@@ -149,7 +151,10 @@ pub fn redact_url(url: &str) -> String {
 
 /// The default ledger of a project root.
 pub fn default_url(root: &Path) -> String {
-    format!("sqlite://{}", root.join(".copilot").join("ledger.db").display())
+    format!(
+        "sqlite://{}",
+        root.join(".copilot").join("ledger.db").display()
+    )
 }
 
 impl Ledger {
@@ -234,7 +239,8 @@ fn migration_lock(db: &Path) -> Result<std::fs::File> {
             path: path.clone(),
             source,
         })?;
-    file.lock().map_err(|source| LedgerError::Io { path, source })?;
+    file.lock()
+        .map_err(|source| LedgerError::Io { path, source })?;
     Ok(file)
 }
 
@@ -254,7 +260,10 @@ mod tests {
             redact_url("postgres://app:hunter2@db:5432/ledger?sslmode=require"),
             "postgres://app:***@db:5432/ledger?sslmode=require"
         );
-        assert_eq!(redact_url("postgres://app@db/ledger"), "postgres://app@db/ledger");
+        assert_eq!(
+            redact_url("postgres://app@db/ledger"),
+            "postgres://app@db/ledger"
+        );
         assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     }
 }

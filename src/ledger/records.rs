@@ -227,19 +227,27 @@ impl Ledger {
 
     pub async fn release_by_id(&self, id: &str) -> Result<Option<Release>> {
         let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1");
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(id).fetch_optional(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(id).fetch_optional(pool).await)?,
+        )
     }
 
     pub async fn list_releases(&self, limit: i64) -> Result<Vec<Release>> {
         let sql = format!(
             "SELECT {RELEASE_COLUMNS} FROM releases ORDER BY created_at DESC, id DESC LIMIT $1"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(limit).fetch_all(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(limit).fetch_all(pool).await)?,
+        )
     }
 
     // ---- deployments ----------------------------------------------------
 
-    pub async fn create_deployment(&self, d: &NewDeployment, now: DateTime<Utc>) -> Result<Deployment> {
+    pub async fn create_deployment(
+        &self,
+        d: &NewDeployment,
+        now: DateTime<Utc>,
+    ) -> Result<Deployment> {
         let id = new_id("dep");
         let sql = "INSERT INTO deployments (id, arena, release_id, previous_release_id, kind, strategy, source_arena, state, reason, created_by, started_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10) \
@@ -260,7 +268,12 @@ impl Ledger {
     }
 
     /// Move a deployment to a new state; a final state also sets `finished_at`.
-    pub async fn set_deployment_state(&self, id: &str, state: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn set_deployment_state(
+        &self,
+        id: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let finished = (!matches!(state, "running" | "paused")).then_some(now);
         on_pool!(self, pool => sqlx::query("UPDATE deployments SET state = $1, finished_at = $2 WHERE id = $3")
             .bind(state)
@@ -279,7 +292,11 @@ impl Ledger {
         );
         let pattern = format!("dep_{}%", id.trim_start_matches("dep_"));
         let rows = on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(id).bind(&pattern).fetch_all(pool).await)?;
-        Ok(if rows.len() == 1 { rows.into_iter().next() } else { rows.into_iter().find(|r| r.deployment.id == id) })
+        Ok(if rows.len() == 1 {
+            rows.into_iter().next()
+        } else {
+            rows.into_iter().find(|r| r.deployment.id == id)
+        })
     }
 
     /// Deployments, newest first, optionally of one arena.
@@ -288,7 +305,9 @@ impl Ledger {
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
              WHERE ($1 IS NULL OR d.arena = $1) ORDER BY d.started_at DESC, d.id DESC LIMIT $2"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
+        )
     }
 
     /// The release serving an arena: that of its latest succeeded deployment.
@@ -297,7 +316,9 @@ impl Ledger {
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
              WHERE d.arena = $1 AND d.state = 'succeeded' ORDER BY d.finished_at DESC, d.id DESC LIMIT 1"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
+        )
     }
 
     /// The deployment in progress in an arena, if any.
@@ -306,13 +327,21 @@ impl Ledger {
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
              WHERE d.arena = $1 AND d.state IN ('running', 'paused') ORDER BY d.started_at DESC LIMIT 1"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
+        )
     }
 
     // ---- steps ----------------------------------------------------------
 
     /// Record what a step is about to do, before it does it.
-    pub async fn start_step(&self, deployment_id: &str, name: &str, intent: &Value, now: DateTime<Utc>) -> Result<Step> {
+    pub async fn start_step(
+        &self,
+        deployment_id: &str,
+        name: &str,
+        intent: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Step> {
         let sql = "INSERT INTO deployment_steps (deployment_id, seq, name, state, intent, started_at) \
                    VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_steps WHERE deployment_id = $1), $2, 'started', $3, $4) \
                    RETURNING deployment_id, seq, name, state, intent, outcome, started_at, finished_at";
@@ -326,7 +355,14 @@ impl Ledger {
     }
 
     /// Record how a step ended.
-    pub async fn finish_step(&self, deployment_id: &str, seq: i32, state: &str, outcome: &Value, now: DateTime<Utc>) -> Result<()> {
+    pub async fn finish_step(
+        &self,
+        deployment_id: &str,
+        seq: i32,
+        state: &str,
+        outcome: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         on_pool!(self, pool => sqlx::query("UPDATE deployment_steps SET state = $1, outcome = $2, finished_at = $3 WHERE deployment_id = $4 AND seq = $5")
             .bind(state)
             .bind(Json(outcome))
@@ -341,12 +377,20 @@ impl Ledger {
 
     pub async fn steps(&self, deployment_id: &str) -> Result<Vec<Step>> {
         let sql = "SELECT deployment_id, seq, name, state, intent, outcome, started_at, finished_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY seq";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?,
+        )
     }
 
     // ---- traffic --------------------------------------------------------
 
-    pub async fn set_traffic(&self, arena: &str, split: &Value, deployment_id: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+    pub async fn set_traffic(
+        &self,
+        arena: &str,
+        split: &Value,
+        deployment_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let sql = "INSERT INTO traffic (arena, split, deployment_id, updated_at) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (arena) DO UPDATE SET split = excluded.split, deployment_id = excluded.deployment_id, updated_at = excluded.updated_at";
         on_pool!(self, pool => sqlx::query(sql).bind(arena).bind(Json(split)).bind(deployment_id).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -355,7 +399,9 @@ impl Ledger {
 
     pub async fn traffic(&self, arena: &str) -> Result<Option<Traffic>> {
         let sql = "SELECT arena, split, deployment_id, updated_at FROM traffic WHERE arena = $1";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Traffic>(sql).bind(arena).fetch_optional(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, Traffic>(sql).bind(arena).fetch_optional(pool).await)?,
+        )
     }
 
     // ---- gate runs ------------------------------------------------------
@@ -393,20 +439,36 @@ impl Ledger {
         Ok(())
     }
 
-    pub async fn gate_runs(&self, arena: Option<&str>, deployment_id: Option<&str>, limit: i64) -> Result<Vec<GateRun>> {
+    pub async fn gate_runs(
+        &self,
+        arena: Option<&str>,
+        deployment_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<GateRun>> {
         let sql = "SELECT id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at FROM gate_runs \
                    WHERE ($1 IS NULL OR arena = $1) AND ($2 IS NULL OR deployment_id = $2) ORDER BY started_at DESC, id DESC LIMIT $3";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, GateRun>(sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, GateRun>(sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?,
+        )
     }
 
     pub async fn gate_results(&self, gate_run_id: &str) -> Result<Vec<GateResult>> {
         let sql = "SELECT gate, kind, outcome, summary, evidence, started_at, duration_ms FROM gate_results WHERE gate_run_id = $1 ORDER BY gate";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, GateResult>(sql).bind(gate_run_id).fetch_all(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, GateResult>(sql).bind(gate_run_id).fetch_all(pool).await)?,
+        )
     }
 
     // ---- approvals ------------------------------------------------------
 
-    pub async fn approve(&self, arena: &str, release_id: &str, approver: &str, note: Option<&str>, now: DateTime<Utc>) -> Result<Approval> {
+    pub async fn approve(
+        &self,
+        arena: &str,
+        release_id: &str,
+        approver: &str,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Approval> {
         let sql = "INSERT INTO approvals (id, arena, release_id, approver, note, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                    RETURNING id, arena, release_id, approver, note, created_at";
         Ok(on_pool!(self, pool => sqlx::query_as::<_, Approval>(sql)
@@ -422,7 +484,9 @@ impl Ledger {
 
     pub async fn approvals(&self, arena: &str, release_id: &str) -> Result<Vec<Approval>> {
         let sql = "SELECT id, arena, release_id, approver, note, created_at FROM approvals WHERE arena = $1 AND release_id = $2 ORDER BY created_at";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Approval>(sql).bind(arena).bind(release_id).fetch_all(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, Approval>(sql).bind(arena).bind(release_id).fetch_all(pool).await)?,
+        )
     }
 
     // ---- audit ----------------------------------------------------------
@@ -445,7 +509,9 @@ impl Ledger {
 
     pub async fn audit_log(&self, arena: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
         let sql = "SELECT id, at, actor, action, arena, subject, reason, detail FROM audit_log WHERE ($1 IS NULL OR arena = $1) ORDER BY id DESC LIMIT $2";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, AuditEntry>(sql).bind(arena).bind(limit).fetch_all(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, AuditEntry>(sql).bind(arena).bind(limit).fetch_all(pool).await)?,
+        )
     }
 
     /// Try to change the audit log; the database refuses. Used by tests.

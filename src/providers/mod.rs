@@ -38,7 +38,14 @@ static ECS: Capabilities = Capabilities {
     strategies: &[Rolling, Immediate, BlueGreen, Canary],
     traffic_split: TrafficSplit::Exact,
     instant_rollback: true,
-    settings: &["cluster", "service", "region", "listener", "target_groups", "family"],
+    settings: &[
+        "cluster",
+        "service",
+        "region",
+        "listener",
+        "target_groups",
+        "family",
+    ],
     required_settings: &["cluster", "service"],
 };
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: a fresh project with the six default
+# arenas, an SQLite ledger and no provider. It validates the definitions,
+# renders production's configuration, registers a release, approves it, locks
+# and unlocks production, and shows status and history.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet --bin copilot
+copilot() { ./target/debug/copilot --root "$demo" "$@"; }
+step() { printf '\n\033[1m$ copilot %s\033[0m\n' "$*"; copilot "$@"; }
+
+demo=$(mktemp -d -t copilot-demo.XXXXXX)
+trap 'rm -rf "$demo"' EXIT
+
+step init "$demo"
+step validate
+step arenas list
+step arenas show production
+step render production --image ghcr.io/acme/copilot-service:v1.0.0
+step release create --image ghcr.io/acme/copilot-service:v1.0.0 --git-sha 4f2c1a9
+step approve production --release v1.0.0 --note "QA signed off"
+step lock production --reason "demo: incident 42 under investigation"
+printf '\n\033[1m$ copilot lock production --reason "second operator"\033[0m   (expected: exit 4)\n'
+set +e; COPILOT_ACTOR=other-operator copilot lock production --reason "second operator"; code=$?; set -e
+echo "exit code: $code"
+step status
+step unlock production --reason "incident resolved"
+step history

@@ -1,0 +1,339 @@
+//! `copilot validate`: the defaults pass; every kind of broken definition
+//! exits 2 and names the file, line and column.
+
+use crate::common::{Project, stderr};
+
+/// Break one file, run `validate`, expect exit 2 and `needle` on stderr.
+fn rejects(file: &str, from: &str, to: &str, needles: &[&str]) {
+    let p = Project::init();
+    p.edit(file, from, to);
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn defaults_are_valid() {
+    let p = Project::init();
+    p.copilot(["validate"]).assert().success();
+    p.copilot(["validate", "--strict"]).assert().success();
+    let (code, doc) = p.json(["validate"]);
+    assert_eq!(code, 0);
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["arenas"].as_array().unwrap().len(), 6);
+    assert_eq!(doc["gates"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn the_repository_definitions_are_valid() {
+    crate::common::copilot()
+        .args(["--root", env!("CARGO_MANIFEST_DIR"), "validate", "--strict"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn unknown_key_with_did_you_mean() {
+    rejects(
+        "arenas/canary.yaml",
+        "strategy:\n  kind: canary",
+        "stratgy:\n  kind: canary",
+        &[
+            "arenas/canary.yaml:17:1",
+            "unknown key `stratgy`",
+            "did you mean `strategy`?",
+        ],
+    );
+}
+
+#[test]
+fn unknown_key_deep_inside() {
+    rejects(
+        "arenas/production.yaml",
+        "keep_standby: 30m",
+        "keep_stanby: 30m",
+        &[
+            "arenas/production.yaml:",
+            "unknown key `keep_stanby`",
+            "did you mean `keep_standby`?",
+        ],
+    );
+}
+
+#[test]
+fn inline_secret_value() {
+    let p = Project::init();
+    p.edit(
+        "arenas/canary.yaml",
+        "SHOPIFY_ACCESS_TOKEN: env:CANARY_SHOPIFY_ACCESS_TOKEN",
+        "SHOPIFY_ACCESS_TOKEN: shpat_0123456789abcdef",
+    );
+    p.edit(
+        "arenas/staging.yaml",
+        "  values:\n",
+        "  values:\n    SHOPIFY_WEBHOOK_SECRET: whsec_topsecret\n    PGURL: postgres://app:hunter2@db/app\n",
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("arenas/canary.yaml:"), "{err}");
+    assert!(
+        err.contains("secret `SHOPIFY_ACCESS_TOKEN` is not a reference"),
+        "{err}"
+    );
+    assert!(
+        err.contains("secret `SHOPIFY_WEBHOOK_SECRET` is written inline"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`PGURL` has a password written inline"),
+        "{err}"
+    );
+    // The secrets themselves are never echoed.
+    for secret in ["shpat_0123456789abcdef", "whsec_topsecret", "hunter2"] {
+        assert!(!err.contains(secret), "secret leaked:\n{err}");
+    }
+    let (_, doc) = p.json(["validate"]);
+    let text = doc.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("shpat_"),
+        "{text}"
+    );
+}
+
+#[test]
+fn strategy_the_provider_cannot_do() {
+    rejects(
+        "arenas/preview.yaml",
+        "kind: immediate",
+        "kind: canary\n  steps:\n    - { weight: 10 }\n    - { weight: 100 }",
+        &[
+            "arenas/preview.yaml:16:9",
+            "the render provider cannot do a canary rollout",
+            "render supports: rolling, immediate, blue-green",
+        ],
+    );
+}
+
+#[test]
+fn weighted_blue_green_on_render() {
+    rejects(
+        "arenas/preview.yaml",
+        "kind: immediate",
+        "kind: blue-green\n  steps:\n    - { weight: 50 }\n    - { weight: 100 }",
+        &["arenas/preview.yaml:18:7", "cannot split traffic by weight"],
+    );
+}
+
+#[test]
+fn promotes_from_cycle() {
+    rejects(
+        "arenas/staging.yaml",
+        "tier: staging\n",
+        "tier: staging\npromotes_from: production\n",
+        &[
+            "`promotes_from` forms a cycle: canary <- staging <- production <- canary",
+            "arenas/canary.yaml:9:16",
+        ],
+    );
+}
+
+#[test]
+fn promotes_from_missing_arena() {
+    rejects(
+        "arenas/production.yaml",
+        "promotes_from: canary",
+        "promotes_from: canry",
+        &[
+            "arenas/production.yaml:10:16",
+            "arena `canry`, which does not exist",
+            "did you mean `canary`?",
+        ],
+    );
+}
+
+#[test]
+fn missing_gate() {
+    rejects(
+        "arenas/canary.yaml",
+        "before: [window, env, migrations, queue-health, ingestion, alerts]",
+        "before: [window, env, migrations, queue-helth, ingestion, alerts]",
+        &[
+            "arenas/canary.yaml:",
+            "gate `queue-helth` does not exist",
+            "did you mean `queue-health`?",
+        ],
+    );
+}
+
+#[test]
+fn bad_duration() {
+    rejects(
+        "arenas/production.yaml",
+        "{ weight: 10, bake: 5m }",
+        "{ weight: 10, bake: 5 minutes }",
+        &[
+            "arenas/production.yaml:",
+            "bake: `5 minutes` is not a duration",
+            "hint: write a number and a unit",
+        ],
+    );
+}
+
+#[test]
+fn bad_window_and_freeze() {
+    let p = Project::init();
+    p.edit(
+        "arenas/production.yaml",
+        "allow: [\"Tue-Thu 10:00-14:00\"]",
+        "allow: [\"Tue-Thu 10:00-1400\"]",
+    );
+    p.edit(
+        "arenas/canary.yaml",
+        "freeze: [black-friday-week, \"12-20..12-26\"]",
+        "freeze: [black-friday-wek, \"12-20..12-26\"]",
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("arenas/production.yaml:"), "{err}");
+    assert!(err.contains("`10:00-1400` is not a time range"), "{err}");
+    assert!(err.contains("arenas/canary.yaml:"), "{err}");
+    assert!(
+        err.contains("`black-friday-wek` is neither a named freeze"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    rejects(
+        "gates/bake.yaml",
+        "name: bake\n",
+        "",
+        &["gates/bake.yaml:", "missing required key `name`"],
+    );
+    rejects(
+        "arenas/local.yaml",
+        "provider:\n  kind: local\n",
+        "provider:\n",
+        &["arenas/local.yaml:", "missing required key `kind`"],
+    );
+}
+
+#[test]
+fn gate_params_are_checked_per_kind() {
+    rejects(
+        "gates/latency.yaml",
+        "  requests: 400",
+        "  request: 400",
+        &[
+            "gates/latency.yaml:10:3",
+            "unknown key `request`",
+            "did you mean `requests`?",
+        ],
+    );
+    rejects(
+        "gates/queue-health.yaml",
+        "kind: queue-health",
+        "kind: queue-healthy",
+        &[
+            "gates/queue-health.yaml:3:7",
+            "unknown gate kind `queue-healthy`",
+        ],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let p = Project::init();
+    p.edit(
+        "arenas/canary.yaml",
+        "strategy:\n  kind: canary",
+        "stratgy:\n  kind: canary",
+    );
+    p.edit(
+        "arenas/production.yaml",
+        "promotes_from: canary",
+        "promotes_from: canry",
+    );
+    p.edit("arenas/staging.yaml", "bake: 10m", "bake: 10x");
+    p.edit(
+        "arenas/staging.yaml",
+        "before: [env, migrations]",
+        "before: [env, migration]",
+    );
+    let (code, doc) = p.json(["validate"]);
+    assert_eq!(code, 2);
+    let diags = doc["error"]["diagnostics"].as_array().unwrap();
+    let files: Vec<&str> = diags.iter().map(|d| d["file"].as_str().unwrap()).collect();
+    assert!(diags.len() >= 4, "{diags:#?}");
+    for f in [
+        "arenas/canary.yaml",
+        "arenas/production.yaml",
+        "arenas/staging.yaml",
+    ] {
+        assert!(files.contains(&f), "{files:?}");
+    }
+    for d in diags {
+        assert!(d["line"].as_u64().unwrap() >= 1 && d["column"].as_u64().unwrap() >= 1);
+    }
+}
+
+#[test]
+fn name_must_match_file() {
+    rejects(
+        "arenas/staging.yaml",
+        "name: staging",
+        "name: stage",
+        &[
+            "arenas/staging.yaml:7:7",
+            "name `stage` does not match the file name `staging`",
+        ],
+    );
+}
+
+#[test]
+fn hotfix_lane_needs_an_existing_target() {
+    rejects(
+        "arenas/hotfix.yaml",
+        "target: production",
+        "target: prod",
+        &["arenas/hotfix.yaml:", "target arena `prod` does not exist"],
+    );
+}
+
+#[test]
+fn broken_template_is_reported() {
+    rejects(
+        "templates/fly.toml.j2",
+        "app = {{ arena.provider.settings.app | tojson }}",
+        "app = {{ arena.provider.settings.app }}",
+        &["cannot render the fly configuration", "does not parse"],
+    );
+}
+
+#[test]
+fn strict_turns_warnings_into_errors() {
+    let p = Project::init();
+    // Fly splits by machine count: 4 machines cannot carry 10%.
+    p.edit(
+        "arenas/canary.yaml",
+        "- { weight: 25, bake: 5m }",
+        "- { weight: 10, bake: 5m }",
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).is_empty());
+    assert!(crate::common::stdout(&out).contains("with 4 instance(s), 10% becomes 0%"));
+    let out = p.copilot(["validate", "--strict"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("arenas/canary.yaml:20:17"),
+        "{}",
+        stderr(&out)
+    );
+}

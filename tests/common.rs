@@ -1,0 +1,208 @@
+//! Shared test harness: a temporary project per test, the `copilot` binary
+//! run hermetically, and throwaway PostgreSQL databases.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+/// A temporary project initialised with the default arenas.
+pub struct Project {
+    pub dir: TempDir,
+    pub ledger_url: Option<String>,
+}
+
+impl Project {
+    /// `copilot init` into a fresh temporary directory.
+    pub fn init() -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = Project {
+            dir,
+            ledger_url: None,
+        };
+        p.copilot(["init", "."]).assert().success();
+        p
+    }
+
+    /// The same, with the ledger in a PostgreSQL database of its own.
+    pub fn init_with_ledger(url: &str) -> Project {
+        let mut p = Project::init();
+        p.ledger_url = Some(url.to_string());
+        p
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).expect("read")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// Replace `from` by `to` in a file; the text must be there.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    /// `copilot` with a clean environment, run in the project.
+    pub fn copilot<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = copilot();
+        cmd.current_dir(self.root());
+        if let Some(url) = &self.ledger_url {
+            cmd.env("COPILOT_LEDGER_URL", url);
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    /// The same as a `std::process::Command`, for spawning without waiting.
+    pub fn spawn<I, S>(&self, args: I, envs: &[(&str, &str)]) -> std::process::Child
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("copilot"));
+        cmd.env_clear()
+            .env("COPILOT_ACTOR", "tester")
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(self.root())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(url) = &self.ledger_url {
+            cmd.env("COPILOT_LEDGER_URL", url);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawn copilot")
+    }
+
+    /// Run with `--output json` and parse stdout.
+    pub fn json<I, S>(&self, args: I) -> (i32, serde_json::Value)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self
+            .copilot(["--output", "json"])
+            .args(args)
+            .output()
+            .expect("run");
+        let code = out.status.code().unwrap_or(-1);
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, doc)
+    }
+}
+
+/// The `copilot` binary with an empty environment but for a fixed actor.
+pub fn copilot() -> Command {
+    let mut cmd = Command::cargo_bin("copilot").expect("binary");
+    cmd.env_clear()
+        .env("COPILOT_ACTOR", "tester")
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
+/// The PostgreSQL server tests use.
+pub fn postgres_admin_url() -> String {
+    std::env::var("COPILOT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A PostgreSQL database that exists for one test and is dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        use sqlx::Connection;
+        let admin = postgres_admin_url();
+        let name = format!("copilot_test_{}", uuid_like());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        conn.close().await.ok();
+        let url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("COPILOT_TEST_DATABASE_URL needs a database path"),
+        };
+        TestDatabase { url, name }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = postgres_admin_url();
+        let name = self.name.clone();
+        // Drop may run inside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

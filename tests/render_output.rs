@@ -1,0 +1,108 @@
+//! `copilot render`: every arena's provider configuration parses in its own format.
+
+use crate::common::Project;
+
+#[test]
+fn render_production_writes_parseable_configuration() {
+    let p = Project::init();
+    let out = p.path("out");
+    let (code, doc) = p.json([
+        "render",
+        "production",
+        "--out",
+        out.to_str().unwrap(),
+        "--image",
+        "ghcr.io/acme/copilot-service:v1.2.3",
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    let task: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("ecs-task-definition.json")).unwrap(),
+    )
+    .unwrap();
+    let container = &task["containerDefinitions"][0];
+    assert_eq!(container["image"], "ghcr.io/acme/copilot-service:v1.2.3");
+    let env: Vec<&str> = container["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"SHOPIFY_API_VERSION") && env.contains(&"WEBHOOK_QUEUE_DRIVER"));
+    let secrets: Vec<&str> = container["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(secrets.contains(&"SHOPIFY_ACCESS_TOKEN"));
+    assert!(
+        !env.contains(&"SHOPIFY_ACCESS_TOKEN"),
+        "secret rendered as a plain value"
+    );
+    let dockerfile = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("HEALTHCHECK"), "{dockerfile}");
+    assert!(dockerfile.contains("USER 10001"));
+}
+
+#[test]
+fn every_arena_renders_in_its_own_format() {
+    let p = Project::init();
+    // The defaults cover local, render, fly and ecs; add a Kubernetes arena.
+    p.write(
+        "arenas/k8s.yaml",
+        "name: k8s\ntier: staging\nprovider: { kind: kubernetes, namespace: copilot, deployment: copilot-service, instances: 3 }\n\
+         strategy: { kind: canary, steps: [{ weight: 33 }, { weight: 100 }] }\n\
+         env:\n  values: { APP_URL: \"https://k8s.example.com\" }\n  secrets: { SHOPIFY_ACCESS_TOKEN: \"k8s:shopify/token\", OPENAI_API_KEY: \"vault:kv/openai#key\" }\n",
+    );
+    p.copilot(["validate"]).assert().success();
+    let mut seen = std::collections::BTreeSet::new();
+    for arena in [
+        "local",
+        "preview",
+        "staging",
+        "canary",
+        "production",
+        "hotfix",
+        "k8s",
+    ] {
+        let out = p.path(&format!("out/{arena}"));
+        let (code, doc) = p.json(["render", arena, "--out", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{arena}: {doc}");
+        for f in doc["files"].as_array().unwrap() {
+            let path = f["path"].as_str().unwrap();
+            let text = std::fs::read_to_string(path).unwrap();
+            let format = f["format"].as_str().unwrap();
+            seen.insert(format.to_string());
+            match format {
+                "toml" => {
+                    let t: toml::Table =
+                        toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}\n{text}"));
+                    assert!(t.contains_key("app"));
+                }
+                "json" => {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .unwrap_or_else(|e| panic!("{path}: {e}\n{text}"));
+                }
+                "yaml" => {
+                    let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text)
+                        .unwrap_or_else(|e| panic!("{path}: {e}\n{text}"));
+                    assert!(!docs.is_empty());
+                    if arena == "k8s" {
+                        let kinds: Vec<&str> =
+                            docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+                        assert_eq!(kinds, ["ConfigMap", "Deployment", "Deployment", "Service"]);
+                        let env = &docs[1]["spec"]["template"]["spec"]["containers"][0]["env"][0];
+                        assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "shopify");
+                        assert_eq!(env["valueFrom"]["secretKeyRef"]["key"], "token");
+                    }
+                }
+                "dockerfile" => assert!(text.contains("FROM ")),
+                other => panic!("unexpected format {other}"),
+            }
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["dockerfile", "json", "toml", "yaml"]
+    );
+}
