@@ -178,7 +178,7 @@ impl Ledger {
              WHERE locks.expires_at_ms IS NOT NULL AND locks.expires_at_ms <= $10"
         );
         let now_ms = now.timestamp_millis();
-        let taken = on_pool!(self, pool => sqlx::query(&sql)
+        let taken = on_pool!(&self.pool, pool => sqlx::query(&sql)
             .bind(&req.arena)
             .bind(req.kind.as_str())
             .bind(&token)
@@ -202,7 +202,7 @@ impl Ledger {
 
     async fn lock_row(&self, arena: &str) -> Result<Option<Lock>> {
         let sql = format!("SELECT {LOCK_COLUMNS} FROM locks WHERE arena = $1");
-        let row = on_pool!(self, pool => sqlx::query_as::<_, LockRow>(&sql).bind(arena).fetch_optional(pool).await)?;
+        let row = on_pool!(&self.pool, pool => sqlx::query_as::<_, LockRow>(&sql).bind(arena).fetch_optional(pool).await)?;
         Ok(row.map(Lock::from))
     }
 
@@ -215,7 +215,7 @@ impl Ledger {
     pub async fn locks(&self, now: DateTime<Utc>) -> Result<Vec<Lock>> {
         let sql = format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY arena");
         let rows =
-            on_pool!(self, pool => sqlx::query_as::<_, LockRow>(&sql).fetch_all(pool).await)?;
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, LockRow>(&sql).fetch_all(pool).await)?;
         Ok(rows
             .into_iter()
             .map(Lock::from)
@@ -232,7 +232,7 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let sql = "UPDATE locks SET renewed_at = $1, expires_at_ms = $2 WHERE arena = $3 AND token = $4 AND expires_at_ms IS NOT NULL";
-        let n = on_pool!(self, pool => sqlx::query(sql)
+        let n = on_pool!(&self.pool, pool => sqlx::query(sql)
             .bind(now)
             .bind(expiry_ms(now, Some(ttl)))
             .bind(arena)
@@ -245,7 +245,7 @@ impl Ledger {
 
     /// Release a lock we hold; `false` when it was no longer ours.
     pub async fn release_lock(&self, arena: &str, token: &str) -> Result<bool> {
-        let n = on_pool!(self, pool => sqlx::query("DELETE FROM locks WHERE arena = $1 AND token = $2")
+        let n = on_pool!(&self.pool, pool => sqlx::query("DELETE FROM locks WHERE arena = $1 AND token = $2")
             .bind(arena)
             .bind(token)
             .execute(pool)

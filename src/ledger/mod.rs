@@ -4,19 +4,19 @@
 //! One store with two backends: a SQLite file (the default, at
 //! `<root>/.copilot/ledger.db`) and PostgreSQL for teams. Each backend has
 //! its own embedded migrations; the queries are written once in portable SQL
-//! and run against whichever pool is open (see [`on_pool!`]).
+//! and run against whichever pool is open (see [`crate::db`]).
 
 mod locks;
 mod records;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration as StdDuration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+pub(crate) use crate::db::on_pool;
+pub use crate::db::{Backend, redact_url};
+use crate::db::{ConnectError, Pool};
 
 pub use locks::{Lease, Lock, LockKind, LockRequest};
 pub use records::*;
@@ -67,34 +67,6 @@ pub enum LedgerError {
 
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 
-/// Which database a ledger lives in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-#[derive(Clone, Debug)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Run the same query code against whichever pool is open.
-///
-/// The body is expanded once per backend, so `sqlx` infers the database
-/// type from the pool it is given.
-macro_rules! on_pool {
-    ($ledger:expr, $pool:ident => $body:expr) => {
-        match &$ledger.pool {
-            $crate::ledger::Pool::Sqlite($pool) => $body,
-            $crate::ledger::Pool::Postgres($pool) => $body,
-        }
-    };
-}
-pub(crate) use on_pool;
-
 /// An open ledger.
 #[derive(Clone, Debug)]
 pub struct Ledger {
@@ -131,24 +103,6 @@ fn postgres_migrator() -> Migrator {
     }
 }
 
-/// Remove the password from a database URL.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
 /// The default ledger of a project root.
 pub fn default_url(root: &Path) -> String {
     format!(
@@ -161,60 +115,33 @@ impl Ledger {
     /// Open (creating if needed) and migrate the ledger at `url`.
     pub async fn connect(url: &str) -> Result<Ledger> {
         let display_url = redact_url(url);
-        let connect_err = |source| LedgerError::Connect {
-            url: display_url.clone(),
-            source,
-        };
-        if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(connect_err)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(StdDuration::from_secs(30))
-                .foreign_keys(true);
-            let path = options.get_filename().to_path_buf();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io {
-                    path: dir.to_path_buf(),
+        let pool = match Pool::connect(url, 4).await {
+            Ok(pool) => pool,
+            Err(ConnectError::Unsupported(u)) => return Err(LedgerError::UnsupportedUrl(u)),
+            Err(ConnectError::Io { path, source }) => return Err(LedgerError::Io { path, source }),
+            Err(ConnectError::Sqlx(source)) => {
+                return Err(LedgerError::Connect {
+                    url: display_url,
                     source,
-                })?;
+                });
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await
-                .map_err(connect_err)?;
-            // SQLite has no advisory locks: serialise migrations across
-            // processes with a lock file next to the database.
-            let guard = migration_lock(&path)?;
-            sqlite_migrator().run(&pool).await?;
-            drop(guard);
-            Ok(Ledger {
-                pool: Pool::Sqlite(pool),
-                display_url,
-            })
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(StdDuration::from_secs(10))
-                .connect(url)
-                .await
-                .map_err(connect_err)?;
-            postgres_migrator().run(&pool).await?;
-            Ok(Ledger {
-                pool: Pool::Postgres(pool),
-                display_url,
-            })
-        } else {
-            Err(LedgerError::UnsupportedUrl(display_url))
+        };
+        match &pool {
+            Pool::Sqlite(p) => {
+                // SQLite has no advisory locks: serialise migrations across
+                // processes with a lock file next to the database.
+                let path = pool.sqlite_path().unwrap_or_default();
+                let guard = migration_lock(&path)?;
+                sqlite_migrator().run(p).await?;
+                drop(guard);
+            }
+            Pool::Postgres(p) => postgres_migrator().run(p).await?,
         }
+        Ok(Ledger { pool, display_url })
     }
 
     pub fn backend(&self) -> Backend {
-        match self.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
-            Pool::Postgres(_) => Backend::Postgres,
-        }
+        self.pool.backend()
     }
 
     pub fn display_url(&self) -> &str {
@@ -222,7 +149,7 @@ impl Ledger {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await);
+        self.pool.close().await;
     }
 }
 
@@ -248,22 +175,4 @@ fn migration_lock(db: &Path) -> Result<std::fs::File> {
 pub fn new_id(prefix: &str) -> String {
     let id = uuid::Uuid::now_v7().simple().to_string();
     format!("{prefix}_{id}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://app:hunter2@db:5432/ledger?sslmode=require"),
-            "postgres://app:***@db:5432/ledger?sslmode=require"
-        );
-        assert_eq!(
-            redact_url("postgres://app@db/ledger"),
-            "postgres://app@db/ledger"
-        );
-        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-    }
 }

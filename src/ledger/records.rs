@@ -174,7 +174,7 @@ impl Ledger {
         let sql = format!(
             "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {RELEASE_COLUMNS}"
         );
-        let res = on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql)
+        let res = on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql)
             .bind(&id)
             .bind(&r.version)
             .bind(&r.image)
@@ -201,7 +201,7 @@ impl Ledger {
              OR (length($1) >= 6 AND id LIKE $2) ORDER BY created_at DESC"
         );
         let pattern = format!("rel_{}%", reference.trim_start_matches("rel_"));
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql)
+        let rows = on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql)
             .bind(reference)
             .bind(&pattern)
             .fetch_all(pool)
@@ -228,7 +228,7 @@ impl Ledger {
     pub async fn release_by_id(&self, id: &str) -> Result<Option<Release>> {
         let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1");
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(id).fetch_optional(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql).bind(id).fetch_optional(pool).await)?,
         )
     }
 
@@ -237,7 +237,7 @@ impl Ledger {
             "SELECT {RELEASE_COLUMNS} FROM releases ORDER BY created_at DESC, id DESC LIMIT $1"
         );
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(limit).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql).bind(limit).fetch_all(pool).await)?,
         )
     }
 
@@ -252,7 +252,8 @@ impl Ledger {
         let sql = "INSERT INTO deployments (id, arena, release_id, previous_release_id, kind, strategy, source_arena, state, reason, created_by, started_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10) \
                    RETURNING id, arena, release_id, previous_release_id, kind, strategy, source_arena, state, reason, created_by, started_at, finished_at";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Deployment>(sql)
+        Ok(
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, Deployment>(sql)
             .bind(&id)
             .bind(&d.arena)
             .bind(&d.release_id)
@@ -264,7 +265,8 @@ impl Ledger {
             .bind(&d.created_by)
             .bind(now)
             .fetch_one(pool)
-            .await)?)
+            .await)?,
+        )
     }
 
     /// Move a deployment to a new state; a final state also sets `finished_at`.
@@ -275,7 +277,7 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let finished = (!matches!(state, "running" | "paused")).then_some(now);
-        on_pool!(self, pool => sqlx::query("UPDATE deployments SET state = $1, finished_at = $2 WHERE id = $3")
+        on_pool!(&self.pool, pool => sqlx::query("UPDATE deployments SET state = $1, finished_at = $2 WHERE id = $3")
             .bind(state)
             .bind(finished)
             .bind(id)
@@ -291,7 +293,7 @@ impl Ledger {
              WHERE d.id = $1 OR d.id LIKE $2"
         );
         let pattern = format!("dep_{}%", id.trim_start_matches("dep_"));
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(id).bind(&pattern).fetch_all(pool).await)?;
+        let rows = on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(id).bind(&pattern).fetch_all(pool).await)?;
         Ok(if rows.len() == 1 {
             rows.into_iter().next()
         } else {
@@ -306,7 +308,7 @@ impl Ledger {
              WHERE ($1 IS NULL OR d.arena = $1) ORDER BY d.started_at DESC, d.id DESC LIMIT $2"
         );
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
         )
     }
 
@@ -317,7 +319,7 @@ impl Ledger {
              WHERE d.arena = $1 AND d.state = 'succeeded' ORDER BY d.finished_at DESC, d.id DESC LIMIT 1"
         );
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
         )
     }
 
@@ -328,7 +330,7 @@ impl Ledger {
              WHERE d.arena = $1 AND d.state IN ('running', 'paused') ORDER BY d.started_at DESC LIMIT 1"
         );
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
         )
     }
 
@@ -345,7 +347,7 @@ impl Ledger {
         let sql = "INSERT INTO deployment_steps (deployment_id, seq, name, state, intent, started_at) \
                    VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_steps WHERE deployment_id = $1), $2, 'started', $3, $4) \
                    RETURNING deployment_id, seq, name, state, intent, outcome, started_at, finished_at";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Step>(sql)
+        Ok(on_pool!(&self.pool, pool => sqlx::query_as::<_, Step>(sql)
             .bind(deployment_id)
             .bind(name)
             .bind(Json(intent))
@@ -363,7 +365,7 @@ impl Ledger {
         outcome: &Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        on_pool!(self, pool => sqlx::query("UPDATE deployment_steps SET state = $1, outcome = $2, finished_at = $3 WHERE deployment_id = $4 AND seq = $5")
+        on_pool!(&self.pool, pool => sqlx::query("UPDATE deployment_steps SET state = $1, outcome = $2, finished_at = $3 WHERE deployment_id = $4 AND seq = $5")
             .bind(state)
             .bind(Json(outcome))
             .bind(now)
@@ -378,7 +380,7 @@ impl Ledger {
     pub async fn steps(&self, deployment_id: &str) -> Result<Vec<Step>> {
         let sql = "SELECT deployment_id, seq, name, state, intent, outcome, started_at, finished_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY seq";
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?,
         )
     }
 
@@ -393,14 +395,14 @@ impl Ledger {
     ) -> Result<()> {
         let sql = "INSERT INTO traffic (arena, split, deployment_id, updated_at) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (arena) DO UPDATE SET split = excluded.split, deployment_id = excluded.deployment_id, updated_at = excluded.updated_at";
-        on_pool!(self, pool => sqlx::query(sql).bind(arena).bind(Json(split)).bind(deployment_id).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+        on_pool!(&self.pool, pool => sqlx::query(sql).bind(arena).bind(Json(split)).bind(deployment_id).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     pub async fn traffic(&self, arena: &str) -> Result<Option<Traffic>> {
         let sql = "SELECT arena, split, deployment_id, updated_at FROM traffic WHERE arena = $1";
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, Traffic>(sql).bind(arena).fetch_optional(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, Traffic>(sql).bind(arena).fetch_optional(pool).await)?,
         )
     }
 
@@ -408,7 +410,7 @@ impl Ledger {
 
     /// Store a gate run and all its results in one transaction.
     pub async fn record_gate_run(&self, run: &GateRun, results: &[GateResult]) -> Result<()> {
-        on_pool!(self, pool => {
+        on_pool!(&self.pool, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("INSERT INTO gate_runs (id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&run.id)
@@ -448,14 +450,14 @@ impl Ledger {
         let sql = "SELECT id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at FROM gate_runs \
                    WHERE ($1 IS NULL OR arena = $1) AND ($2 IS NULL OR deployment_id = $2) ORDER BY started_at DESC, id DESC LIMIT $3";
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, GateRun>(sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateRun>(sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?,
         )
     }
 
     pub async fn gate_results(&self, gate_run_id: &str) -> Result<Vec<GateResult>> {
         let sql = "SELECT gate, kind, outcome, summary, evidence, started_at, duration_ms FROM gate_results WHERE gate_run_id = $1 ORDER BY gate";
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, GateResult>(sql).bind(gate_run_id).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateResult>(sql).bind(gate_run_id).fetch_all(pool).await)?,
         )
     }
 
@@ -471,7 +473,8 @@ impl Ledger {
     ) -> Result<Approval> {
         let sql = "INSERT INTO approvals (id, arena, release_id, approver, note, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                    RETURNING id, arena, release_id, approver, note, created_at";
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, Approval>(sql)
+        Ok(
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, Approval>(sql)
             .bind(new_id("apr"))
             .bind(arena)
             .bind(release_id)
@@ -479,13 +482,14 @@ impl Ledger {
             .bind(note)
             .bind(now)
             .fetch_one(pool)
-            .await)?)
+            .await)?,
+        )
     }
 
     pub async fn approvals(&self, arena: &str, release_id: &str) -> Result<Vec<Approval>> {
         let sql = "SELECT id, arena, release_id, approver, note, created_at FROM approvals WHERE arena = $1 AND release_id = $2 ORDER BY created_at";
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, Approval>(sql).bind(arena).bind(release_id).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, Approval>(sql).bind(arena).bind(release_id).fetch_all(pool).await)?,
         )
     }
 
@@ -493,7 +497,7 @@ impl Ledger {
 
     pub async fn audit(&self, entry: &NewAudit, now: DateTime<Utc>) -> Result<()> {
         let sql = "INSERT INTO audit_log (at, actor, action, arena, subject, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        on_pool!(self, pool => sqlx::query(sql)
+        on_pool!(&self.pool, pool => sqlx::query(sql)
             .bind(now)
             .bind(&entry.actor)
             .bind(&entry.action)
@@ -510,14 +514,14 @@ impl Ledger {
     pub async fn audit_log(&self, arena: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
         let sql = "SELECT id, at, actor, action, arena, subject, reason, detail FROM audit_log WHERE ($1 IS NULL OR arena = $1) ORDER BY id DESC LIMIT $2";
         Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, AuditEntry>(sql).bind(arena).bind(limit).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, AuditEntry>(sql).bind(arena).bind(limit).fetch_all(pool).await)?,
         )
     }
 
     /// Try to change the audit log; the database refuses. Used by tests.
     #[doc(hidden)]
     pub async fn tamper_with_audit_log(&self) -> Result<u64> {
-        let r = on_pool!(self, pool => sqlx::query("UPDATE audit_log SET reason = 'rewritten'").execute(pool).await.map(|r| r.rows_affected()))?;
+        let r = on_pool!(&self.pool, pool => sqlx::query("UPDATE audit_log SET reason = 'rewritten'").execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(r)
     }
 }
