@@ -1,0 +1,291 @@
+//! Shopify webhook ingress: `POST /webhooks/shopify`.
+//!
+//! Order of checks: the raw body (size-limited) -> HMAC-SHA256 with the app
+//! secret, base64, compared in constant time with `X-Shopify-Hmac-Sha256`
+//! (current or previous secret) -> required headers -> dedupe by
+//! `X-Shopify-Event-Id` (fallback `X-Shopify-Webhook-Id`), persisted ->
+//! enqueue -> 200. Bad HMAC 401, missing headers 400, oversize 413.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::config::Secret;
+use super::http::AppState;
+use super::queue::JobOptions;
+use crate::db::{Pool, on_pool};
+
+/// The job name webhook jobs carry in the queue.
+pub const JOB_NAME: &str = "shopify-webhook";
+
+const REQUIRED: &[&str] = &[
+    "x-shopify-topic",
+    "x-shopify-shop-domain",
+    "x-shopify-api-version",
+    "x-shopify-webhook-id",
+];
+
+/// HMAC-SHA256 of `body` under `secret`, base64-encoded (as Shopify sends it).
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Whether `header` is a valid signature of `body` under any of `secrets`.
+pub fn verify(secrets: &[Secret], body: &[u8], header: &str) -> bool {
+    let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(header.trim()) else {
+        return false;
+    };
+    secrets.iter().any(|s| {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(s.expose().as_bytes()).expect("any key length");
+        mac.update(body);
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(&expected).is_ok()
+    })
+}
+
+fn reject(status: StatusCode, outcome: &'static str, message: &str, state: &AppState) -> Response {
+    state.metrics.webhook(outcome);
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let Some(signature) = header("x-shopify-hmac-sha256") else {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing X-Shopify-Hmac-Sha256",
+            &state,
+        );
+    };
+    if !verify(&state.config.webhook_secrets, &body, signature) {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "HMAC signature does not match",
+            &state,
+        );
+    }
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|h| header(h).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("missing headers: {}", missing.join(", ")),
+            &state,
+        );
+    }
+    let webhook_id = header("x-shopify-webhook-id")
+        .unwrap_or_default()
+        .to_string();
+    let event_id = header("x-shopify-event-id").map_or_else(|| webhook_id.clone(), str::to_string);
+    let topic = header("x-shopify-topic").unwrap_or_default().to_string();
+    let shop = header("x-shopify-shop-domain")
+        .unwrap_or_default()
+        .to_string();
+    let api_version = header("x-shopify-api-version")
+        .unwrap_or_default()
+        .to_string();
+    let Ok(payload) = std::str::from_utf8(&body) else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "body is not UTF-8",
+            &state,
+        );
+    };
+    let payload_json: serde_json::Value = match serde_json::from_str(payload) {
+        Ok(v) => v,
+        Err(_) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "body is not JSON",
+                &state,
+            );
+        }
+    };
+
+    let now = chrono::Utc::now();
+    let inserted = match record_delivery(
+        &state.pool,
+        &event_id,
+        &webhook_id,
+        &topic,
+        &shop,
+        &api_version,
+        payload,
+        now,
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("cannot record webhook delivery: {e}");
+            return reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "error",
+                "storage unavailable, retry later",
+                &state,
+            );
+        }
+    };
+    if !inserted {
+        state.metrics.webhook("duplicate");
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "duplicate", "event_id": event_id })),
+        )
+            .into_response();
+    }
+    let data = json!({
+        "event_id": event_id,
+        "webhook_id": webhook_id,
+        "topic": topic,
+        "shop": shop,
+        "api_version": api_version,
+        "payload": payload_json,
+    });
+    match state
+        .queue
+        .add(JOB_NAME, &data, &JobOptions::default())
+        .await
+    {
+        Ok(job_id) => {
+            let _ = set_job_id(&state.pool, &event_id, &job_id).await;
+            state.metrics.webhook("queued");
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "queued", "event_id": event_id, "job_id": job_id })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            // Forget the delivery so Shopify's retry is not taken for a duplicate.
+            tracing::error!("cannot enqueue webhook {event_id}: {e}");
+            let _ = forget_delivery(&state.pool, &event_id).await;
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "error",
+                "queue unavailable, retry later",
+                &state,
+            )
+        }
+    }
+}
+
+/// Record a delivery; `false` when its event id was seen before.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_delivery(
+    pool: &Pool,
+    event_id: &str,
+    webhook_id: &str,
+    topic: &str,
+    shop: &str,
+    api_version: &str,
+    payload: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, sqlx::Error> {
+    let sql = "INSERT INTO webhook_deliveries (event_id, webhook_id, topic, shop, api_version, payload, status, received_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7) ON CONFLICT (event_id) DO NOTHING";
+    let n = on_pool!(pool, p => sqlx::query(sql)
+        .bind(event_id)
+        .bind(webhook_id)
+        .bind(topic)
+        .bind(shop)
+        .bind(api_version)
+        .bind(payload)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+async fn set_job_id(pool: &Pool, event_id: &str, job_id: &str) -> Result<(), sqlx::Error> {
+    on_pool!(pool, p => sqlx::query("UPDATE webhook_deliveries SET job_id = $1 WHERE event_id = $2")
+        .bind(job_id)
+        .bind(event_id)
+        .execute(p)
+        .await
+        .map(drop))
+}
+
+async fn forget_delivery(pool: &Pool, event_id: &str) -> Result<(), sqlx::Error> {
+    on_pool!(pool, p => sqlx::query("DELETE FROM webhook_deliveries WHERE event_id = $1").bind(event_id).execute(p).await.map(drop))
+}
+
+/// Mark a delivery processed (or failed for good).
+pub async fn finish_delivery(pool: &Pool, event_id: &str, status: &str) -> Result<(), sqlx::Error> {
+    on_pool!(pool, p => sqlx::query("UPDATE webhook_deliveries SET status = $1, processed_at = $2 WHERE event_id = $3")
+        .bind(status)
+        .bind(chrono::Utc::now())
+        .bind(event_id)
+        .execute(p)
+        .await
+        .map(drop))
+}
+
+/// Deliveries accepted but not processed: re-enqueued at start by the memory driver.
+pub async fn pending_deliveries(pool: &Pool) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String, String, String)> = on_pool!(pool, p => sqlx::query_as(
+        "SELECT event_id, webhook_id, topic, shop, api_version, payload FROM webhook_deliveries WHERE status = 'queued' ORDER BY received_at"
+    ).fetch_all(p).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, webhook_id, topic, shop, api_version, payload)| {
+            json!({
+                "event_id": event_id,
+                "webhook_id": webhook_id,
+                "topic": topic,
+                "shop": shop,
+                "api_version": api_version,
+                "payload": serde_json::from_str::<serde_json::Value>(&payload).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect())
+}
+
+/// Status of a delivery, for tests and support.
+pub async fn delivery_status(pool: &Pool, event_id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = on_pool!(pool, p => sqlx::query_as("SELECT status FROM webhook_deliveries WHERE event_id = $1").bind(event_id).fetch_optional(p).await)?;
+    Ok(row.map(|r| r.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_accepts_current_and_previous_secret() {
+        let body = br#"{"id":1}"#;
+        let current = Secret::new("new-secret");
+        let previous = Secret::new("old-secret");
+        let both = [current.clone(), previous.clone()];
+        assert!(verify(&both, body, &sign("new-secret", body)));
+        assert!(verify(&both, body, &sign("old-secret", body)));
+        assert!(!verify(&[current], body, &sign("old-secret", body)));
+        assert!(!verify(&both, body, &sign("other", body)));
+        assert!(!verify(&both, body, "not base64!"));
+        assert!(!verify(&both, b"{\"id\":2}", &sign("new-secret", body)));
+    }
+}
