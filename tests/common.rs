@@ -128,6 +128,14 @@ pub fn copilot() -> Command {
     cmd
 }
 
+/// The `copilot-service` binary with an empty environment.
+pub fn copilot_service() -> Command {
+    let mut cmd = Command::cargo_bin("copilot-service").expect("binary");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
 /// The PostgreSQL server tests use.
 pub fn postgres_admin_url() -> String {
     std::env::var("COPILOT_TEST_DATABASE_URL")

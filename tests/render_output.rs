@@ -106,3 +106,54 @@ fn every_arena_renders_in_its_own_format() {
         ["dockerfile", "json", "toml", "yaml"]
     );
 }
+
+#[test]
+fn dockerfile_builds_the_service_from_files_that_exist() {
+    let p = Project::init();
+    let out = p.path("out");
+    let (code, _) = p.json([
+        "render",
+        "local",
+        "--out",
+        out.to_str().unwrap(),
+        "--image",
+        "copilot-service:v1",
+    ]);
+    assert_eq!(code, 0);
+    let dockerfile = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut copied = 0;
+    for line in dockerfile.lines().map(str::trim) {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        if args.starts_with("--from") {
+            continue;
+        }
+        let parts: Vec<&str> = args.split_whitespace().collect();
+        for src in &parts[..parts.len() - 1] {
+            assert!(
+                repo.join(src).exists(),
+                "the Dockerfile copies {src}, which the repository does not have"
+            );
+            copied += 1;
+        }
+    }
+    assert!(copied >= 5, "{dockerfile}");
+    // It builds and runs the service binary the package declares, as a non-root user, with a health check.
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo.join("Cargo.toml")).unwrap()).unwrap();
+    let bins: Vec<&str> = manifest["bin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert!(bins.contains(&"copilot-service"));
+    assert!(dockerfile.contains("cargo build --release --locked --bin copilot-service"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/copilot-service\"]"));
+    assert!(dockerfile.contains("USER 10001"));
+    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/health"));
+    assert!(dockerfile.matches("\nFROM ").count() >= 2, "multi-stage");
+    assert!(repo.join(".dockerignore").is_file());
+}

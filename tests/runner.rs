@@ -2,9 +2,15 @@
 //! suite links once.
 
 mod common;
+mod service_support;
 
+mod bullmq_interop;
 mod cli_basics;
 mod cli_validate;
 mod ledger_store;
 mod lock_race;
 mod render_output;
+mod service_http;
+mod service_ingest;
+mod service_migrations;
+mod service_queue;

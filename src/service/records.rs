@@ -179,43 +179,56 @@ pub enum Upsert {
     Unchanged,
 }
 
-/// Store a record: insert it, or replace it when its raw hash changed.
+const UPSERT: &str = "INSERT INTO update_records (id, source, platform, kind, title, url, summary, published_at, updated_at, started_at, ended_at, status, severity, surfaces, raw_hash, revision, fetched_at, parser_version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17) \
+     ON CONFLICT (id) DO UPDATE SET source = excluded.source, platform = excluded.platform, kind = excluded.kind, \
+     title = excluded.title, url = excluded.url, summary = excluded.summary, published_at = excluded.published_at, \
+     updated_at = excluded.updated_at, started_at = excluded.started_at, ended_at = excluded.ended_at, \
+     status = excluded.status, severity = excluded.severity, surfaces = excluded.surfaces, raw_hash = excluded.raw_hash, \
+     revision = update_records.revision + 1, fetched_at = excluded.fetched_at, parser_version = excluded.parser_version \
+     WHERE update_records.raw_hash <> excluded.raw_hash \
+     RETURNING revision";
+
+/// Store records in one transaction: insert each, or replace it when its raw hash changed.
+pub async fn upsert_many(pool: &Pool, recs: &[UpdateRecord]) -> Result<Vec<Upsert>, sqlx::Error> {
+    let mut out = Vec::with_capacity(recs.len());
+    on_pool!(pool, p => {
+        let mut tx = p.begin().await?;
+        for r in recs {
+            let revision: Option<(i64,)> = sqlx::query_as(UPSERT)
+                .bind(&r.id)
+                .bind(&r.source)
+                .bind(r.platform.as_str())
+                .bind(r.kind.as_str())
+                .bind(&r.title)
+                .bind(&r.url)
+                .bind(&r.summary)
+                .bind(r.published_at)
+                .bind(r.updated_at)
+                .bind(r.started_at)
+                .bind(r.ended_at)
+                .bind(r.status.as_str())
+                .bind(r.severity.as_str())
+                .bind(Json(&r.surfaces))
+                .bind(&r.raw_hash)
+                .bind(r.fetched_at)
+                .bind(&r.parser_version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            out.push(match revision {
+                None => Upsert::Unchanged,
+                Some((1,)) => Upsert::Inserted,
+                Some(_) => Upsert::Revised,
+            });
+        }
+        tx.commit().await?;
+    });
+    Ok(out)
+}
+
+/// Store one record.
 pub async fn upsert(pool: &Pool, r: &UpdateRecord) -> Result<Upsert, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO update_records ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17) \
-         ON CONFLICT (id) DO UPDATE SET source = excluded.source, platform = excluded.platform, kind = excluded.kind, \
-         title = excluded.title, url = excluded.url, summary = excluded.summary, published_at = excluded.published_at, \
-         updated_at = excluded.updated_at, started_at = excluded.started_at, ended_at = excluded.ended_at, \
-         status = excluded.status, severity = excluded.severity, surfaces = excluded.surfaces, raw_hash = excluded.raw_hash, \
-         revision = update_records.revision + 1, fetched_at = excluded.fetched_at, parser_version = excluded.parser_version \
-         WHERE update_records.raw_hash <> excluded.raw_hash \
-         RETURNING revision"
-    );
-    let revision: Option<(i64,)> = on_pool!(pool, p => sqlx::query_as(&sql)
-        .bind(&r.id)
-        .bind(&r.source)
-        .bind(r.platform.as_str())
-        .bind(r.kind.as_str())
-        .bind(&r.title)
-        .bind(&r.url)
-        .bind(&r.summary)
-        .bind(r.published_at)
-        .bind(r.updated_at)
-        .bind(r.started_at)
-        .bind(r.ended_at)
-        .bind(r.status.as_str())
-        .bind(r.severity.as_str())
-        .bind(Json(&r.surfaces))
-        .bind(&r.raw_hash)
-        .bind(r.fetched_at)
-        .bind(&r.parser_version)
-        .fetch_optional(p)
-        .await)?;
-    Ok(match revision {
-        None => Upsert::Unchanged,
-        Some((1,)) => Upsert::Inserted,
-        Some(_) => Upsert::Revised,
-    })
+    Ok(upsert_many(pool, std::slice::from_ref(r)).await?[0])
 }
 
 pub async fn get(pool: &Pool, id: &str) -> Result<Option<UpdateRecord>, sqlx::Error> {

@@ -194,8 +194,8 @@ pub async fn ingest(
         records: recs.len(),
         ..IngestReport::default()
     };
-    for r in &recs {
-        match records::upsert(pool, r).await? {
+    for outcome in records::upsert_many(pool, &recs).await? {
+        match outcome {
             Upsert::Inserted => report.inserted += 1,
             Upsert::Revised => report.revised += 1,
             Upsert::Unchanged => report.unchanged += 1,

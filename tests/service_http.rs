@@ -1,0 +1,547 @@
+//! copilot-service over HTTP: webhooks, recommendations, flags, health, metrics.
+
+use chrono::{Duration, Utc};
+use copilot::service::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
+use serde_json::Value;
+
+use crate::service_support::*;
+
+// HMAC-SHA256 vectors computed outside this code base (Python's hmac module):
+// base64(hmac_sha256(secret, body)).
+const BODY: &str = r#"{"id":820982911946154508,"email":"jon@example.com"}"#;
+const SIG_HUSH: &str = "D0UMXmhjwBRi4y66TmhJrDlhQABD7zI2fm3p6/QLMo8=";
+const SIG_PREVIOUS: &str = "nxd6mqqTbMKRBdvUFG2ZcdKNiY9Wn9WOd2JmPTXhGM0=";
+
+#[test]
+fn signatures_match_independent_vectors() {
+    assert_eq!(
+        copilot::service::webhooks::sign(SECRET, BODY.as_bytes()),
+        SIG_HUSH
+    );
+    assert_eq!(
+        copilot::service::webhooks::sign("rotated-previous-secret", BODY.as_bytes()),
+        SIG_PREVIOUS
+    );
+}
+
+#[tokio::test]
+async fn webhook_is_verified_deduplicated_and_processed() {
+    let svc = TestService::start(&[]).await;
+    let r = webhook(&svc.base, BODY, SIG_HUSH, "evt-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "queued");
+
+    // A redelivery is acknowledged but not enqueued twice.
+    let r = webhook(&svc.base, BODY, SIG_HUSH, "evt-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "duplicate");
+
+    let pool = svc.running.state.pool.clone();
+    eventually("the worker processes the delivery", || {
+        let pool = pool.clone();
+        async move {
+            copilot::service::webhooks::delivery_status(&pool, "evt-1")
+                .await
+                .unwrap()
+                .as_deref()
+                == Some("processed")
+        }
+    })
+    .await;
+    let counts: Value = client()
+        .get(svc.url("/api/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts["counts"]["completed"], 1, "{counts}");
+    let metrics = client()
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("webhook_deliveries_total{outcome=\"queued\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("webhook_deliveries_total{outcome=\"duplicate\"} 1"));
+    assert!(metrics.contains("queue_jobs_processed_total{outcome=\"completed\"} 1"));
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_rejections_are_4xx() {
+    let svc = TestService::start(&[("WEBHOOK_MAX_BYTES", "4096")]).await;
+    // Wrong signature, missing signature: 401.
+    let r = webhook(&svc.base, BODY, SIG_PREVIOUS, "evt-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(svc.url("/webhooks/shopify"))
+        .header("X-Shopify-Topic", "orders/create")
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Tampered body with a valid-looking signature: 401.
+    let r = webhook(&svc.base, &BODY.replace("jon", "eve"), SIG_HUSH, "evt-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Signed but missing required headers: 400, naming them.
+    let r = client()
+        .post(svc.url("/webhooks/shopify"))
+        .header("X-Shopify-Hmac-Sha256", SIG_HUSH)
+        .header("X-Shopify-Topic", "orders/create")
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err = r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("x-shopify-shop-domain") && err.contains("x-shopify-webhook-id"),
+        "{err}"
+    );
+    // Oversize: 413.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(8000));
+    let sig = copilot::service::webhooks::sign(SECRET, big.as_bytes());
+    let r = webhook(&svc.base, &big, &sig, "evt-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Signed garbage: 400, not 500.
+    let sig = copilot::service::webhooks::sign(SECRET, b"not json");
+    let r = webhook(&svc.base, "not json", &sig, "evt-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let counts: Value = client()
+        .get(svc.url("/api/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        counts["counts"]["completed"].as_u64().unwrap()
+            + counts["counts"]["waiting"].as_u64().unwrap(),
+        0
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn previous_secret_is_accepted_during_rotation() {
+    let svc = TestService::start(&[
+        ("SHOPIFY_WEBHOOK_SECRET", "brand-new"),
+        ("SHOPIFY_WEBHOOK_SECRET_PREVIOUS", "rotated-previous-secret"),
+    ])
+    .await;
+    let r = webhook(&svc.base, BODY, SIG_PREVIOUS, "evt-rot")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = webhook(&svc.base, BODY, SIG_HUSH, "evt-old")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_without_event_id_dedupes_on_webhook_id() {
+    let svc = TestService::start(&[]).await;
+    let send = || {
+        client()
+            .post(svc.url("/webhooks/shopify"))
+            .header("X-Shopify-Hmac-Sha256", SIG_HUSH)
+            .header("X-Shopify-Topic", "orders/create")
+            .header("X-Shopify-Shop-Domain", "dev-hotrod.myshopify.com")
+            .header("X-Shopify-API-Version", "2026-10")
+            .header(
+                "X-Shopify-Webhook-Id",
+                "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+            )
+            .body(BODY)
+            .send()
+    };
+    assert_eq!(
+        send().await.unwrap().json::<Value>().await.unwrap()["status"],
+        "queued"
+    );
+    assert_eq!(
+        send().await.unwrap().json::<Value>().await.unwrap()["status"],
+        "duplicate"
+    );
+    svc.stop().await;
+}
+
+fn record(
+    id: &str,
+    kind: UpdateKind,
+    platform: Platform,
+    started_days_ago: i64,
+    ended_days_ago: Option<i64>,
+    surfaces: &[&str],
+) -> UpdateRecord {
+    let now = Utc::now();
+    let started = now - Duration::days(started_days_ago);
+    let ended = ended_days_ago.map(|d| now - Duration::days(d));
+    UpdateRecord {
+        id: format!("test:{id}"),
+        source: "test".into(),
+        platform,
+        kind,
+        title: format!("{id} title"),
+        url: None,
+        summary: None,
+        published_at: started,
+        updated_at: ended.unwrap_or(started),
+        started_at: Some(started),
+        ended_at: ended,
+        status: if ended.is_some() {
+            UpdateStatus::Resolved
+        } else {
+            UpdateStatus::Ongoing
+        },
+        severity: Severity::Medium,
+        surfaces: surfaces.iter().map(|s| s.to_string()).collect(),
+        raw_hash: format!("{:064x}", id.len()),
+        revision: 1,
+        fetched_at: now,
+        parser_version: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn recommendations_follow_the_rules_and_their_schema() {
+    let svc = TestService::start(&[("SHOPIFY_API_VERSION", "2026-01")]).await;
+    let pool = &svc.running.state.pool;
+    for r in [
+        record(
+            "core-now",
+            UpdateKind::CoreUpdate,
+            Platform::GoogleSearch,
+            3,
+            None,
+            &["Ranking"],
+        ),
+        record(
+            "core-done",
+            UpdateKind::CoreUpdate,
+            Platform::GoogleSearch,
+            30,
+            Some(10),
+            &["Ranking"],
+        ),
+        record(
+            "core-too-fresh",
+            UpdateKind::CoreUpdate,
+            Platform::GoogleSearch,
+            20,
+            Some(2),
+            &["Ranking"],
+        ),
+        record(
+            "spam",
+            UpdateKind::SpamUpdate,
+            Platform::GoogleSearch,
+            12,
+            Some(5),
+            &["Ranking"],
+        ),
+        record(
+            "indexing",
+            UpdateKind::SearchIncident,
+            Platform::GoogleSearch,
+            1,
+            None,
+            &["Indexing"],
+        ),
+        record(
+            "meta-down",
+            UpdateKind::PlatformIncident,
+            Platform::Meta,
+            0,
+            None,
+            &[],
+        ),
+        record(
+            "meta-old",
+            UpdateKind::PlatformIncident,
+            Platform::Meta,
+            9,
+            Some(8),
+            &[],
+        ),
+    ] {
+        records::upsert(pool, &r).await.unwrap();
+    }
+    let resp = client()
+        .get(svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/recommendations.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{doc:#}");
+
+    let recs = doc["recommendations"].as_array().unwrap();
+    let by_rule =
+        |rule: &str| -> Vec<&Value> { recs.iter().filter(|r| r["rule"] == rule).collect() };
+    assert_eq!(by_rule("core_update_in_progress").len(), 1);
+    assert_eq!(
+        by_rule("core_update_in_progress")[0]["based_on"][0],
+        "test:core-now"
+    );
+    assert_eq!(
+        by_rule("core_update_review").len(),
+        1,
+        "only the update that ended 7+ days ago"
+    );
+    assert_eq!(
+        by_rule("core_update_review")[0]["based_on"][0],
+        "test:core-done"
+    );
+    assert_eq!(by_rule("spam_update_audit").len(), 1);
+    assert_eq!(by_rule("search_incident_external").len(), 1);
+    assert_eq!(by_rule("ads_platform_incident_hold").len(), 1);
+    assert_eq!(
+        by_rule("ads_platform_incident_hold")[0]["based_on"][0],
+        "test:meta-down"
+    );
+    // 2026-01 is supported until 2027-01-01: within 90 days of now.
+    let expiring = by_rule("api_version_expiring");
+    assert_eq!(expiring.len(), 1);
+    assert!(matches!(
+        expiring[0]["severity"].as_str(),
+        Some("high" | "critical")
+    ));
+    // Most severe first.
+    let order: Vec<&str> = recs
+        .iter()
+        .map(|r| r["severity"].as_str().unwrap())
+        .collect();
+    let rank = |s: &str| {
+        ["info", "low", "medium", "high", "critical"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap()
+    };
+    assert!(
+        order.windows(2).all(|w| rank(w[0]) >= rank(w[1])),
+        "{order:?}"
+    );
+    // Bad input is 400, never 5xx.
+    for q in ["", "?shop=", "?shop=evil.com", "?shop=a%20b.myshopify.com"] {
+        let r = client()
+            .get(svc.url(&format!("/api/recommendations{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+    }
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn flags_come_from_the_database_through_a_cache() {
+    use copilot::service::flags::Flags;
+    let svc =
+        TestService::start(&[("COPILOT_FLAGS", r#"{"reviews":true,"darkMode":false}"#)]).await;
+    let doc: Value = client()
+        .get(svc.url("/api/flags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["flags"]["reviews"], true);
+    assert_eq!(doc["flags"]["darkMode"], false);
+    assert_eq!(doc["arena"], "test");
+
+    // Another writer changes a flag: the service keeps serving its cache.
+    let pool = svc.running.state.pool.clone();
+    let writer = Flags::new(pool.clone(), "test", std::time::Duration::from_secs(300));
+    writer.set("reviews", false).await.unwrap();
+    let doc: Value = client()
+        .get(svc.url("/api/flags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["source"], "cache");
+    assert_eq!(doc["flags"]["reviews"], true);
+
+    // With a short TTL the change shows up once the entry expires.
+    let short = Flags::new(pool.clone(), "test", std::time::Duration::from_millis(100));
+    assert!(!short.enabled("reviews").await);
+    writer.set("reviews", true).await.unwrap();
+    assert!(!short.enabled("reviews").await, "still cached");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert!(short.enabled("reviews").await);
+    assert!(!short.enabled("noSuchFlag").await);
+
+    // When the lookup fails, every flag is off.
+    pool.close().await;
+    let broken = Flags::new(pool.clone(), "test", std::time::Duration::from_millis(1));
+    let snap = broken.snapshot().await;
+    assert_eq!(snap.source, "fallback");
+    assert!(!broken.enabled("reviews").await);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn health_endpoints_report_each_dependency() {
+    // A feed on a closed port: external is degraded, not failed.
+    let svc = TestService::start(&[("COPILOT_FEEDS", "http://127.0.0.1:9/incidents.json")]).await;
+    for path in ["/health", "/health/db", "/health/cache"] {
+        let r = client().get(svc.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok", "{path}");
+    }
+    let r = client()
+        .get(svc.url("/health/external"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["status"], "degraded");
+    assert_eq!(doc["feeds"][0]["ok"], false);
+    let health: Value = client()
+        .get(svc.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["release"], "v-test");
+    let metrics = client().get(svc.url("/metrics")).send().await.unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("http_requests_total{route=\"/health/db\",method=\"GET\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("queue_jobs{driver=\"memory\",state=\"waiting\"} 0"));
+    assert!(text.contains("copilot_service_info{release=\"v-test\",arena=\"test\"} 1"));
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn redis_health_and_database_failure() {
+    let svc = TestService::start(&[("REDIS_URL", &redis_url())]).await;
+    let doc: Value = client()
+        .get(svc.url("/health/cache"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["cache"], "redis");
+    assert_eq!(doc["status"], "ok");
+    svc.running.state.pool.close().await;
+    let r = client().get(svc.url("/health/db")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn fault_injection_fails_an_exact_fraction_of_api_requests() {
+    let svc = TestService::start(&[("COPILOT_FAULT_5XX_RATE", "0.25")]).await;
+    let mut errors = 0;
+    for _ in 0..40 {
+        let r = client().get(svc.url("/api/flags")).send().await.unwrap();
+        if r.status().is_server_error() {
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 10);
+    assert_eq!(
+        client()
+            .get(svc.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    svc.stop().await;
+}
+
+#[test]
+fn missing_configuration_names_the_variable() {
+    let out = crate::common::copilot_service()
+        .arg("serve")
+        .env("SHOPIFY_API_VERSION", "2026-10")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SHOPIFY_WEBHOOK_SECRET"), "{err}");
+    let out = crate::common::copilot_service()
+        .arg("serve")
+        .env("SHOPIFY_WEBHOOK_SECRET", "never-printed")
+        .env("SHOPIFY_API_VERSION", "2026-13")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SHOPIFY_API_VERSION") && !err.contains("never-printed"),
+        "{err}"
+    );
+}

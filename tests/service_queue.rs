@@ -1,0 +1,216 @@
+//! The job queue: retries with backoff, failures, stalled jobs and
+//! durability across restarts, in memory and on Redis in BullMQ's layout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use copilot::service::http::StartOptions;
+use copilot::service::metrics::Metrics;
+use copilot::service::queue::{Backoff, BullmqQueue, JobOptions, MemoryQueue, Queue, QueueCounts};
+use copilot::service::worker::{self, Handler};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::service_support::*;
+
+/// A handler that fails jobs whose data says `fail_times` until they were tried that often.
+fn flaky() -> (Handler, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let handler: Handler = Arc::new(move |job| {
+        c.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let fail_times = job.data["fail_times"].as_u64().unwrap_or(0) as u32;
+            if job.attempts_made < fail_times {
+                Err(format!("simulated failure {}", job.attempts_made + 1))
+            } else {
+                Ok(json!({ "ok": true, "attempt": job.attempts_made + 1 }))
+            }
+        })
+    });
+    (handler, calls)
+}
+
+async fn wait_for_counts(queue: &Queue, what: &str, pred: impl Fn(&QueueCounts) -> bool) {
+    eventually(what, || async { pred(&queue.counts().await.unwrap()) }).await;
+}
+
+async fn retries_then_completes_or_fails(queue: Queue) {
+    let (handler, calls) = flaky();
+    let (stop, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(worker::run(
+        queue.clone(),
+        handler,
+        Arc::new(Metrics::default()),
+        None,
+        stop_rx,
+    ));
+    let opts = JobOptions {
+        attempts: 3,
+        backoff: Backoff::Exponential { delay: 20 },
+    };
+    queue
+        .add("work", &json!({ "fail_times": 2 }), &opts)
+        .await
+        .unwrap();
+    queue
+        .add("work", &json!({ "fail_times": 5 }), &opts)
+        .await
+        .unwrap();
+    wait_for_counts(&queue, "one completed and one failed", |c| {
+        c.completed == 1 && c.failed == 1
+    })
+    .await;
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.waiting, c.active, c.delayed), (0, 0, 0), "{c:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 6, "3 attempts each");
+    let _ = stop.send(true);
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_queue_retries_with_backoff() {
+    retries_then_completes_or_fails(Queue::Memory(Arc::new(MemoryQueue::new()))).await;
+}
+
+#[tokio::test]
+async fn bullmq_queue_retries_with_backoff() {
+    let name = unique_queue("retry");
+    let q = BullmqQueue::connect(&redis_url(), "bull", &name)
+        .await
+        .unwrap();
+    retries_then_completes_or_fails(Queue::Bullmq(q)).await;
+
+    // The job hashes say what happened, as BullMQ would.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let done: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(format!("bull:{name}:1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let get =
+        |f: &[(String, String)], k: &str| f.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+    assert_eq!(get(&done, "atm").as_deref(), Some("3"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&get(&done, "returnvalue").unwrap()).unwrap()["attempt"],
+        3
+    );
+    assert!(get(&done, "finishedOn").is_some());
+    let failed: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(format!("bull:{name}:2"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&failed, "failedReason").as_deref(),
+        Some("simulated failure 3")
+    );
+    let in_failed: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("bull:{name}:failed"))
+        .arg("2")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(in_failed.is_some());
+    let events: Value = redis::cmd("XLEN")
+        .arg(format!("bull:{name}:events"))
+        .query_async::<i64>(&mut conn)
+        .await
+        .map(Value::from)
+        .unwrap();
+    assert!(events.as_i64().unwrap() >= 10, "events stream: {events}");
+    drop_queue("bull", &name).await;
+}
+
+#[tokio::test]
+async fn bullmq_stalled_jobs_go_back_in_line() {
+    let name = unique_queue("stalled");
+    let q = BullmqQueue::connect(&redis_url(), "bull", &name)
+        .await
+        .unwrap();
+    let queue = Queue::Bullmq(q);
+    queue
+        .add("work", &json!({}), &JobOptions::default())
+        .await
+        .unwrap();
+    // A worker takes the job and dies: its lock expires.
+    let job = queue.next(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(queue.counts().await.unwrap().active, 1);
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("bull:{name}:{}:lock", job.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(queue.recover_stalled().await.unwrap(), 1);
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.waiting, c.active), (1, 0));
+    // The dead worker cannot complete it any more; a new one can.
+    assert!(queue.complete(&job, &json!({})).await.is_err());
+    let again = queue.next(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(again.id, job.id);
+    queue
+        .complete(&again, &json!({ "ok": true }))
+        .await
+        .unwrap();
+    assert_eq!(queue.counts().await.unwrap().completed, 1);
+    drop_queue("bull", &name).await;
+}
+
+/// Accept a webhook with no worker running, restart, and see it processed.
+async fn survives_restart(pairs: &[(&str, &str)]) {
+    let mut off: Vec<(&str, &str)> = pairs.to_vec();
+    off.push(("COPILOT_WORKER", "off"));
+    let a = TestService::start(&off).await;
+    let body = r#"{"shop_id":548380009,"shop_domain":"dev-hotrod.myshopify.com"}"#;
+    let sig = "FOJ8IRjwcUIZc7mL/pBafmHlsYQh4mjGRaugIUXumXY=";
+    let r = webhook(&a.base, body, sig, "evt-restart")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        copilot::service::webhooks::delivery_status(&a.running.state.pool, "evt-restart")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("queued")
+    );
+    let dir = a.stop().await;
+
+    let b = TestService::start_in(dir, pairs, StartOptions::default()).await;
+    let pool = b.running.state.pool.clone();
+    eventually("the restarted service processes the delivery", || {
+        let pool = pool.clone();
+        async move {
+            copilot::service::webhooks::delivery_status(&pool, "evt-restart")
+                .await
+                .unwrap()
+                .as_deref()
+                == Some("processed")
+        }
+    })
+    .await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn memory_driver_jobs_survive_a_restart() {
+    survives_restart(&[]).await;
+}
+
+#[tokio::test]
+async fn bullmq_driver_jobs_survive_a_restart() {
+    let name = unique_queue("restart");
+    let url = redis_url();
+    survives_restart(&[
+        ("WEBHOOK_QUEUE_DRIVER", "bullmq"),
+        ("REDIS_URL", &url),
+        ("WEBHOOK_QUEUE_NAME", &name),
+    ])
+    .await;
+    drop_queue("bull", &name).await;
+}
