@@ -1,1 +1,271 @@
-fn main() {}
+//! Throughput and latency of copilot-service, printed as figures (not asserted).
+//!
+//! `cargo bench --bench service` seeds an SQLite database with 100k update
+//! records, starts the service on loopback and measures:
+//! - `GET /api/recommendations` (rules over the stored records),
+//! - `POST /webhooks/shopify` (HMAC, dedupe insert, enqueue),
+//! - a trivial axum handler on the same machine, as the ceiling.
+//!
+//! The load generator runs in the same process and shares the machine's
+//! cores with the server. Override sizes with COPILOT_BENCH_RECORDS and
+//! COPILOT_BENCH_REQUESTS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use copilot::db::Pool;
+use copilot::service::config::ServiceConfig;
+use copilot::service::http::{self, StartOptions};
+use copilot::service::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
+use copilot::service::webhooks;
+use hdrhistogram::Histogram;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn seed_records(n: usize) -> Vec<UpdateRecord> {
+    let now = Utc::now();
+    let kinds = UpdateKind::ALL;
+    let platforms = Platform::ALL;
+    (0..n)
+        .map(|i| {
+            // 1 in 200 is recent; the rest spread over five years.
+            let age_days = if i % 200 == 0 {
+                (i % 40) as i64
+            } else {
+                50 + (i as i64 * 7919) % 1800
+            };
+            let started = now - chrono::Duration::days(age_days);
+            let ongoing = i % 1000 == 0;
+            let ended = (!ongoing).then(|| started + chrono::Duration::days(3));
+            UpdateRecord {
+                id: format!("bench:{i}"),
+                source: "bench".into(),
+                platform: platforms[i % platforms.len()],
+                kind: kinds[i % kinds.len()],
+                title: format!("Update {i}"),
+                url: Some(format!("https://example.com/updates/{i}")),
+                summary: Some("A synthetic update for the benchmark.".into()),
+                published_at: started,
+                updated_at: ended.unwrap_or(started),
+                started_at: Some(started),
+                ended_at: ended,
+                status: if ongoing {
+                    UpdateStatus::Ongoing
+                } else {
+                    UpdateStatus::Resolved
+                },
+                severity: Severity::Medium,
+                surfaces: vec!["Search".into()],
+                raw_hash: format!("{i:064x}"),
+                revision: 1,
+                fetched_at: now,
+                parser_version: "bench".into(),
+            }
+        })
+        .collect()
+}
+
+struct Figures {
+    name: &'static str,
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+/// Send `total` requests at `concurrency`, built by `make(i)`.
+async fn load<F>(name: &'static str, total: usize, concurrency: usize, make: F) -> Figures
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let make = make.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                match make(i).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+                hist.record(t.elapsed().as_micros().max(1) as u64).unwrap();
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.unwrap();
+        hist.add(h).unwrap();
+        errors += e;
+    }
+    Figures {
+        name,
+        requests: total,
+        errors,
+        elapsed: start.elapsed(),
+        hist,
+    }
+}
+
+fn print(figs: &[Figures]) {
+    println!();
+    println!(
+        "{:<44} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for f in figs {
+        println!(
+            "{:<44} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            f.name,
+            f.requests,
+            f.requests as f64 / f.elapsed.as_secs_f64(),
+            f.hist.value_at_quantile(0.50) as f64 / 1000.0,
+            f.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            f.hist.max() as f64 / 1000.0,
+            f.errors
+        );
+    }
+}
+
+fn main() {
+    let records_n = env_usize("COPILOT_BENCH_RECORDS", 100_000);
+    let requests = env_usize("COPILOT_BENCH_REQUESTS", 20_000);
+    let concurrency = 32;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let pool = Pool::connect(&db, 4).await.unwrap();
+        copilot::service::migrate::up(&pool).await.unwrap();
+        let t = Instant::now();
+        for chunk in seed_records(records_n).chunks(5_000) {
+            records::upsert_many(&pool, chunk).await.unwrap();
+        }
+        println!(
+            "seeded {} update records in {:.1}s",
+            records::count(&pool).await.unwrap(),
+            t.elapsed().as_secs_f64()
+        );
+        pool.close().await;
+
+        let map: HashMap<&str, String> = [
+            ("DATABASE_URL", db.clone()),
+            ("SHOPIFY_WEBHOOK_SECRET", "bench-secret".into()),
+            ("SHOPIFY_API_VERSION", "2026-10".into()),
+        ]
+        .into_iter()
+        .collect();
+        let config = ServiceConfig::from_lookup(|k| map.get(k).cloned()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let svc = http::start(config, Some(listener), StartOptions::default())
+            .await
+            .unwrap();
+        let base = format!("http://{}", svc.addr);
+
+        // The ceiling: a handler that does nothing, on the same machine.
+        let trivial = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let tl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let trivial_url = format!("http://{}/", tl.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(tl, trivial).await.unwrap() });
+
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .unwrap();
+        let mut figs = Vec::new();
+
+        // Warm up.
+        let c = client.clone();
+        let b = base.clone();
+        load("warm-up", 500, concurrency, move |_| {
+            c.get(format!(
+                "{b}/api/recommendations?shop=dev-hotrod.myshopify.com"
+            ))
+        })
+        .await;
+
+        let c = client.clone();
+        let u = trivial_url.clone();
+        figs.push(
+            load(
+                "trivial axum handler (ceiling)",
+                requests,
+                concurrency,
+                move |_| c.get(&u),
+            )
+            .await,
+        );
+
+        let c = client.clone();
+        let b = base.clone();
+        figs.push(
+            load(
+                "GET /api/recommendations (100k records)",
+                requests,
+                concurrency,
+                move |_| {
+                    c.get(format!(
+                        "{b}/api/recommendations?shop=dev-hotrod.myshopify.com"
+                    ))
+                },
+            )
+            .await,
+        );
+
+        let c = client.clone();
+        let b = base.clone();
+        let hooks = requests / 4;
+        figs.push(
+            load(
+                "POST /webhooks/shopify (signed, enqueued)",
+                hooks,
+                concurrency,
+                move |i| {
+                    let body = format!("{{\"id\":{i},\"email\":\"buyer{i}@example.com\"}}");
+                    let sig = webhooks::sign("bench-secret", body.as_bytes());
+                    c.post(format!("{b}/webhooks/shopify"))
+                        .header("X-Shopify-Hmac-Sha256", sig)
+                        .header("X-Shopify-Topic", "orders/create")
+                        .header("X-Shopify-Shop-Domain", "dev-hotrod.myshopify.com")
+                        .header("X-Shopify-API-Version", "2026-10")
+                        .header("X-Shopify-Webhook-Id", format!("wh-{i}"))
+                        .header("X-Shopify-Event-Id", format!("evt-{i}"))
+                        .body(body)
+                },
+            )
+            .await,
+        );
+        print(&figs);
+        println!(
+            "\nconcurrency {concurrency}; client and server share this machine's {} cores",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        );
+        svc.shutdown().await;
+    });
+}
