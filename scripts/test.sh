@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: start PostgreSQL and Redis, install the
-# real bullmq npm package for the interop tests, then run every test.
+# real bullmq npm package and Alertmanager, then run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,4 +9,8 @@ if ! command -v node >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 npm ci --prefix tests/bullmq --no-audit --no-fund --loglevel=error
+# Alertmanager, for the alerts gate's tests (the tests start it on loopback).
+if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertmanager >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null
+fi
 cargo test --locked "$@"

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod gates;
 pub mod ledger;
 pub mod model;
 pub mod providers;

@@ -1,5 +1,6 @@
-//! The default project: six arenas, a gate of every kind, provider templates
-//! and the Dockerfile template. `copilot init` writes these files; the same
+//! The default project: six arenas, a gate of every kind, provider templates,
+//! the Dockerfile template and the bundled service's migrations (which the
+//! `migrations` gate checks). `copilot init` writes these files; the same
 //! files are the repository's own `arenas/`, `gates/` and `templates/`.
 
 /// A file of the default project: its path under the root and its content.
@@ -38,6 +39,22 @@ pub static DEFAULT_FILES: &[DefaultFile] = defaults![
     "templates/ecs-task-definition.json.j2",
     "templates/kubernetes.yaml.j2",
     "Dockerfile.tmpl",
+    "migrations/service/sqlite/0001_update_records.up.sql",
+    "migrations/service/sqlite/0001_update_records.down.sql",
+    "migrations/service/sqlite/0002_webhook_deliveries.up.sql",
+    "migrations/service/sqlite/0002_webhook_deliveries.down.sql",
+    "migrations/service/sqlite/0003_feature_flags.up.sql",
+    "migrations/service/sqlite/0003_feature_flags.down.sql",
+    "migrations/service/sqlite/0004_shops.up.sql",
+    "migrations/service/sqlite/0004_shops.down.sql",
+    "migrations/service/postgres/0001_update_records.up.sql",
+    "migrations/service/postgres/0001_update_records.down.sql",
+    "migrations/service/postgres/0002_webhook_deliveries.up.sql",
+    "migrations/service/postgres/0002_webhook_deliveries.down.sql",
+    "migrations/service/postgres/0003_feature_flags.up.sql",
+    "migrations/service/postgres/0003_feature_flags.down.sql",
+    "migrations/service/postgres/0004_shops.up.sql",
+    "migrations/service/postgres/0004_shops.down.sql",
 ];
 
 /// The built-in content of a default file, by path.

@@ -7,6 +7,8 @@ mod service_support;
 mod bullmq_interop;
 mod cli_basics;
 mod cli_validate;
+mod gates_cli;
+mod gates_peers;
 mod ledger_store;
 mod lock_race;
 mod render_output;

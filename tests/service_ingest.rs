@@ -45,7 +45,9 @@ fn assert_valid(recs: &[records::UpdateRecord]) {
 #[test]
 fn google_status_incidents() {
     let src = Source::resolve("google-search-status", None, None).unwrap();
-    let recs = ingest::parse(&src, &fixture("google-search-incidents.json"), fetched()).unwrap();
+    let parsed = ingest::parse(&src, &fixture("google-search-incidents.json"), fetched()).unwrap();
+    assert!(parsed.rejected.is_empty());
+    let recs = parsed.records;
     assert_valid(&recs);
     assert_eq!(recs.len(), 5);
     let get = |id: &str| {
@@ -102,7 +104,9 @@ fn google_status_incidents() {
 #[test]
 fn atom_entries_are_grouped_by_incident() {
     let src = Source::resolve("google-search-status-atom", None, None).unwrap();
-    let recs = ingest::parse(&src, &fixture("google-search-status.atom"), fetched()).unwrap();
+    let recs = ingest::parse(&src, &fixture("google-search-status.atom"), fetched())
+        .unwrap()
+        .records;
     assert_valid(&recs);
     assert_eq!(recs.len(), 2, "four entries, two incidents");
     let core = recs
@@ -142,7 +146,9 @@ fn atom_entries_are_grouped_by_incident() {
 #[test]
 fn rss_items_are_classified() {
     let src = Source::resolve("shopify-changelog", None, None).unwrap();
-    let recs = ingest::parse(&src, &fixture("shopify-changelog.rss"), fetched()).unwrap();
+    let recs = ingest::parse(&src, &fixture("shopify-changelog.rss"), fetched())
+        .unwrap()
+        .records;
     assert_valid(&recs);
     assert_eq!(recs.len(), 3);
     let kinds: Vec<UpdateKind> = recs.iter().map(|r| r.kind).collect();
@@ -176,8 +182,21 @@ fn malformed_feeds_are_rejected_with_a_reason() {
     let e = ingest::parse(&g, &fixture("broken-incidents.json"), fetched()).unwrap_err();
     assert!(e.to_string().contains("does not parse"), "{e}");
     let r = Source::resolve("blog", Some(Format::Rss), Some(Platform::Meta)).unwrap();
-    let e = ingest::parse(&r, &fixture("broken.rss"), fetched()).unwrap_err();
-    assert!(e.to_string().contains("pubDate"), "{e}");
+    // A malformed item is rejected, with where and why; the feed still reads.
+    let parsed = ingest::parse(&r, &fixture("broken.rss"), fetched()).unwrap();
+    assert!(parsed.records.is_empty());
+    assert_eq!(parsed.rejected.len(), 1);
+    assert!(
+        parsed.rejected[0].message.contains("pubDate"),
+        "{:?}",
+        parsed.rejected
+    );
+    let text = std::fs::read_to_string(format!("{FIXTURES}/google-search-incidents.json")).unwrap();
+    let mut doc: Value = serde_json::from_str(&text).unwrap();
+    doc[2].as_object_mut().unwrap().remove("external_desc");
+    let parsed = ingest::parse(&g, doc.to_string().as_bytes(), fetched()).unwrap();
+    assert_eq!((parsed.records.len(), parsed.rejected.len()), (4, 1));
+    assert_eq!(parsed.rejected[0].item, "/2");
     let e = ingest::parse(&r, b"<html><body>not a feed</body></html>", fetched()).unwrap_err();
     assert!(e.to_string().contains("not <rss>"), "{e}");
     assert!(Source::resolve("mystery", None, None).is_err());

@@ -24,6 +24,14 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
         ("schemas/arena.schema.json", pretty(schema::arena())),
         ("schemas/gate.schema.json", pretty(schema::gate())),
         (
+            "schemas/update-record.schema.json",
+            pretty(crate::service::records::schema()),
+        ),
+        (
+            "schemas/recommendations.schema.json",
+            pretty(crate::service::recommend::schema()),
+        ),
+        (
             ".gitignore",
             "# copilot's ledger, rendered files and local processes\n.copilot/\n".to_string(),
         ),

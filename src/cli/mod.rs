@@ -4,6 +4,7 @@
 mod approve;
 mod arenas;
 mod completions;
+mod gate;
 mod history;
 mod init;
 mod lock;
@@ -93,6 +94,9 @@ pub enum Command {
     /// Register and list releases
     #[command(subcommand)]
     Release(release::Command),
+    /// List and run promotion gates
+    #[command(subcommand)]
+    Gate(gate::Command),
     /// Live release, deployment in progress, traffic split and lock per arena
     Status(status::Args),
     /// Past deployments, newest first
@@ -318,6 +322,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Arenas(cmd) => arenas::run(&ctx, cmd),
         Command::Render(args) => render::run(&ctx, args).await,
         Command::Release(cmd) => release::run(&ctx, cmd).await,
+        Command::Gate(cmd) => gate::run(&ctx, cmd).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Approve(args) => approve::run(&ctx, args).await,

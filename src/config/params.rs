@@ -104,8 +104,14 @@ impl Default for QueueHealthParams {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedSource {
-    /// `google-status`, `atom` or `rss`.
-    pub format: String,
+    /// A known source (`google-search-status`, `shopify-changelog`, ...) or a name of your own.
+    pub source: String,
+    /// `google-status`, `atom` or `rss`; known sources imply it.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// The platform of a source of your own (`google_search`, `meta`, ...).
+    #[serde(default)]
+    pub platform: Option<String>,
     /// A file path (relative to the project root) or an http(s) URL.
     pub location: String,
 }
@@ -114,23 +120,32 @@ pub struct FeedSource {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestionParams {
-    /// Feeds to ingest; empty means: read the latest records the service stored.
+    /// Feeds to run the ingestors on; empty means: check the latest records
+    /// the service stored in `database`.
     pub sources: Vec<FeedSource>,
+    /// The service's database (URL or reference), read when `sources` is empty.
+    pub database: String,
+    /// How many of the latest stored records to check.
+    pub latest: u32,
     /// JSON Schema of a normalized update record.
     pub schema: String,
     /// Invalid records / all records above which the gate fails.
     pub max_invalid_ratio: f64,
     /// Fewer records than this is inconclusive.
     pub min_records: u64,
+    pub subject: Subject,
 }
 
 impl Default for IngestionParams {
     fn default() -> Self {
         IngestionParams {
             sources: Vec::new(),
+            database: "env:DATABASE_URL".into(),
+            latest: 1000,
             schema: "schemas/update-record.schema.json".into(),
             max_invalid_ratio: 0.0,
             min_records: 1,
+            subject: Subject::Source,
         }
     }
 }

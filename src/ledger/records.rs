@@ -525,3 +525,27 @@ impl Ledger {
         Ok(r)
     }
 }
+
+/// One earlier result of a gate, for gates that judge a window.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct GateSample {
+    pub started_at: DateTime<Utc>,
+    pub outcome: String,
+    pub summary: String,
+}
+
+impl Ledger {
+    /// Results of one gate in one arena since `since`, newest first.
+    pub async fn gate_history(
+        &self,
+        arena: &str,
+        gate: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<GateSample>> {
+        let sql = "SELECT r.started_at, r.outcome, r.summary FROM gate_results r JOIN gate_runs g ON g.id = r.gate_run_id \
+                   WHERE g.arena = $1 AND r.gate = $2 AND r.started_at >= $3 ORDER BY r.started_at DESC LIMIT 1000";
+        Ok(
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateSample>(sql).bind(arena).bind(gate).bind(since).fetch_all(pool).await)?,
+        )
+    }
+}

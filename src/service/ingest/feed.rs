@@ -12,7 +12,10 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 use serde_json::json;
 
-use super::{Format, IngestError, PARSER_VERSION, Source, canonical_hash, classify, parse_time};
+use super::{
+    Format, IngestError, PARSER_VERSION, Parsed, Rejected, Source, canonical_hash, classify,
+    parse_time,
+};
 use crate::service::records::{Severity, UpdateKind, UpdateRecord, UpdateStatus};
 
 /// A parsed XML element: enough of a DOM for feeds.
@@ -54,6 +57,22 @@ fn local_name(raw: &[u8]) -> String {
     }
 }
 
+/// An element with its name and attributes, namespaces dropped.
+fn element(e: &quick_xml::events::BytesStart<'_>) -> Element {
+    let mut el = Element {
+        name: local_name(e.name().as_ref()),
+        ..Element::default()
+    };
+    for a in e.attributes().flatten() {
+        let v = a
+            .unescape_value()
+            .map(|v| v.into_owned())
+            .unwrap_or_default();
+        el.attrs.insert(local_name(a.key.as_ref()), v);
+    }
+    el
+}
+
 fn parse_xml(bytes: &[u8], format: Format) -> Result<Element, IngestError> {
     let err = |m: String| IngestError::Parse { format, message: m };
     let text = std::str::from_utf8(bytes).map_err(|e| err(e.to_string()))?;
@@ -61,34 +80,8 @@ fn parse_xml(bytes: &[u8], format: Format) -> Result<Element, IngestError> {
     let mut stack: Vec<Element> = vec![Element::default()];
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) => {
-                let mut el = Element {
-                    name: local_name(e.name().as_ref()),
-                    ..Element::default()
-                };
-                for a in e.attributes().flatten() {
-                    let v = a
-                        .unescape_value()
-                        .map(|v| v.into_owned())
-                        .unwrap_or_default();
-                    el.attrs.insert(local_name(a.key.as_ref()), v);
-                }
-                stack.push(el);
-            }
-            Ok(Event::Empty(e)) => {
-                let mut el = Element {
-                    name: local_name(e.name().as_ref()),
-                    ..Element::default()
-                };
-                for a in e.attributes().flatten() {
-                    let v = a
-                        .unescape_value()
-                        .map(|v| v.into_owned())
-                        .unwrap_or_default();
-                    el.attrs.insert(local_name(a.key.as_ref()), v);
-                }
-                stack.last_mut().expect("root").children.push(el);
-            }
+            Ok(Event::Start(e)) => stack.push(element(&e)),
+            Ok(Event::Empty(e)) => stack.last_mut().expect("root").children.push(element(&e)),
             Ok(Event::End(_)) => {
                 let el = stack.pop().expect("balanced");
                 match stack.last_mut() {
@@ -220,7 +213,7 @@ pub fn parse_atom(
     source: &Source,
     bytes: &[u8],
     fetched_at: DateTime<Utc>,
-) -> Result<Vec<UpdateRecord>, IngestError> {
+) -> Result<Parsed, IngestError> {
     let root = parse_xml(bytes, Format::Atom)?;
     if root.name != "feed" {
         return Err(IngestError::Parse {
@@ -229,14 +222,16 @@ pub fn parse_atom(
         });
     }
     // Group entries by incident: `{incident}.{update}` -> incident.
+    let mut out = Parsed::default();
     let mut groups: BTreeMap<String, Vec<&Element>> = BTreeMap::new();
-    for entry in root.children("entry") {
+    for (i, entry) in root.children("entry").enumerate() {
         let id = entry.text_of("id");
         if id.is_empty() {
-            return Err(IngestError::Parse {
-                format: Format::Atom,
-                message: "an entry has no <id>".into(),
+            out.rejected.push(Rejected {
+                item: format!("entry {}", i + 1),
+                message: "no <id>".into(),
             });
+            continue;
         }
         let tail = id.rsplit(['/', ':']).next().unwrap_or(&id);
         let incident = match tail.split_once('.') {
@@ -247,7 +242,6 @@ pub fn parse_atom(
         };
         groups.entry(incident).or_default().push(entry);
     }
-    let mut out = Vec::new();
     for (incident, mut entries) in groups {
         let time = |e: &Element| {
             parse_time(&e.text_of("updated")).or_else(|| parse_time(&e.text_of("published")))
@@ -256,10 +250,11 @@ pub fn parse_atom(
         let first = entries[0];
         let last = entries[entries.len() - 1];
         let (Some(started), Some(updated)) = (time(first), time(last)) else {
-            return Err(IngestError::Parse {
-                format: Format::Atom,
-                message: format!("entry {incident} has no <updated> or <published> time"),
+            out.rejected.push(Rejected {
+                item: incident.clone(),
+                message: "no <updated> or <published> time".into(),
             });
+            continue;
         };
         let published = parse_time(&first.text_of("published")).unwrap_or(started);
         // The incident's title is its first entry's; the summary its latest.
@@ -300,7 +295,7 @@ pub fn parse_atom(
             (false, _) => (UpdateStatus::Informational, None),
         };
         let raw = serde_json::Value::Array(entries.iter().map(|e| e.to_json()).collect());
-        out.push(UpdateRecord {
+        out.records.push(UpdateRecord {
             id: format!("{}:{incident}", source.name),
             source: source.name.clone(),
             platform: source.platform,
@@ -332,7 +327,7 @@ pub fn parse_rss(
     source: &Source,
     bytes: &[u8],
     fetched_at: DateTime<Utc>,
-) -> Result<Vec<UpdateRecord>, IngestError> {
+) -> Result<Parsed, IngestError> {
     let root = parse_xml(bytes, Format::Rss)?;
     let Some(channel) = (root.name == "rss")
         .then(|| root.child("channel"))
@@ -346,23 +341,25 @@ pub fn parse_rss(
             ),
         });
     };
-    let mut out = Vec::new();
+    let mut out = Parsed::default();
     for (i, item) in channel.children("item").enumerate() {
         let title = strip_tags(&item.text_of("title"));
         let link = item.text_of("link");
         let guid = item.text_of("guid");
         let native = if !guid.is_empty() { guid } else { link.clone() };
         if native.is_empty() || title.is_empty() {
-            return Err(IngestError::Parse {
-                format: Format::Rss,
-                message: format!("item {i} has no <guid>/<link> or no <title>"),
+            out.rejected.push(Rejected {
+                item: format!("item {}", i + 1),
+                message: "no <guid>/<link> or no <title>".into(),
             });
+            continue;
         }
         let Some(published) = parse_time(&item.text_of("pubDate")) else {
-            return Err(IngestError::Parse {
-                format: Format::Rss,
-                message: format!("item {i} ({title}) has no valid <pubDate>"),
+            out.rejected.push(Rejected {
+                item: format!("item {} ({title})", i + 1),
+                message: "no valid <pubDate>".into(),
             });
+            continue;
         };
         let description = strip_tags(&item.text_of("description"));
         let categories: Vec<String> = item
@@ -387,7 +384,7 @@ pub fn parse_rss(
             .next()
             .unwrap_or(&native)
             .to_string();
-        out.push(UpdateRecord {
+        out.records.push(UpdateRecord {
             id: format!("{}:{short}", source.name),
             source: source.name.clone(),
             platform: source.platform,

@@ -10,7 +10,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{Format, IngestError, PARSER_VERSION, Source, canonical_hash, classify, parse_time};
+use super::{
+    Format, IngestError, PARSER_VERSION, Parsed, Rejected, Source, canonical_hash, classify,
+    parse_time,
+};
 use crate::service::records::{Severity, UpdateKind, UpdateRecord, UpdateStatus};
 
 const BASE: &str = "https://status.search.google.com/";
@@ -23,7 +26,7 @@ pub fn parse(
     source: &Source,
     bytes: &[u8],
     fetched_at: DateTime<Utc>,
-) -> Result<Vec<UpdateRecord>, IngestError> {
+) -> Result<Parsed, IngestError> {
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| IngestError::Parse {
         format: Format::GoogleStatus,
         message: e.to_string(),
@@ -34,20 +37,26 @@ pub fn parse(
             message: "expected an array of incidents".into(),
         });
     };
-    let mut out = Vec::with_capacity(incidents.len());
+    let mut out = Parsed::default();
     for (i, inc) in incidents.iter().enumerate() {
-        let bad = |m: &str| IngestError::Parse {
-            format: Format::GoogleStatus,
-            message: format!("incident {i}: {m}"),
+        let mut reject = |m: &str| {
+            out.rejected.push(Rejected {
+                item: format!("/{i}"),
+                message: m.to_string(),
+            })
         };
         let native_id = match inc.get("id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(bad("no `id`")),
+            _ => {
+                reject("no `id`");
+                continue;
+            }
         };
         let title = text(inc, "external_desc").trim().to_string();
         if title.is_empty() {
-            return Err(bad("no `external_desc`"));
+            reject("no `external_desc`");
+            continue;
         }
         let begin = parse_time(text(inc, "begin"));
         let created = parse_time(text(inc, "created")).or(begin);
@@ -55,7 +64,8 @@ pub fn parse(
         // `end` may be null, empty or missing for an ongoing incident.
         let end = parse_time(text(inc, "end"));
         let (Some(published), Some(updated)) = (created, modified) else {
-            return Err(bad("no `created`/`begin` timestamp"));
+            reject("no `created` or `begin` timestamp");
+            continue;
         };
         let summary = inc
             .get("most_recent_update")
@@ -111,7 +121,7 @@ pub fn parse(
             (None, _) => UpdateStatus::Ongoing,
         };
         let uri = text(inc, "uri");
-        out.push(UpdateRecord {
+        out.records.push(UpdateRecord {
             id: format!("{}:{native_id}", source.name),
             source: source.name.clone(),
             platform: source.platform,

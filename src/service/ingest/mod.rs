@@ -157,12 +157,28 @@ pub async fn fetch(location: &str) -> Result<Vec<u8>, IngestError> {
     }
 }
 
-/// Parse a feed into normalized records.
+/// An item of a feed that could not become a record.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejected {
+    /// Where in the feed (`/3` for the fourth incident, `item 2`, an incident id).
+    pub item: String,
+    pub message: String,
+}
+
+/// What a feed yielded: records, and the items that could not be read.
+#[derive(Clone, Debug, Default)]
+pub struct Parsed {
+    pub records: Vec<UpdateRecord>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Parse a feed into normalized records. A feed that is not of its format at
+/// all is an error; a malformed item is rejected and the others are kept.
 pub fn parse(
     source: &Source,
     bytes: &[u8],
     fetched_at: DateTime<Utc>,
-) -> Result<Vec<UpdateRecord>, IngestError> {
+) -> Result<Parsed, IngestError> {
     match source.format {
         Format::GoogleStatus => google_status::parse(source, bytes, fetched_at),
         Format::Atom => feed::parse_atom(source, bytes, fetched_at),
@@ -175,6 +191,7 @@ pub fn parse(
 pub struct IngestReport {
     pub source: String,
     pub records: usize,
+    pub rejected: Vec<Rejected>,
     pub inserted: usize,
     pub revised: usize,
     pub unchanged: usize,
@@ -188,13 +205,14 @@ pub async fn ingest(
     now: DateTime<Utc>,
 ) -> Result<IngestReport, IngestError> {
     let bytes = fetch(location).await?;
-    let recs = parse(source, &bytes, now)?;
+    let parsed = parse(source, &bytes, now)?;
     let mut report = IngestReport {
         source: source.name.clone(),
-        records: recs.len(),
+        records: parsed.records.len(),
+        rejected: parsed.rejected,
         ..IngestReport::default()
     };
-    for outcome in records::upsert_many(pool, &recs).await? {
+    for outcome in records::upsert_many(pool, &parsed.records).await? {
         match outcome {
             Upsert::Inserted => report.inserted += 1,
             Upsert::Revised => report.revised += 1,

@@ -1,0 +1,201 @@
+//! `latency`: endpoints answer with responses that satisfy their JSON Schema,
+//! within the latency budget (p50/p95/p99 from an HDR histogram), over at
+//! least `min_samples` good samples; fewer samples is inconclusive.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use super::http::join;
+use super::{GateContext, Verdict};
+use crate::config::params::LatencyParams;
+use crate::model::Gate;
+
+struct Sample {
+    micros: u64,
+    ok: bool,
+    problem: Option<String>,
+}
+
+pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Verdict {
+    let Some(base) = ctx.url_for(false) else {
+        return Verdict::inconclusive(
+            "no URL for the service: set APP_URL in the arena or pass --url",
+            json!({}),
+        );
+    };
+    if p.endpoints.is_empty() {
+        return Verdict::skipped("no endpoints to measure");
+    }
+    let mut endpoints = Vec::new();
+    let mut failures = Vec::new();
+    let mut short = Vec::new();
+    for ep in &p.endpoints {
+        let validator = match &ep.schema {
+            Some(path) => {
+                let file = ctx.project_path(path);
+                let schema: Value = match std::fs::read_to_string(&file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Verdict::fail(format!("schema {}: {e}", file.display()), json!({}));
+                    }
+                };
+                match jsonschema::validator_for(&schema) {
+                    Ok(v) => Some(Arc::new(v)),
+                    Err(e) => {
+                        return Verdict::fail(
+                            format!("schema {} is not a JSON Schema: {e}", file.display()),
+                            json!({}),
+                        );
+                    }
+                }
+            }
+            None => None,
+        };
+        let url = join(&base, &ep.path);
+        let method = reqwest::Method::from_bytes(ep.method.to_uppercase().as_bytes())
+            .unwrap_or(reqwest::Method::GET);
+        let next = Arc::new(AtomicUsize::new(0));
+        let total = p.requests as usize;
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..p.concurrency.max(1) {
+            let (client, url, method, next, validator) = (
+                ctx.http.clone(),
+                url.clone(),
+                method.clone(),
+                next.clone(),
+                validator.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let t = Instant::now();
+                    let res = client.request(method.clone(), &url).send().await;
+                    let (ok, problem) = match res {
+                        Ok(r) if r.status().is_success() => match r.bytes().await {
+                            Ok(body) => {
+                                match (&validator, serde_json::from_slice::<Value>(&body)) {
+                                    (Some(v), Ok(doc)) => match v.iter_errors(&doc).next() {
+                                        None => (true, None),
+                                        Some(e) => (
+                                            false,
+                                            Some(format!("schema: {} at {}", e, e.instance_path())),
+                                        ),
+                                    },
+                                    (Some(_), Err(e)) => (false, Some(format!("not JSON: {e}"))),
+                                    (None, _) => (true, None),
+                                }
+                            }
+                            Err(e) => (false, Some(super::http::describe(e))),
+                        },
+                        Ok(r) => (false, Some(format!("HTTP {}", r.status().as_u16()))),
+                        Err(e) => (false, Some(super::http::describe(e))),
+                    };
+                    samples.push(Sample {
+                        micros: t.elapsed().as_micros().max(1) as u64,
+                        ok,
+                        problem,
+                    });
+                }
+                samples
+            }));
+        }
+        let mut samples = Vec::new();
+        for t in tasks {
+            samples.extend(t.await.unwrap_or_default());
+        }
+        let wall = start.elapsed();
+        let mut hist =
+            Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
+        let mut bad = 0usize;
+        let mut first_problems: Vec<String> = Vec::new();
+        for s in &samples {
+            if s.ok {
+                let _ = hist.record(s.micros);
+            } else {
+                bad += 1;
+                if let Some(pr) = &s.problem
+                    && first_problems.len() < 5
+                    && !first_problems.contains(pr)
+                {
+                    first_problems.push(pr.clone());
+                }
+            }
+        }
+        let q = |x: f64| {
+            if hist.is_empty() {
+                None
+            } else {
+                Some(hist.value_at_quantile(x) as f64 / 1000.0)
+            }
+        };
+        let (p50, p95, p99) = (q(0.50), q(0.95), q(0.99));
+        let good = hist.len();
+        let mut ep_fail = Vec::new();
+        if bad > 0 {
+            ep_fail.push(format!(
+                "{bad} of {} responses were errors or broke the schema",
+                samples.len()
+            ));
+        }
+        for (name, measured, budget) in [
+            ("p50", p50, p.p50),
+            ("p95", p95, p.p95),
+            ("p99", p99, p.p99),
+        ] {
+            if let (Some(m), Some(b)) = (measured, budget)
+                && m > b.as_millis() as f64
+            {
+                ep_fail.push(format!("{name} {m:.1}ms > {b}"));
+            }
+        }
+        if (good as u32) < p.min_samples && ep_fail.is_empty() {
+            short.push(format!(
+                "{}: {good} good samples, need {}",
+                ep.path, p.min_samples
+            ));
+        }
+        for f in &ep_fail {
+            failures.push(format!("{}: {f}", ep.path));
+        }
+        endpoints.push(json!({
+            "path": ep.path,
+            "method": ep.method,
+            "schema": ep.schema,
+            "requests": samples.len(),
+            "good": good,
+            "bad": bad,
+            "first_problems": first_problems,
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+            "max_ms": (!hist.is_empty()).then(|| hist.max() as f64 / 1000.0),
+            "budget": { "p50": p.p50.map(|d| d.to_string()), "p95": p.p95.map(|d| d.to_string()), "p99": p.p99.map(|d| d.to_string()) },
+            "requests_per_second": samples.len() as f64 / wall.as_secs_f64().max(1e-9),
+        }));
+    }
+    let evidence = json!({ "source": base, "concurrency": p.concurrency, "min_samples": p.min_samples, "histogram": "HDR, 3 significant digits", "endpoints": endpoints });
+    if !failures.is_empty() {
+        Verdict::fail(failures.join("; "), evidence)
+    } else if !short.is_empty() {
+        Verdict::inconclusive(short.join("; "), evidence)
+    } else {
+        let summary = endpoints
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} p95 {:.1}ms",
+                    e["path"].as_str().unwrap_or(""),
+                    e["p95_ms"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Verdict::pass(summary, evidence)
+    }
+}
