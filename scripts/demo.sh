@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: a fresh project with the six default
 # arenas, an SQLite ledger and no provider. It validates the definitions,
-# renders production's configuration, registers a release, approves it, locks
-# and unlocks production, and shows status and history.
+# renders production's configuration, registers a release, approves it, runs
+# production's window and approval gates on Black Friday, locks and unlocks
+# production, and shows status and history.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,9 @@ step arenas show production
 step render production --image ghcr.io/acme/copilot-service:v1.0.0
 step release create --image ghcr.io/acme/copilot-service:v1.0.0 --git-sha 4f2c1a9
 step approve production --release v1.0.0 --note "QA signed off"
+printf '\n\033[1m$ COPILOT_NOW=2026-11-27T11:00:00Z copilot gate run production --gate window --gate approval\033[0m   (Black Friday: expected exit 1)\n'
+set +e; COPILOT_NOW=2026-11-27T11:00:00Z copilot gate run production --gate window --gate approval --release v1.0.0; code=$?; set -e
+echo "exit code: $code"
 step lock production --reason "demo: incident 42 under investigation"
 printf '\n\033[1m$ copilot lock production --reason "second operator"\033[0m   (expected: exit 4)\n'
 set +e; COPILOT_ACTOR=other-operator copilot lock production --reason "second operator"; code=$?; set -e

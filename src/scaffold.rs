@@ -47,6 +47,8 @@ pub static DEFAULT_FILES: &[DefaultFile] = defaults![
     "migrations/service/sqlite/0003_feature_flags.down.sql",
     "migrations/service/sqlite/0004_shops.up.sql",
     "migrations/service/sqlite/0004_shops.down.sql",
+    "migrations/service/sqlite/0005_update_records_by_status.up.sql",
+    "migrations/service/sqlite/0005_update_records_by_status.down.sql",
     "migrations/service/postgres/0001_update_records.up.sql",
     "migrations/service/postgres/0001_update_records.down.sql",
     "migrations/service/postgres/0002_webhook_deliveries.up.sql",
@@ -55,6 +57,8 @@ pub static DEFAULT_FILES: &[DefaultFile] = defaults![
     "migrations/service/postgres/0003_feature_flags.down.sql",
     "migrations/service/postgres/0004_shops.up.sql",
     "migrations/service/postgres/0004_shops.down.sql",
+    "migrations/service/postgres/0005_update_records_by_status.up.sql",
+    "migrations/service/postgres/0005_update_records_by_status.down.sql",
 ];
 
 /// The built-in content of a default file, by path.

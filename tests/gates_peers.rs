@@ -180,7 +180,7 @@ async fn migrations_of_the_bundled_service_pass_on_sqlite() {
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(
         result(&doc, "migrations")["evidence"]["pending"],
-        json!([1, 2, 3, 4])
+        json!([1, 2, 3, 4, 5])
     );
 }
 
@@ -566,4 +566,53 @@ async fn service_gates_catch_problems() {
     assert_eq!(r["evidence"]["first_errors"][0]["item"], "/0");
     svc.stop().await;
     svc2.stop().await;
+}
+
+#[tokio::test]
+async fn queue_health_reads_the_memory_driver_through_the_service() {
+    let svc = TestService::start(&[]).await;
+    let p = Project::init();
+    p.write("gates/queue-health.yaml", "name: queue-health\nkind: queue-health\nparams:\n  driver: memory\n  subject: target\n  window: 1h\n");
+    let (code, doc) = gate(
+        &p,
+        &["canary", "--gate", "queue-health", "--url", &svc.base],
+        &[],
+    )
+    .await;
+    let r = result(&doc, "queue-health");
+    assert_eq!(code, 0, "{r:#}");
+    assert!(
+        r["evidence"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("/api/queue")
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn backup_gate_reads_a_dump_folder() {
+    let p = Project::init();
+    std::fs::create_dir_all(p.path("backups")).unwrap();
+    p.write("gates/backup.yaml", "name: backup\nkind: backup\nparams:\n  source: dump-dir\n  location: backups\n  max_age: 24h\n");
+    let (code, _) = gate(&p, &["production", "--gate", "backup"], &[]).await;
+    assert_eq!(code, 1, "an empty folder has no backup");
+    p.write("backups/prod-2026-11-22.dump", "PGDMP");
+    let (code, doc) = gate(&p, &["production", "--gate", "backup"], &[]).await;
+    assert_eq!(code, 0, "{doc}");
+    // Two days old: too old.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(p.path("backups/prod-2026-11-22.dump"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(48 * 3600))
+        .unwrap();
+    let (code, doc) = gate(&p, &["production", "--gate", "backup"], &[]).await;
+    assert_eq!(code, 1, "{doc}");
+    assert!(
+        result(&doc, "backup")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("48h old")
+    );
 }

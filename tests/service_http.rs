@@ -545,3 +545,85 @@ fn missing_configuration_names_the_variable() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_service_runs_on_postgresql() {
+    let db = crate::common::TestDatabase::create().await;
+    let svc = TestService::start(&[
+        ("DATABASE_URL", &db.url),
+        ("COPILOT_FLAGS", r#"{"reviews":true}"#),
+    ])
+    .await;
+    assert_eq!(
+        client()
+            .get(svc.url("/health/db"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["backend"],
+        "postgres"
+    );
+    let r = webhook(&svc.base, BODY, SIG_HUSH, "evt-pg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "queued");
+    let r = webhook(&svc.base, BODY, SIG_HUSH, "evt-pg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "duplicate");
+    let pool = svc.running.state.pool.clone();
+    eventually("processed on PostgreSQL", || {
+        let pool = pool.clone();
+        async move {
+            copilot::service::webhooks::delivery_status(&pool, "evt-pg")
+                .await
+                .unwrap()
+                .as_deref()
+                == Some("processed")
+        }
+    })
+    .await;
+    records::upsert(
+        &svc.running.state.pool,
+        &record(
+            "pg-core",
+            UpdateKind::CoreUpdate,
+            Platform::GoogleSearch,
+            2,
+            None,
+            &["Ranking"],
+        ),
+    )
+    .await
+    .unwrap();
+    let doc: Value = client()
+        .get(svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule"] == "core_update_in_progress"),
+        "{doc}"
+    );
+    let flags: Value = client()
+        .get(svc.url("/api/flags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(flags["flags"]["reviews"], true);
+    svc.stop().await;
+}

@@ -296,11 +296,23 @@ async fn ingest_command_reads_files_and_urls() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["inserted"],
         3
     );
+    // A malformed item is reported and skipped; a file that is no feed at all is an error.
     let out = run(vec![
         "ingest".into(),
         "--source".into(),
         "shopify-changelog".into(),
         format!("{FIXTURES}/broken.rss"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rejected"][0]["message"], "no valid <pubDate>");
+    let out = run(vec![
+        "ingest".into(),
+        "--source".into(),
+        "shopify-changelog".into(),
+        format!("{FIXTURES}/broken-incidents.json"),
     ])
     .await
     .unwrap();

@@ -79,7 +79,10 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: IngestionParams) -> V
         for s in &p.sources {
             let format = match s.format.as_deref().map(Format::parse) {
                 Some(None) => {
-                    return Verdict::fail(format!("source {}: unknown format", s.source), json!({}));
+                    return Verdict::fail(
+                        format!("source {}: unknown format", s.source),
+                        json!({}),
+                    );
                 }
                 Some(f) => f,
                 None => None,

@@ -37,12 +37,14 @@ pub fn migrator(backend: Backend) -> Migrator {
             2 => "0002_webhook_deliveries",
             3 => "0003_feature_flags",
             4 => "0004_shops",
+            5 => "0005_update_records_by_status",
         ),
         Backend::Postgres => reversible!("postgres":
             1 => "0001_update_records",
             2 => "0002_webhook_deliveries",
             3 => "0003_feature_flags",
             4 => "0004_shops",
+            5 => "0005_update_records_by_status",
         ),
     };
     Migrator {

@@ -137,7 +137,7 @@ struct Row {
     severity: String,
     surfaces: Json<Vec<String>>,
     raw_hash: String,
-    revision: i64,
+    revision: i32,
     fetched_at: DateTime<Utc>,
     parser_version: String,
 }
@@ -195,7 +195,7 @@ pub async fn upsert_many(pool: &Pool, recs: &[UpdateRecord]) -> Result<Vec<Upser
     on_pool!(pool, p => {
         let mut tx = p.begin().await?;
         for r in recs {
-            let revision: Option<(i64,)> = sqlx::query_as(UPSERT)
+            let revision: Option<(i32,)> = sqlx::query_as(UPSERT)
                 .bind(&r.id)
                 .bind(&r.source)
                 .bind(r.platform.as_str())
@@ -245,23 +245,37 @@ pub async fn relevant(
     since: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<UpdateRecord>, sqlx::Error> {
-    // Placeholders appear in binding order: SQLite numbers `$N` by first appearance.
+    // Two index-friendly halves (recent by kind, ongoing by status) instead
+    // of one OR that scans the table. Placeholders appear in binding order:
+    // SQLite numbers `$N` by first appearance.
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let n = kinds.len();
-    let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    let list = |offset: usize| {
+        (1..=n)
+            .map(|i| format!("${}", i + offset))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let sql = format!(
-        "SELECT {COLUMNS} FROM update_records WHERE kind IN ({}) AND (updated_at >= ${} OR status = 'ongoing') \
+        "SELECT {COLUMNS} FROM update_records WHERE kind IN ({}) AND updated_at >= ${} \
+         UNION \
+         SELECT {COLUMNS} FROM update_records WHERE status = 'ongoing' AND kind IN ({}) \
          ORDER BY updated_at DESC LIMIT ${}",
-        placeholders.join(", "),
+        list(0),
         n + 1,
-        n + 2
+        list(n + 1),
+        2 * n + 2
     );
     let rows: Vec<Row> = on_pool!(pool, p => {
         let mut q = sqlx::query_as(&sql);
         for k in &kinds {
             q = q.bind(*k);
         }
-        q.bind(since).bind(limit).fetch_all(p).await
+        q = q.bind(since);
+        for k in &kinds {
+            q = q.bind(*k);
+        }
+        q.bind(limit).fetch_all(p).await
     })?;
     Ok(rows.into_iter().filter_map(Row::into_record).collect())
 }

@@ -1,0 +1,1 @@
+DROP INDEX update_records_by_status;
