@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use copilot::service::metrics::Metrics;
 use copilot::service::queue::{BullmqQueue, JobOptions, Queue};
@@ -14,13 +13,17 @@ use tokio::sync::watch;
 
 use crate::service_support::*;
 
-fn node(script: &str, args: &[&str]) -> Value {
+/// The bullmq versions under test: the npm packages `bullmq` (6) and `bullmq5`.
+const VERSIONS: &[&str] = &["bullmq", "bullmq5"];
+
+fn node(package: &str, script: &str, args: &[&str]) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bullmq");
     assert!(
-        dir.join("node_modules/bullmq").is_dir(),
+        dir.join("node_modules").join(package).is_dir(),
         "the bullmq npm package is missing: run `npm ci --prefix tests/bullmq`"
     );
     let out = Command::new("node")
+        .env("BULLMQ", package)
         .arg(dir.join(script))
         .args(args)
         .output()
@@ -35,9 +38,13 @@ fn node(script: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}"))
 }
 
-async fn node_async(script: &'static str, args: Vec<String>) -> Value {
+async fn node_async(package: &'static str, script: &'static str, args: Vec<String>) -> Value {
     tokio::task::spawn_blocking(move || {
-        node(script, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        node(
+            package,
+            script,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
     })
     .await
     .unwrap()
@@ -45,6 +52,12 @@ async fn node_async(script: &'static str, args: Vec<String>) -> Value {
 
 #[tokio::test]
 async fn a_job_the_service_enqueues_is_processed_by_a_node_worker() {
+    for package in VERSIONS {
+        service_to_node(package).await;
+    }
+}
+
+async fn service_to_node(package: &'static str) {
     let name = unique_queue("to-node");
     let queue = Queue::Bullmq(
         BullmqQueue::connect(&redis_url(), "bull", &name)
@@ -57,14 +70,24 @@ async fn a_job_the_service_enqueues_is_processed_by_a_node_worker() {
         .await
         .unwrap();
 
-    let seen = node_async("consume.mjs", vec![redis_url(), name.clone(), "1".into()]).await;
+    let seen = node_async(
+        package,
+        "consume.mjs",
+        vec![redis_url(), name.clone(), "1".into()],
+    )
+    .await;
     assert_eq!(seen[0]["id"], id);
     assert_eq!(seen[0]["name"], webhooks::JOB_NAME);
     assert_eq!(seen[0]["data"], data);
     assert_eq!(seen[0]["opts"]["attempts"], 5);
     assert_eq!(seen[0]["opts"]["backoff"]["type"], "exponential");
 
-    let state = node_async("state.mjs", vec![redis_url(), name.clone(), id.clone()]).await;
+    let state = node_async(
+        package,
+        "state.mjs",
+        vec![redis_url(), name.clone(), id.clone()],
+    )
+    .await;
     assert_eq!(state["state"], "completed");
     assert_eq!(state["returnvalue"]["processedBy"], "node-bullmq");
     // And the service reads the queue the Node worker left behind.
@@ -75,6 +98,12 @@ async fn a_job_the_service_enqueues_is_processed_by_a_node_worker() {
 
 #[tokio::test]
 async fn a_job_a_node_producer_adds_is_processed_by_the_service_worker() {
+    for package in VERSIONS {
+        node_to_service(package).await;
+    }
+}
+
+async fn node_to_service(package: &'static str) {
     let name = unique_queue("from-node");
     let data = json!({
         "event_id": "node-evt-1",
@@ -84,6 +113,7 @@ async fn a_job_a_node_producer_adds_is_processed_by_the_service_worker() {
         "payload": { "id": 548380009 }
     });
     let added = node_async(
+        package,
         "produce.mjs",
         vec![
             redis_url(),
@@ -119,7 +149,7 @@ async fn a_job_a_node_producer_adds_is_processed_by_the_service_worker() {
     let _ = stop.send(true);
     w.await.unwrap();
 
-    let state = node_async("state.mjs", vec![redis_url(), name.clone(), id]).await;
+    let state = node_async(package, "state.mjs", vec![redis_url(), name.clone(), id]).await;
     assert_eq!(state["state"], "completed", "{state}");
     assert_eq!(state["returnvalue"]["processed"], "app/uninstalled");
     assert_eq!(state["attemptsMade"], 1);
@@ -142,6 +172,5 @@ async fn a_job_a_node_producer_adds_is_processed_by_the_service_worker() {
     };
     assert!(!installed.0);
     svc.stop().await;
-    let _ = Duration::ZERO;
     drop_queue("bull", &name).await;
 }

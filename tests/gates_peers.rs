@@ -186,20 +186,21 @@ async fn migrations_of_the_bundled_service_pass_on_sqlite() {
 
 // ---- queue-health on Redis with the real bullmq -----------------------------
 
-fn scenario(queue: &str, which: &str) {
+fn scenario(package: &str, queue: &str, which: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bullmq");
     assert!(
-        dir.join("node_modules/bullmq").is_dir(),
+        dir.join("node_modules").join(package).is_dir(),
         "run `npm ci --prefix tests/bullmq`"
     );
     let out = Command::new("node")
+        .env("BULLMQ", package)
         .arg(dir.join("scenario.mjs"))
         .args([&redis_url(), queue, which])
         .output()
         .expect("node");
     assert!(
         out.status.success(),
-        "{which}: {}",
+        "{package} {which}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -220,7 +221,16 @@ async fn queue_gate(queue: &str) -> (i32, Value) {
 }
 
 #[tokio::test]
-async fn queue_health_against_bullmq_queues() {
+async fn queue_health_against_bullmq_6_queues() {
+    queue_health_against("bullmq").await;
+}
+
+#[tokio::test]
+async fn queue_health_against_bullmq_5_queues() {
+    queue_health_against("bullmq5").await;
+}
+
+async fn queue_health_against(package: &'static str) {
     let healthy = unique_queue("qh-healthy");
     let failing = unique_queue("qh-failing");
     let old = unique_queue("qh-old");
@@ -232,7 +242,7 @@ async fn queue_health_against_bullmq_queues() {
         (&stalled, "stalled"),
     ] {
         let (q, s) = (q.clone(), s.to_string());
-        tokio::task::spawn_blocking(move || scenario(&q, &s))
+        tokio::task::spawn_blocking(move || scenario(package, &q, &s))
             .await
             .unwrap();
     }

@@ -246,37 +246,34 @@ pub async fn relevant(
     limit: i64,
 ) -> Result<Vec<UpdateRecord>, sqlx::Error> {
     // Two index-friendly halves (recent by kind, ongoing by status) instead
-    // of one OR that scans the table. Placeholders appear in binding order:
-    // SQLite numbers `$N` by first appearance.
-    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-    let n = kinds.len();
-    let list = |offset: usize| {
-        (1..=n)
-            .map(|i| format!("${}", i + offset))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    // of one OR that scans the table; kinds of the ongoing half are filtered
+    // here so the planner keeps to the status index. Placeholders appear in
+    // binding order: SQLite numbers `$N` by first appearance.
+    let wanted: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let n = wanted.len();
+    let list = (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "SELECT {COLUMNS} FROM update_records WHERE kind IN ({}) AND updated_at >= ${} \
+        "SELECT {COLUMNS} FROM update_records WHERE kind IN ({list}) AND updated_at >= ${} \
          UNION \
-         SELECT {COLUMNS} FROM update_records WHERE status = 'ongoing' AND kind IN ({}) \
+         SELECT {COLUMNS} FROM update_records WHERE status = 'ongoing' \
          ORDER BY updated_at DESC LIMIT ${}",
-        list(0),
         n + 1,
-        list(n + 1),
-        2 * n + 2
+        n + 2
     );
     let rows: Vec<Row> = on_pool!(pool, p => {
         let mut q = sqlx::query_as(&sql);
-        for k in &kinds {
+        for k in &wanted {
             q = q.bind(*k);
         }
-        q = q.bind(since);
-        for k in &kinds {
-            q = q.bind(*k);
-        }
-        q.bind(limit).fetch_all(p).await
+        q.bind(since).bind(limit).fetch_all(p).await
     })?;
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| wanted.contains(&r.kind.as_str()))
+        .collect();
     Ok(rows.into_iter().filter_map(Row::into_record).collect())
 }
 

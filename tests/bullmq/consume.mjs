@@ -1,6 +1,7 @@
 // Process jobs with the real BullMQ Worker until COUNT have completed, then
 // print what it processed. usage: node consume.mjs REDIS_URL QUEUE COUNT
-import { Worker } from "bullmq";
+// BULLMQ picks the package: "bullmq" (6) or "bullmq5".
+const { Worker } = await import(process.env.BULLMQ ?? "bullmq");
 import IORedis from "ioredis";
 
 const [url, queueName, count] = process.argv.slice(2);

@@ -1,6 +1,7 @@
 // Add one job with the real BullMQ and print its id.
 // usage: node produce.mjs REDIS_URL QUEUE NAME JSON_DATA
-import { Queue } from "bullmq";
+// BULLMQ picks the package: "bullmq" (6) or "bullmq5".
+const { Queue } = await import(process.env.BULLMQ ?? "bullmq");
 import IORedis from "ioredis";
 
 const [url, queueName, jobName, data] = process.argv.slice(2);

@@ -4,7 +4,8 @@
 //   failing: 20 jobs, 10 of them failed
 //   old-waiting: 5 completed, one job waiting for an hour (no worker)
 //   stalled: one job taken by a worker that died (its lock expires)
-import { Queue, Worker } from "bullmq";
+// BULLMQ picks the package: "bullmq" (6) or "bullmq5".
+const { Queue, Worker } = await import(process.env.BULLMQ ?? "bullmq");
 import IORedis from "ioredis";
 
 const [url, name, scenario] = process.argv.slice(2);

@@ -1,6 +1,7 @@
 // Print a job's state and result as the real BullMQ sees them.
 // usage: node state.mjs REDIS_URL QUEUE JOB_ID
-import { Queue, Job } from "bullmq";
+// BULLMQ picks the package: "bullmq" (6) or "bullmq5".
+const { Queue, Job } = await import(process.env.BULLMQ ?? "bullmq");
 import IORedis from "ioredis";
 
 const [url, queueName, id] = process.argv.slice(2);
