@@ -10,6 +10,7 @@ mod cli_validate;
 mod gates_cli;
 mod gates_peers;
 mod ledger_store;
+mod local_provider;
 mod lock_race;
 mod render_output;
 mod service_http;

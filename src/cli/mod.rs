@@ -4,6 +4,7 @@
 mod approve;
 mod arenas;
 mod completions;
+mod deploy;
 mod gate;
 mod history;
 mod init;
@@ -97,6 +98,13 @@ pub enum Command {
     /// List and run promotion gates
     #[command(subcommand)]
     Gate(gate::Command),
+    /// Put a release into an arena (local provider): idle colour, health, switch
+    Deploy(deploy::DeployArgs),
+    /// Stop everything the local provider runs for an arena
+    Down(deploy::DownArgs),
+    /// The local provider's traffic router (started by `deploy`)
+    #[command(hide = true)]
+    LocalRouter(deploy::RouterArgs),
     /// Live release, deployment in progress, traffic split and lock per arena
     Status(status::Args),
     /// Past deployments, newest first
@@ -323,6 +331,9 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Render(args) => render::run(&ctx, args).await,
         Command::Release(cmd) => release::run(&ctx, cmd).await,
         Command::Gate(cmd) => gate::run(&ctx, cmd).await,
+        Command::Deploy(args) => deploy::deploy(&ctx, args).await,
+        Command::Down(args) => deploy::down(&ctx, args).await,
+        Command::LocalRouter(args) => deploy::router(args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Approve(args) => approve::run(&ctx, args).await,

@@ -1,0 +1,463 @@
+//! The `local` provider: `copilot-service` processes on loopback, one per
+//! colour, each with its own port and log file under
+//! `.copilot/local/<arena>/`, behind the weighted router on the arena's port.
+//! Everything keeps running after the command exits; `copilot down ARENA`
+//! stops it.
+
+pub mod router;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ArenaStatus, Provider, ProviderError, ReleaseSpec, Slot, SlotStatus, capabilities};
+use crate::model::{Capabilities, ProviderKind};
+use router::{Backend, Routes};
+
+/// A process this provider started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Proc {
+    pid: u32,
+    port: u16,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SlotProc {
+    #[serde(flatten)]
+    proc: Proc,
+    release_id: String,
+    version: String,
+    log: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    router: Option<RouterProc>,
+    slots: BTreeMap<Slot, SlotProc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RouterProc {
+    pid: u32,
+    port: u16,
+    admin_port: u16,
+}
+
+pub struct LocalProvider {
+    arena: String,
+    dir: PathBuf,
+    root: PathBuf,
+    port: u16,
+    copilot_bin: PathBuf,
+    service_bin: PathBuf,
+    http: reqwest::Client,
+}
+
+fn alive(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn stop_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive(pid) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn failed(action: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::Failed {
+        action: action.into(),
+        message: message.into(),
+    }
+}
+
+/// The last lines of a log, for error messages.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl LocalProvider {
+    /// The provider of `arena`, rooted in the project at `root`; the service
+    /// binary is `copilot-service` next to this executable (or `COPILOT_SERVICE_BIN`).
+    pub fn new(root: &Path, arena: &str, port: u16) -> Result<Self, ProviderError> {
+        let copilot_bin =
+            std::env::current_exe().map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let service_bin = std::env::var_os("COPILOT_SERVICE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| copilot_bin.with_file_name("copilot-service"));
+        Self::with_binaries(root, arena, port, copilot_bin, service_bin)
+    }
+
+    /// The same, with explicit `copilot` (for the router) and `copilot-service` binaries.
+    pub fn with_binaries(
+        root: &Path,
+        arena: &str,
+        port: u16,
+        copilot_bin: PathBuf,
+        service_bin: PathBuf,
+    ) -> Result<Self, ProviderError> {
+        if !service_bin.is_file() {
+            return Err(ProviderError::Unavailable(format!(
+                "copilot-service is not at {} (build it with `cargo build --bin copilot-service`, or set COPILOT_SERVICE_BIN)",
+                service_bin.display()
+            )));
+        }
+        let dir = root.join(".copilot").join("local").join(arena);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| failed("create the state folder", e.to_string()))?;
+        Ok(LocalProvider {
+            arena: arena.to_string(),
+            dir,
+            root: root.to_path_buf(),
+            port,
+            copilot_bin,
+            service_bin,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client"),
+        })
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    fn load(&self) -> State {
+        std::fs::read_to_string(self.state_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, s: &State) -> Result<(), ProviderError> {
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_string_pretty(s).expect("state serializes"),
+        )
+        .and_then(|()| std::fs::rename(&tmp, self.state_file()))
+        .map_err(|e| failed("save the local state", e.to_string()))
+    }
+
+    /// Where the arena's traffic enters.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The development webhook secret of this arena, created on first use.
+    pub fn dev_secret(&self) -> Result<String, ProviderError> {
+        let path = self.dir.join("webhook-secret");
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            return Ok(s.trim().to_string());
+        }
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::write(&path, &secret)
+            .map_err(|e| failed("write the development secret", e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(secret)
+    }
+
+    fn spawn(
+        &self,
+        program: &Path,
+        args: &[&str],
+        env: &BTreeMap<String, String>,
+        log: &Path,
+    ) -> Result<u32, ProviderError> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| failed("open the log", e.to_string()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| failed("open the log", e.to_string()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .envs(env);
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group: the processes outlive this command and its Ctrl-C.
+            cmd.process_group(0);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| failed(&format!("start {}", program.display()), e.to_string()))?;
+        Ok(child.id())
+    }
+
+    async fn ensure_router(&self, state: &mut State) -> Result<RouterProc, ProviderError> {
+        if let Some(r) = &state.router
+            && alive(r.pid)
+        {
+            return Ok(r.clone());
+        }
+        let admin_port = free_port().map_err(|e| failed("find a port", e.to_string()))?;
+        let routes = self.dir.join("routes.json");
+        let log = self.dir.join("router.log");
+        let pid = self.spawn(
+            &self.copilot_bin,
+            &[
+                "local-router",
+                "--port",
+                &self.port.to_string(),
+                "--admin-port",
+                &admin_port.to_string(),
+                "--routes",
+                &routes.to_string_lossy(),
+            ],
+            &BTreeMap::new(),
+            &log,
+        )?;
+        let r = RouterProc {
+            pid,
+            port: self.port,
+            admin_port,
+        };
+        let admin = format!("http://127.0.0.1:{admin_port}/routes");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .http
+                .get(&admin)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            if !alive(pid) || Instant::now() > deadline {
+                return Err(failed(
+                    "start the router",
+                    format!("port {}: {}", self.port, tail(&log, 5)),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        state.router = Some(r.clone());
+        self.save(state)?;
+        Ok(r)
+    }
+
+    async fn routes(&self, state: &State) -> Routes {
+        let Some(r) = &state.router else {
+            return Routes::default();
+        };
+        match self
+            .http
+            .get(format!("http://127.0.0.1:{}/routes", r.admin_port))
+            .send()
+            .await
+        {
+            Ok(resp) => resp.json().await.unwrap_or_default(),
+            Err(_) => Routes::default(),
+        }
+    }
+
+    async fn healthy(&self, port: u16) -> bool {
+        self.http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+impl Provider for LocalProvider {
+    fn capabilities(&self) -> &'static Capabilities {
+        capabilities(ProviderKind::Local)
+    }
+
+    async fn deploy(&self, slot: Slot, release: &ReleaseSpec) -> Result<SlotStatus, ProviderError> {
+        let mut state = self.load();
+        self.ensure_router(&mut state).await?;
+        // The slot is idle by contract: whatever ran there is replaced.
+        if let Some(old) = state.slots.remove(&slot) {
+            stop_pid(old.proc.pid);
+        }
+        let port = free_port().map_err(|e| failed("find a port", e.to_string()))?;
+        let log = self.dir.join(format!(
+            "{slot}-{}.log",
+            release.version.replace(['/', ' '], "_")
+        ));
+        let mut env = release.env.clone();
+        env.insert("PORT".into(), port.to_string());
+        env.insert("BIND_ADDRESS".into(), "127.0.0.1".into());
+        env.insert("COPILOT_ARENA".into(), self.arena.clone());
+        env.insert("COPILOT_RELEASE".into(), release.version.clone());
+        env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+        let pid = self.spawn(&self.service_bin, &["serve"], &env, &log)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.healthy(port).await {
+            if !alive(pid) {
+                return Err(failed(
+                    &format!("start {} in {slot}", release.version),
+                    tail(&log, 8),
+                ));
+            }
+            if Instant::now() > deadline {
+                stop_pid(pid);
+                return Err(failed(
+                    &format!("start {} in {slot}", release.version),
+                    "not healthy after 30s",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        state.slots.insert(
+            slot,
+            SlotProc {
+                proc: Proc { pid, port },
+                release_id: release.release_id.clone(),
+                version: release.version.clone(),
+                log,
+            },
+        );
+        self.save(&state)?;
+        Ok(SlotStatus {
+            slot,
+            release_id: release.release_id.clone(),
+            version: release.version.clone(),
+            url: format!("http://127.0.0.1:{port}"),
+            healthy: true,
+            weight: 0,
+        })
+    }
+
+    async fn status(&self) -> Result<ArenaStatus, ProviderError> {
+        let state = self.load();
+        let routes = self.routes(&state).await;
+        let total: u32 = routes.backends.iter().map(|b| b.weight).sum();
+        let mut slots = Vec::new();
+        for (slot, p) in &state.slots {
+            let weight = routes
+                .backends
+                .iter()
+                .find(|b| b.slot == slot.as_str())
+                .and_then(|b| (b.weight * 100).checked_div(total))
+                .map_or(0, |w| w as u8);
+            slots.push(SlotStatus {
+                slot: *slot,
+                release_id: p.release_id.clone(),
+                version: p.version.clone(),
+                url: format!("http://127.0.0.1:{}", p.proc.port),
+                healthy: alive(p.proc.pid) && self.healthy(p.proc.port).await,
+                weight,
+            });
+        }
+        Ok(ArenaStatus {
+            slots,
+            url: state
+                .router
+                .as_ref()
+                .filter(|r| alive(r.pid))
+                .map(|_| self.url()),
+        })
+    }
+
+    async fn set_traffic(&self, weights: &[(Slot, u8)]) -> Result<(), ProviderError> {
+        let mut state = self.load();
+        let router = self.ensure_router(&mut state).await?;
+        let mut backends = Vec::new();
+        for (slot, w) in weights {
+            let Some(p) = state.slots.get(slot) else {
+                if *w > 0 {
+                    return Err(failed("set traffic", format!("nothing runs in {slot}")));
+                }
+                continue;
+            };
+            backends.push(Backend {
+                slot: slot.to_string(),
+                addr: SocketAddr::from(([127, 0, 0, 1], p.proc.port)),
+                weight: u32::from(*w),
+            });
+        }
+        let resp = self
+            .http
+            .put(format!("http://127.0.0.1:{}/routes", router.admin_port))
+            .json(&Routes { backends })
+            .send()
+            .await
+            .map_err(|e| failed("set traffic", e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(failed(
+                "set traffic",
+                format!("router answered {}", resp.status()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, slot: Slot) -> Result<(), ProviderError> {
+        let mut state = self.load();
+        let routes = self.routes(&state).await;
+        if routes
+            .backends
+            .iter()
+            .any(|b| b.slot == slot.as_str() && b.weight > 0)
+        {
+            return Err(failed(
+                &format!("remove {slot}"),
+                "it still receives traffic; shift it away first",
+            ));
+        }
+        if let Some(p) = state.slots.remove(&slot) {
+            stop_pid(p.proc.pid);
+        }
+        self.save(&state)
+    }
+
+    async fn down(&self) -> Result<(), ProviderError> {
+        let mut state = self.load();
+        for (_, p) in std::mem::take(&mut state.slots) {
+            stop_pid(p.proc.pid);
+        }
+        if let Some(r) = state.router.take() {
+            let _ = self
+                .http
+                .post(format!("http://127.0.0.1:{}/shutdown", r.admin_port))
+                .send()
+                .await;
+            stop_pid(r.pid);
+        }
+        let _ = std::fs::remove_file(self.dir.join("routes.json"));
+        self.save(&state)
+    }
+}
