@@ -35,14 +35,15 @@ fn seed_records(n: usize) -> Vec<UpdateRecord> {
     let platforms = Platform::ALL;
     (0..n)
         .map(|i| {
-            // 1 in 200 is recent; the rest spread over five years.
-            let age_days = if i % 200 == 0 {
+            // Five years of history; 1 in 1000 from the last 40 days (100
+            // records), 5 still ongoing: a busy month of platform news.
+            let age_days = if i % 1000 == 0 {
                 (i % 40) as i64
             } else {
                 50 + (i as i64 * 7919) % 1800
             };
             let started = now - chrono::Duration::days(age_days);
-            let ongoing = i % 1000 == 0;
+            let ongoing = i % 20_000 == 0;
             let ended = (!ongoing).then(|| started + chrono::Duration::days(3));
             UpdateRecord {
                 id: format!("bench:{i}"),
@@ -169,6 +170,19 @@ fn main() {
             "seeded {} update records in {:.1}s",
             records::count(&pool).await.unwrap(),
             t.elapsed().as_secs_f64()
+        );
+        let shop = copilot::service::recommend::ShopContext {
+            shop: "dev-hotrod.myshopify.com".into(),
+            platforms: Vec::new(),
+            api_version: copilot::service::config::ApiVersion::parse("2026-10").unwrap(),
+        };
+        let sample = copilot::service::recommend::recommend(&pool, &shop, Utc::now())
+            .await
+            .unwrap();
+        println!(
+            "a response carries {} recommendations ({} bytes of JSON)",
+            sample.recommendations.len(),
+            serde_json::to_vec(&sample).unwrap().len()
         );
         pool.close().await;
 
