@@ -13,5 +13,6 @@ pub mod ledger;
 pub mod model;
 pub mod providers;
 pub mod render;
+pub mod rollout;
 pub mod scaffold;
 pub mod service;

@@ -41,6 +41,7 @@ fn t(s: &str) -> DateTime<Utc> {
 
 fn release(version: &str) -> NewRelease {
     NewRelease {
+        env: Default::default(),
         version: version.into(),
         image: format!("ghcr.io/acme/copilot-service:{version}"),
         digest: None,

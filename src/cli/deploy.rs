@@ -51,7 +51,7 @@ impl From<ProviderError> for CliError {
     }
 }
 
-fn local_provider(root: &std::path::Path, a: &Arena) -> Result<LocalProvider, CliError> {
+pub(super) fn local_provider(root: &std::path::Path, a: &Arena) -> Result<LocalProvider, CliError> {
     if a.provider.kind != ProviderKind::Local {
         return Err(CliError::new(
             Exit::Dependency,
@@ -71,7 +71,10 @@ fn local_provider(root: &std::path::Path, a: &Arena) -> Result<LocalProvider, Cl
 }
 
 /// The service's environment for an arena: values, resolved secrets, flags.
-fn service_env(a: &Arena, provider: &LocalProvider) -> Result<BTreeMap<String, String>, CliError> {
+pub(super) fn service_env(
+    a: &Arena,
+    provider: &LocalProvider,
+) -> Result<BTreeMap<String, String>, CliError> {
     let mut env: BTreeMap<String, String> = a.env.values.clone();
     for name in a.env.secrets.keys() {
         match resolve_reference(a, &format!("env:{name}")) {
@@ -91,6 +94,9 @@ fn service_env(a: &Arena, provider: &LocalProvider) -> Result<BTreeMap<String, S
             }
             Resolved::Unresolvable(_) => {}
         }
+    }
+    if !env.contains_key("SHOPIFY_WEBHOOK_SECRET") {
+        env.insert("SHOPIFY_WEBHOOK_SECRET".into(), provider.dev_secret()?);
     }
     env.insert(
         "COPILOT_FLAGS".into(),
@@ -172,7 +178,8 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> CmdResult {
         )
         .await?;
     let result: Result<Value, CliError> = async {
-        let env = service_env(a, &provider)?;
+        let mut env = service_env(a, &provider)?;
+        env.extend(release.env.0.clone());
         let spec = ReleaseSpec {
             release_id: release.id.clone(),
             version: release.version.clone(),

@@ -9,6 +9,7 @@ mod gate;
 mod history;
 mod init;
 mod lock;
+mod promote;
 mod release;
 mod render;
 mod schema;
@@ -102,6 +103,10 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Stop everything the local provider runs for an arena
     Down(deploy::DownArgs),
+    /// Move the release live in FROM into TO: gates, idle colour, weighted steps with analysis
+    Promote(promote::PromoteArgs),
+    /// Send traffic back to the standby colour now, and pin the arena
+    Rollback(promote::RollbackArgs),
     /// The local provider's traffic router (started by `deploy`)
     #[command(hide = true)]
     LocalRouter(deploy::RouterArgs),
@@ -333,6 +338,8 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Gate(cmd) => gate::run(&ctx, cmd).await,
         Command::Deploy(args) => deploy::deploy(&ctx, args).await,
         Command::Down(args) => deploy::down(&ctx, args).await,
+        Command::Promote(args) => promote::promote(&ctx, args).await,
+        Command::Rollback(args) => promote::rollback(&ctx, args).await,
         Command::LocalRouter(args) => deploy::router(args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,

@@ -20,6 +20,9 @@ pub enum Command {
         /// Commit the image was built from
         #[arg(long, value_name = "SHA")]
         git_sha: Option<String>,
+        /// A non-secret variable the release runs with (repeatable), e.g. `--env LOG_LEVEL=debug`
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
     },
     /// Registered releases, newest first
     List {
@@ -53,7 +56,31 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
             image,
             version,
             git_sha,
+            env,
         } => {
+            let mut vars = std::collections::BTreeMap::new();
+            for pair in &env {
+                let Some((k, v)) = pair.split_once('=') else {
+                    return Err(CliError::invalid(format!(
+                        "--env `{pair}` is not KEY=VALUE"
+                    )));
+                };
+                if k.is_empty()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
+                    return Err(CliError::invalid(format!(
+                        "--env `{k}` is not an UPPER_SNAKE_CASE name"
+                    )));
+                }
+                if crate::config::validate::looks_secret(k) {
+                    return Err(CliError::invalid(format!(
+                        "--env {k} looks like a secret; releases carry configuration, secrets belong in the arena's env.secrets"
+                    )));
+                }
+                vars.insert(k.to_string(), v.to_string());
+            }
             if image.trim().is_empty() || image.contains(char::is_whitespace) {
                 return Err(CliError::invalid(format!(
                     "`{image}` is not an image reference"
@@ -83,6 +110,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
             let release = ledger
                 .create_release(
                     &NewRelease {
+                        env: vars,
                         version: version.clone(),
                         digest: digest_from_image(&image),
                         image,

@@ -18,10 +18,13 @@ pub struct Release {
     pub config_hash: String,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    /// Non-secret variables the release runs with, on top of the arena's.
+    pub env: Json<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug)]
 pub struct NewRelease {
+    pub env: std::collections::BTreeMap<String, String>,
     pub version: String,
     pub image: String,
     pub digest: Option<String>,
@@ -159,7 +162,7 @@ pub struct NewAudit {
 }
 
 const RELEASE_COLUMNS: &str =
-    "id, version, image, digest, git_sha, config_hash, created_by, created_at";
+    "id, version, image, digest, git_sha, config_hash, created_by, created_at, env";
 const DEPLOYMENT_COLUMNS: &str = "d.id, d.arena, d.release_id, d.previous_release_id, d.kind, d.strategy, d.source_arena, d.state, d.reason, d.created_by, d.started_at, d.finished_at";
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -172,7 +175,7 @@ impl Ledger {
     pub async fn create_release(&self, r: &NewRelease, now: DateTime<Utc>) -> Result<Release> {
         let id = new_id("rel");
         let sql = format!(
-            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {RELEASE_COLUMNS}"
+            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {RELEASE_COLUMNS}"
         );
         let res = on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql)
             .bind(&id)
@@ -183,6 +186,7 @@ impl Ledger {
             .bind(&r.config_hash)
             .bind(&r.created_by)
             .bind(now)
+            .bind(Json(&r.env))
             .fetch_one(pool)
             .await);
         res.map_err(|e| {

@@ -194,7 +194,7 @@ impl LocalProvider {
         args: &[&str],
         env: &BTreeMap<String, String>,
         log: &Path,
-    ) -> Result<u32, ProviderError> {
+    ) -> Result<std::process::Child, ProviderError> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -216,10 +216,8 @@ impl LocalProvider {
             // Its own process group: the processes outlive this command and its Ctrl-C.
             cmd.process_group(0);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| failed(&format!("start {}", program.display()), e.to_string()))?;
-        Ok(child.id())
+        cmd.spawn()
+            .map_err(|e| failed(&format!("start {}", program.display()), e.to_string()))
     }
 
     async fn ensure_router(&self, state: &mut State) -> Result<RouterProc, ProviderError> {
@@ -231,7 +229,7 @@ impl LocalProvider {
         let admin_port = free_port().map_err(|e| failed("find a port", e.to_string()))?;
         let routes = self.dir.join("routes.json");
         let log = self.dir.join("router.log");
-        let pid = self.spawn(
+        let mut child = self.spawn(
             &self.copilot_bin,
             &[
                 "local-router",
@@ -245,6 +243,7 @@ impl LocalProvider {
             &BTreeMap::new(),
             &log,
         )?;
+        let pid = child.id();
         let r = RouterProc {
             pid,
             port: self.port,
@@ -262,7 +261,8 @@ impl LocalProvider {
             {
                 break;
             }
-            if !alive(pid) || Instant::now() > deadline {
+            // try_wait, not kill -0: an exited child is a zombie until reaped.
+            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
                 return Err(failed(
                     "start the router",
                     format!("port {}: {}", self.port, tail(&log, 5)),
@@ -323,10 +323,11 @@ impl Provider for LocalProvider {
         env.insert("COPILOT_ARENA".into(), self.arena.clone());
         env.insert("COPILOT_RELEASE".into(), release.version.clone());
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
-        let pid = self.spawn(&self.service_bin, &["serve"], &env, &log)?;
+        let mut child = self.spawn(&self.service_bin, &["serve"], &env, &log)?;
+        let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.healthy(port).await {
-            if !alive(pid) {
+            if child.try_wait().ok().flatten().is_some() {
                 return Err(failed(
                     &format!("start {} in {slot}", release.version),
                     tail(&log, 8),

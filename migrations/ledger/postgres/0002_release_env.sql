@@ -1,0 +1,2 @@
+-- Configuration a release carries (non-secret variables), applied when it runs.
+ALTER TABLE releases ADD COLUMN env JSONB NOT NULL DEFAULT '{}';

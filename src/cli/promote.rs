@@ -1,0 +1,415 @@
+//! `copilot promote FROM TO` and `copilot rollback ARENA` (local provider).
+//!
+//! A promotion takes the release live in FROM, runs TO's `before` gates,
+//! deploys it into TO's idle colour, runs the `after` gates against that
+//! colour, then shifts traffic step by step with a bake and analysis at
+//! each, rolling back automatically when a metric says so. A rollback sends
+//! traffic back to the standby colour at once and pins the arena until
+//! `copilot unlock`.
+
+use std::io::{IsTerminal, Write as _};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::deploy::{local_provider, service_env};
+use super::{CliError, CmdResult, Context, Exit, OutputFormat, Report, arena};
+use crate::clock;
+use crate::config::duration::Duration as Dur;
+use crate::gates::{self, GateContext, RunReport, RunVerdict};
+use crate::ledger::{LockKind, LockRequest, NewAudit, NewDeployment};
+use crate::model::{Gate, Phase};
+use crate::providers::{Provider, ReleaseSpec};
+use crate::rollout::{End, Rollout, RolloutError};
+
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    pub from: String,
+    pub to: String,
+    /// Promote this release instead of the one live in FROM
+    #[arg(long, value_name = "REF")]
+    pub release: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+    /// Show what would happen, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Bake every traffic step this long instead of the arena's bakes (demos)
+    #[arg(long, value_name = "DURATION")]
+    pub bake: Option<Dur>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    pub arena: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+impl From<RolloutError> for CliError {
+    fn from(e: RolloutError) -> Self {
+        match e {
+            RolloutError::Ledger(l) => l.into(),
+            RolloutError::Provider(p) => p.into(),
+        }
+    }
+}
+
+fn verdict_exit(report: &RunReport) -> Option<Exit> {
+    match gates::exit_for(report, false) {
+        RunVerdict::Passed => None,
+        RunVerdict::Failed
+            if report
+                .results()
+                .any(|r| r.blocks && r.outcome == crate::model::Outcome::Fail) =>
+        {
+            Some(Exit::Blocked)
+        }
+        RunVerdict::Failed => Some(Exit::GateFailed),
+        RunVerdict::DependencyFailed => Some(Exit::Dependency),
+        RunVerdict::Inconclusive => Some(Exit::Inconclusive),
+    }
+}
+
+pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let project = &loaded.project;
+    let from = arena(project, &args.from)?;
+    let to = arena(project, &args.to)?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let release = match &args.release {
+        Some(r) => ledger.find_release(r).await?,
+        None => {
+            let Some(live) = ledger.live(&from.name).await? else {
+                return Err(CliError::invalid(format!(
+                    "nothing is live in {} to promote",
+                    from.name
+                ))
+                .with_hint(format!(
+                    "`copilot deploy {} --release REF` first",
+                    from.name
+                )));
+            };
+            ledger
+                .release_by_id(&live.deployment.release_id)
+                .await?
+                .ok_or_else(|| CliError::invalid("the live release is missing from the ledger"))?
+        }
+    };
+    let steps: Vec<String> = to
+        .strategy
+        .steps
+        .iter()
+        .map(|s| format!("{}%", s.weight))
+        .collect();
+    let plan = json!({
+        "from": from.name, "to": to.name, "release": release.version,
+        "strategy": to.strategy.kind, "steps": steps,
+        "gates": { "before": to.gates.before, "after": to.gates.after },
+    });
+    if args.dry_run {
+        let text = format!(
+            "Would promote {} from {} to {}: before gates [{}], deploy into the idle colour, after gates [{}], {} {}\n",
+            release.version,
+            from.name,
+            to.name,
+            to.gates.before.join(", "),
+            to.gates.after.join(", "),
+            to.strategy.kind,
+            steps.join(" -> ")
+        );
+        return Ok(Report::new(json!({ "dry_run": true, "plan": plan }), text));
+    }
+    let provider = local_provider(&root, to)?;
+    if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!(
+            "Promote {} from {} to {} ({} {})? [y/N] ",
+            release.version,
+            from.name,
+            to.name,
+            to.strategy.kind,
+            steps.join(" -> ")
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(CliError::new(Exit::Blocked, "not confirmed"));
+        }
+    }
+    let actor = clock::actor();
+    let lease = ledger
+        .hold_lease(
+            &LockRequest::here(
+                to.deploys_into(),
+                LockKind::Lease,
+                &actor,
+                &format!("promote {} from {}", release.version, from.name),
+                Some(Duration::from_secs(60)),
+            ),
+            clock::now(),
+        )
+        .await?;
+    let quiet = ctx.quiet || ctx.output == OutputFormat::Json;
+    let progress = move |line: &str| {
+        if !quiet {
+            eprintln!("  {line}");
+        }
+    };
+    let before = provider.status().await?;
+    let live = before.live().cloned();
+    let idle = live
+        .as_ref()
+        .map_or(crate::providers::Slot::Blue, |l| l.slot.other());
+    let d = ledger
+        .create_deployment(
+            &NewDeployment {
+                arena: to.deploys_into().to_string(),
+                release_id: release.id.clone(),
+                previous_release_id: live.as_ref().map(|l| l.release_id.clone()),
+                kind: "promote".into(),
+                strategy: to.strategy.kind.to_string(),
+                source_arena: Some(from.name.clone()),
+                reason: args.reason.clone(),
+                created_by: actor.clone(),
+            },
+            clock::now(),
+        )
+        .await?;
+    let http = reqwest::Client::new();
+    let gctx = |url: Option<String>| GateContext {
+        project,
+        root: &root,
+        arena: to,
+        source: Some(from),
+        release: Some(&release),
+        ledger: &ledger,
+        now: clock::now(),
+        target_url: url,
+        source_url: None,
+        bypass_reason: None,
+        actor: actor.clone(),
+        http: http.clone(),
+    };
+    let gates_of = |phase: Phase| -> Vec<&Gate> {
+        to.gates
+            .for_phase(phase)
+            .iter()
+            .map(|g| &project.gates[g])
+            .collect()
+    };
+
+    let outcome: Result<(End, Option<Exit>), CliError> = async {
+        // Before gates: nothing changes when they do not pass.
+        let before_gates = gates_of(Phase::Before);
+        if !before_gates.is_empty() {
+            progress(&format!("before gates: {}", to.gates.before.join(", ")));
+            let phase = gates::run(&gctx(None), Phase::Before, &before_gates, Some(&d.id)).await?;
+            let report = RunReport {
+                arena: to.name.clone(),
+                release: Some(release.version.clone()),
+                phases: vec![phase],
+            };
+            if let Some(exit) = verdict_exit(&report) {
+                let failed: Vec<String> = report
+                    .results()
+                    .filter(|r| {
+                        r.outcome != crate::model::Outcome::Pass
+                            && r.outcome != crate::model::Outcome::Warn
+                            && r.outcome != crate::model::Outcome::Skipped
+                    })
+                    .map(|r| format!("{}: {}", r.gate, r.summary))
+                    .collect();
+                return Ok((
+                    End::RolledBack(format!("before gates did not pass: {}", failed.join("; "))),
+                    Some(exit),
+                ));
+            }
+        }
+        let mut env = service_env(to, &provider)?;
+        env.extend(release.env.0.clone());
+        let rollout = Rollout {
+            ledger: &ledger,
+            provider: &provider,
+            arena: to,
+            deployment_id: &d.id,
+            release: ReleaseSpec {
+                release_id: release.id.clone(),
+                version: release.version.clone(),
+                image: release.image.clone(),
+                env,
+            },
+            bake: args.bake.map(|b| b.as_std()),
+            interval_cap: args
+                .bake
+                .map_or(Duration::from_secs(3600), |b| b.as_std() / 2),
+            http: http.clone(),
+            progress: &progress,
+        };
+        let after = gates_of(Phase::After);
+        let end = rollout
+            .run(idle, live.as_ref(), async |url: &str| {
+                if after.is_empty() {
+                    return Ok(true);
+                }
+                let phase = gates::run(
+                    &gctx(Some(url.to_string())),
+                    Phase::After,
+                    &after,
+                    Some(&d.id),
+                )
+                .await?;
+                let report = RunReport {
+                    arena: to.name.clone(),
+                    release: Some(release.version.clone()),
+                    phases: vec![phase],
+                };
+                Ok(verdict_exit(&report).is_none())
+            })
+            .await?;
+        let exit = match &end {
+            End::Succeeded => None,
+            End::RolledBack(_) => Some(Exit::GateFailed),
+            End::Paused(_) => Some(Exit::Inconclusive),
+        };
+        Ok((end, exit))
+    }
+    .await;
+
+    let (state, summary, exit) = match &outcome {
+        Ok((End::Succeeded, _)) => (
+            "succeeded",
+            format!("{} is live in {}", release.version, to.name),
+            Exit::Success,
+        ),
+        Ok((End::RolledBack(why), e)) => {
+            ("rolled-back", why.clone(), e.unwrap_or(Exit::GateFailed))
+        }
+        Ok((End::Paused(why), e)) => ("paused", why.clone(), e.unwrap_or(Exit::Inconclusive)),
+        Err(e) => ("failed", e.message.clone(), e.exit),
+    };
+    ledger
+        .set_deployment_state(&d.id, state, clock::now())
+        .await?;
+    ledger
+        .audit(&NewAudit { actor, action: format!("promote.{state}"), arena: Some(to.name.clone()), subject: Some(d.id.clone()), reason: args.reason.clone(), detail: json!({ "release": release.version, "from": from.name, "summary": summary }) }, clock::now())
+        .await?;
+    lease.release().await?;
+    outcome?;
+    Ok(Report {
+        json: json!({ "deployment": d.id, "state": state, "summary": summary, "plan": plan, "exit_code": exit.code() }),
+        text: format!("{}: {summary} ({})\n", to.name, d.id),
+        exit,
+    })
+}
+
+pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let a = arena(&loaded.project, &args.arena)?;
+    let provider = local_provider(&root, a)?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let actor = clock::actor();
+    let reason = args.reason.clone().unwrap_or_else(|| "rollback".into());
+    let lease = ledger
+        .hold_lease(
+            &LockRequest::here(
+                a.deploys_into(),
+                LockKind::Lease,
+                &actor,
+                &format!("rollback: {reason}"),
+                Some(Duration::from_secs(60)),
+            ),
+            clock::now(),
+        )
+        .await?;
+    let status = provider.status().await?;
+    let (Some(live), Some(standby)) = (
+        status.live().cloned(),
+        status
+            .slots
+            .iter()
+            .find(|s| s.weight == 0 && s.healthy)
+            .cloned(),
+    ) else {
+        lease.release().await?;
+        return Err(CliError::invalid(format!(
+            "{} has no healthy standby colour to roll back to",
+            a.name
+        ))
+        .with_hint("deploy the previous release with `copilot deploy`"));
+    };
+    let d = ledger
+        .create_deployment(
+            &NewDeployment {
+                arena: a.deploys_into().to_string(),
+                release_id: standby.release_id.clone(),
+                previous_release_id: Some(live.release_id.clone()),
+                kind: "rollback".into(),
+                strategy: "switch".into(),
+                source_arena: None,
+                reason: Some(reason.clone()),
+                created_by: actor.clone(),
+            },
+            clock::now(),
+        )
+        .await?;
+    let started = std::time::Instant::now();
+    let split = json!({ standby.slot.to_string(): { "release": standby.version, "weight": 100 }, live.slot.to_string(): { "release": live.version, "weight": 0 } });
+    let s = ledger
+        .start_step(
+            &d.id,
+            "switch-to-standby",
+            &json!({ "weights": split }),
+            clock::now(),
+        )
+        .await?;
+    provider
+        .set_traffic(&[(standby.slot, 100), (live.slot, 0)])
+        .await?;
+    let switch_ms = started.elapsed().as_millis() as u64;
+    ledger
+        .set_traffic(a.deploys_into(), &split, Some(&d.id), clock::now())
+        .await?;
+    ledger
+        .finish_step(
+            &d.id,
+            s.seq,
+            "done",
+            &json!({ "weights": split, "switch_ms": switch_ms }),
+            clock::now(),
+        )
+        .await?;
+    ledger
+        .set_deployment_state(&d.id, "succeeded", clock::now())
+        .await?;
+    // Any deployment still open in the arena was superseded by the rollback.
+    ledger.audit(&NewAudit { actor: actor.clone(), action: "rollback".into(), arena: Some(a.deploys_into().to_string()), subject: Some(d.id.clone()), reason: Some(reason.clone()), detail: json!({ "from": live.version, "to": standby.version, "switch_ms": switch_ms }) }, clock::now()).await?;
+    lease.release().await?;
+    // Pin the arena: no promotion into it until someone unlocks it.
+    ledger
+        .acquire_lock(
+            &LockRequest::here(
+                a.deploys_into(),
+                LockKind::Pin,
+                &actor,
+                &format!(
+                    "rolled back from {} to {}: {reason}",
+                    live.version, standby.version
+                ),
+                None,
+            ),
+            clock::now(),
+        )
+        .await?;
+    let text = format!(
+        "Rolled {} back from {} to {} in {switch_ms} ms; the arena is pinned until `copilot unlock {}`\n",
+        a.name, live.version, standby.version, a.name
+    );
+    Ok(Report::new(
+        json!({ "deployment": d.id, "from": live.version, "to": standby.version, "switch_ms": switch_ms, "pinned": true }),
+        text,
+    ))
+}

@@ -1,0 +1,282 @@
+//! Rollouts: a strategy expanded into steps and executed against a provider,
+//! each step's intent written to the ledger before it acts and its outcome
+//! after; traffic shifts bake under analysis and roll back automatically.
+
+pub mod analysis;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::ledger::{Ledger, LedgerError};
+use crate::model::{Arena, OnFail, StrategyKind};
+use crate::providers::{Provider, ProviderError, ReleaseSpec, Slot, SlotStatus};
+use analysis::{BakeVerdict, bake};
+
+/// How a rollout ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    Succeeded,
+    /// Analysis or a failed step sent traffic back to the previous release.
+    RolledBack(String),
+    /// Waiting for a person: an alert, or too little data to decide.
+    Paused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Everything a rollout needs.
+pub struct Rollout<'a, P: Provider> {
+    pub ledger: &'a Ledger,
+    pub provider: &'a P,
+    pub arena: &'a Arena,
+    pub deployment_id: &'a str,
+    pub release: ReleaseSpec,
+    /// Overrides every bake duration (demos, tests).
+    pub bake: Option<Duration>,
+    /// Caps the analysis interval.
+    pub interval_cap: Duration,
+    pub http: reqwest::Client,
+    /// A line per phase for people.
+    pub progress: &'a (dyn Fn(&str) + Sync),
+}
+
+fn split_json(new: Slot, new_version: &str, old: Option<&SlotStatus>, w: u8) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        new.to_string(),
+        json!({ "release": new_version, "weight": w }),
+    );
+    if let Some(o) = old {
+        m.insert(
+            o.slot.to_string(),
+            json!({ "release": o.version, "weight": 100 - w }),
+        );
+    }
+    Value::Object(m)
+}
+
+impl<P: Provider> Rollout<'_, P> {
+    async fn step<T>(
+        &self,
+        name: &str,
+        intent: Value,
+        act: impl std::future::Future<Output = Result<(T, Value), RolloutError>>,
+    ) -> Result<T, RolloutError> {
+        let s = self
+            .ledger
+            .start_step(self.deployment_id, name, &intent, crate::clock::now())
+            .await?;
+        match act.await {
+            Ok((v, outcome)) => {
+                self.ledger
+                    .finish_step(
+                        self.deployment_id,
+                        s.seq,
+                        "done",
+                        &outcome,
+                        crate::clock::now(),
+                    )
+                    .await?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.ledger
+                    .finish_step(
+                        self.deployment_id,
+                        s.seq,
+                        "failed",
+                        &json!({ "error": e.to_string() }),
+                        crate::clock::now(),
+                    )
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn shift(&self, new: Slot, old: Option<&SlotStatus>, w: u8) -> Result<(), RolloutError> {
+        let mut weights = vec![(new, w)];
+        if let Some(o) = old {
+            weights.push((o.slot, 100 - w));
+        }
+        let split = split_json(new, &self.release.version, old, w);
+        self.step(&format!("shift-{w}"), json!({ "weights": split }), async {
+            self.provider.set_traffic(&weights).await?;
+            self.ledger
+                .set_traffic(
+                    self.arena.deploys_into(),
+                    &split,
+                    Some(self.deployment_id),
+                    crate::clock::now(),
+                )
+                .await?;
+            Ok(((), json!({ "weights": split })))
+        })
+        .await
+    }
+
+    /// Send all traffic back to the old colour.
+    pub async fn roll_back(
+        &self,
+        new: Slot,
+        old: Option<&SlotStatus>,
+        why: &str,
+    ) -> Result<(), RolloutError> {
+        let Some(o) = old else {
+            return Ok(());
+        };
+        let split = split_json(o.slot, &o.version, None, 100);
+        let mut full = split.clone();
+        if let Some(m) = full.as_object_mut() {
+            m.insert(
+                new.to_string(),
+                json!({ "release": self.release.version, "weight": 0 }),
+            );
+        }
+        self.step(
+            "rollback",
+            json!({ "reason": why, "weights": full }),
+            async {
+                self.provider
+                    .set_traffic(&[(o.slot, 100), (new, 0)])
+                    .await?;
+                self.ledger
+                    .set_traffic(
+                        self.arena.deploys_into(),
+                        &full,
+                        Some(self.deployment_id),
+                        crate::clock::now(),
+                    )
+                    .await?;
+                Ok(((), json!({ "weights": full })))
+            },
+        )
+        .await
+    }
+
+    /// Deploy into the idle colour, then shift traffic step by step with analysis.
+    pub async fn run(
+        &self,
+        idle: Slot,
+        old: Option<&SlotStatus>,
+        after_gates: impl AsyncFnOnce(&str) -> Result<bool, RolloutError>,
+    ) -> Result<End, RolloutError> {
+        (self.progress)(&format!("deploying {} into {idle}", self.release.version));
+        let started = self
+            .step(
+                "deploy-idle",
+                json!({ "slot": idle, "release": self.release.version }),
+                async {
+                    let s = self.provider.deploy(idle, &self.release).await?;
+                    let outcome = json!({ "slot": s.slot, "url": s.url, "healthy": s.healthy });
+                    Ok((s, outcome))
+                },
+            )
+            .await?;
+        (self.progress)(&format!(
+            "{idle} is healthy at {}; running after gates against it",
+            started.url
+        ));
+        if !after_gates(&started.url).await? {
+            self.step("retire-new", json!({ "slot": idle }), async {
+                self.provider.remove(idle).await?;
+                Ok(((), json!({ "stopped": idle })))
+            })
+            .await?;
+            return Ok(End::RolledBack(
+                "after gates failed against the new colour".into(),
+            ));
+        }
+        let steps = match self.arena.strategy.kind {
+            StrategyKind::BlueGreen | StrategyKind::Canary => self.arena.strategy.steps.clone(),
+            StrategyKind::Rolling | StrategyKind::Immediate => vec![crate::model::TrafficStep {
+                weight: 100,
+                bake: None,
+            }],
+        };
+        for step in &steps {
+            (self.progress)(&format!(
+                "shifting {}% of traffic to {}",
+                step.weight, self.release.version
+            ));
+            self.shift(idle, old, step.weight).await?;
+            let duration = self.bake.or(step.bake.map(|b| b.as_std()));
+            let Some(duration) = duration.filter(|d| !d.is_zero()) else {
+                continue;
+            };
+            (self.progress)(&format!(
+                "baking {}s at {}% with analysis",
+                duration.as_secs_f64(),
+                step.weight
+            ));
+            let report = self
+                .step(
+                    &format!("bake-{}", step.weight),
+                    json!({ "duration_ms": duration.as_millis() as u64, "weight": step.weight }),
+                    async {
+                        let r = bake(
+                            &self.http,
+                            &started.url,
+                            self.arena.strategy.analysis.as_ref(),
+                            duration,
+                            self.interval_cap,
+                        )
+                        .await;
+                        let outcome = serde_json::to_value(&r).expect("report serializes");
+                        Ok((r, outcome))
+                    },
+                )
+                .await?;
+            match report.verdict {
+                BakeVerdict::Healthy => {}
+                BakeVerdict::Breached {
+                    metric,
+                    action,
+                    measured,
+                    limit,
+                } => {
+                    let why = format!("{metric} {measured} > {limit} at {}%", step.weight);
+                    match action {
+                        OnFail::Rollback | OnFail::Remove
+                            if self.arena.rollback.automatic || old.is_none() =>
+                        {
+                            (self.progress)(&format!("analysis: {why}; rolling back"));
+                            self.roll_back(idle, old, &why).await?;
+                            return Ok(End::RolledBack(why));
+                        }
+                        _ => {
+                            (self.progress)(&format!("analysis: {why}; paused for a decision"));
+                            return Ok(End::Paused(format!(
+                                "{why}: `copilot resume {}` to continue or `copilot rollback {}`",
+                                self.arena.name, self.arena.name
+                            )));
+                        }
+                    }
+                }
+                BakeVerdict::Inconclusive { reason } => {
+                    return Ok(End::Paused(format!(
+                        "analysis inconclusive at {}%: {reason}",
+                        step.weight
+                    )));
+                }
+            }
+        }
+        // Blue-green keeps the old colour on standby for an instant rollback.
+        if let (Some(o), false) = (old, self.arena.strategy.kind == StrategyKind::BlueGreen) {
+            let slot = o.slot;
+            self.step("retire-old", json!({ "slot": slot }), async {
+                self.provider.remove(slot).await?;
+                Ok(((), json!({ "stopped": slot })))
+            })
+            .await?;
+        }
+        Ok(End::Succeeded)
+    }
+}
