@@ -13,6 +13,7 @@ mod ledger_store;
 mod local_provider;
 mod lock_race;
 mod render_output;
+mod rollouts;
 mod service_http;
 mod service_ingest;
 mod service_migrations;

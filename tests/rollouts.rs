@@ -1,0 +1,308 @@
+//! Promotions through blue-green on the local provider: traffic shifts as
+//! planned with no failed request, a failing release is rolled back by
+//! analysis, rollback is instant and pins the arena, and concurrent
+//! promotions do not overlap.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::common::Project;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `local` (deploy target) and `stage` (promotes from local, blue-green 10 -> 50 -> 100).
+struct Arenas {
+    p: Project,
+    stage_port: u16,
+}
+
+impl Arenas {
+    fn new() -> Arenas {
+        let p = Project::init();
+        let local = free_port();
+        let stage_port = free_port();
+        p.edit("arenas/local.yaml", "port: 7400", &format!("port: {local}"));
+        p.edit(
+            "arenas/local.yaml",
+            "APP_URL: http://127.0.0.1:7400",
+            &format!("APP_URL: http://127.0.0.1:{local}"),
+        );
+        p.write(
+            "arenas/stage.yaml",
+            &format!(
+                "name: stage\ntier: staging\npromotes_from: local\nprovider: {{ kind: local, port: {stage_port} }}\n\
+                 strategy:\n  kind: blue-green\n  steps: [{{ weight: 10, bake: 5m }}, {{ weight: 50, bake: 5m }}, {{ weight: 100, bake: 5m }}]\n\
+                 \x20 analysis:\n    interval: 30s\n    min_samples: 20\n    metrics:\n\
+                 \x20     - {{ name: error_rate, max: 0.05, window: 5m, on_fail: rollback }}\n\
+                 \x20     - {{ name: p95_latency, max: 3s, window: 5m, on_fail: alert }}\n\
+                 \x20     - {{ name: health, path: /health, consecutive_failures: 3, on_fail: remove }}\n\
+                 gates:\n  after: [health]\n\
+                 env:\n  values: {{ APP_URL: \"http://127.0.0.1:{stage_port}\", SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://.copilot/local/stage.db\" }}\n"
+            ),
+        );
+        p.copilot(["validate"]).assert().success();
+        p.copilot(["release", "create", "--image", "copilot-service:v1"])
+            .assert()
+            .success();
+        p.copilot(["release", "create", "--image", "copilot-service:v2"])
+            .assert()
+            .success();
+        p.copilot([
+            "release",
+            "create",
+            "--image",
+            "copilot-service:v2-broken",
+            "--env",
+            "COPILOT_FAULT_5XX_RATE=0.5",
+        ])
+        .assert()
+        .success();
+        Arenas { p, stage_port }
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, Value) {
+        let out = self
+            .p
+            .copilot(["--output", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap(), doc)
+    }
+
+    /// Deploy `release` to local and promote it to stage with short bakes.
+    fn promote(&self, release: &str) -> (i32, Value) {
+        let (code, _) = self.run(&["deploy", "local", "--release", release]);
+        assert_eq!(code, 0);
+        self.run(&["promote", "local", "stage", "--yes", "--bake", "1500ms"])
+    }
+}
+
+impl Drop for Arenas {
+    fn drop(&mut self) {
+        let _ = self.p.copilot(["down", "stage"]).output();
+        let _ = self.p.copilot(["down", "local"]).output();
+    }
+}
+
+fn ledger_steps(p: &Project, deployment: &str) -> Vec<copilot::ledger::Step> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(p.root()))
+            .await
+            .unwrap();
+        ledger.steps(deployment).await.unwrap()
+    })
+}
+
+#[test]
+fn promote_v1_then_v2_shifts_traffic_as_planned_without_failed_requests() {
+    let a = Arenas::new();
+    let (code, doc) = a.promote("v1");
+    assert_eq!(code, 0, "{doc}");
+
+    // Requests flow through stage's router during the whole promotion of v2.
+    let seen: Arc<Mutex<Vec<(SystemTime, String, bool)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (seen, stop, url) = (
+            seen.clone(),
+            stop.clone(),
+            format!("http://127.0.0.1:{}/health", a.stage_port),
+        );
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = reqwest::Client::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = SystemTime::now();
+                    match client.get(&url).send().await {
+                        Ok(r) => {
+                            let ok = r.status().is_success();
+                            let slot = r
+                                .headers()
+                                .get("x-copilot-slot")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            seen.lock().unwrap().push((at, slot, ok));
+                        }
+                        Err(_) => seen.lock().unwrap().push((at, String::new(), false)),
+                    }
+                }
+            })
+        })
+    };
+    let (code, doc) = a.promote("v2");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(code, 0, "{doc}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 100, "{} requests", seen.len());
+    assert_eq!(
+        seen.iter().filter(|(_, _, ok)| !ok).count(),
+        0,
+        "no request failed"
+    );
+
+    // The steps, in order, and the split observed while each weight baked.
+    let steps = ledger_steps(&a.p, doc["deployment"].as_str().unwrap());
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "deploy-idle",
+            "shift-10",
+            "bake-10",
+            "shift-50",
+            "bake-50",
+            "shift-100",
+            "bake-100"
+        ],
+        "{names:?}"
+    );
+    assert!(steps.iter().all(|s| s.state == "done"));
+    let new_slot = steps[0].outcome.as_ref().unwrap().0["slot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for bake in steps.iter().filter(|s| s.name.starts_with("bake-")) {
+        let weight: f64 = bake.name.trim_start_matches("bake-").parse().unwrap();
+        let (from, to): (SystemTime, SystemTime) =
+            (bake.started_at.into(), bake.finished_at.unwrap().into());
+        let window: Vec<_> = seen
+            .iter()
+            .filter(|(at, _, _)| *at >= from && *at <= to)
+            .collect();
+        assert!(
+            window.len() >= 20,
+            "{} requests during {}",
+            window.len(),
+            bake.name
+        );
+        let share = window
+            .iter()
+            .filter(|(_, slot, _)| *slot == new_slot)
+            .count() as f64
+            * 100.0
+            / window.len() as f64;
+        assert!(
+            (share - weight).abs() <= 6.0,
+            "{}: observed {share:.1}% on {new_slot}, planned {weight}%",
+            bake.name
+        );
+    }
+    let (_, status) = a.run(&["status", "stage"]);
+    assert_eq!(status["arenas"][0]["live"]["version"], "v2");
+}
+
+#[test]
+fn a_failing_release_is_rolled_back_by_analysis() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    let (code, doc) = a.promote("v2-broken");
+    assert_eq!(code, 1, "{doc}");
+    assert!(doc["error"].is_null());
+    assert_eq!(doc["state"], "rolled-back");
+    assert!(
+        doc["summary"].as_str().unwrap().contains("error_rate"),
+        "{doc}"
+    );
+    // Status and history say so; v1 serves all traffic.
+    let (_, status) = a.run(&["status", "stage"]);
+    assert_eq!(status["arenas"][0]["live"]["version"], "v1");
+    let traffic = &status["arenas"][0]["traffic"];
+    let v1_weight = traffic
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|v| v["release"] == "v1")
+        .unwrap()["weight"]
+        .clone();
+    assert_eq!(v1_weight, 100);
+    let (_, history) = a.run(&["history", "stage"]);
+    assert_eq!(history["deployments"][0]["state"], "rolled-back");
+    assert_eq!(history["deployments"][0]["version"], "v2-broken");
+    let body: Value = reqwest::blocking_get(&format!("http://127.0.0.1:{}/health", a.stage_port));
+    assert_eq!(body["release"], "v1");
+}
+
+#[test]
+fn rollback_switches_to_the_standby_and_pins_the_arena() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    assert_eq!(a.promote("v2").0, 0);
+    let (code, doc) = a.run(&["rollback", "stage", "--reason", "checkout errors"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(
+        (doc["from"].as_str(), doc["to"].as_str()),
+        (Some("v2"), Some("v1"))
+    );
+    let body: Value = reqwest::blocking_get(&format!("http://127.0.0.1:{}/health", a.stage_port));
+    assert_eq!(body["release"], "v1");
+    // Pinned: no promotion until unlock.
+    let (code, _) = a.promote("v2");
+    assert_eq!(code, 4);
+    a.p.copilot(["unlock", "stage"]).assert().success();
+    assert_eq!(a.promote("v2").0, 0);
+}
+
+#[test]
+fn two_concurrent_promotions_one_runs_the_other_is_blocked() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    a.run(&["deploy", "local", "--release", "v2"]);
+    let spawn = || {
+        a.p.spawn(
+            ["promote", "local", "stage", "--yes", "--bake", "1500ms"],
+            &[],
+        )
+    };
+    let (first, second) = (spawn(), spawn());
+    let codes = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ]
+    .map(|o| {
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    });
+    let mut exit: Vec<i32> = codes.iter().map(|(c, _)| *c).collect();
+    exit.sort();
+    assert_eq!(exit, [0, 4], "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .any(|(c, e)| *c == 4 && e.contains("locked by")),
+        "{codes:?}"
+    );
+}
+
+/// A blocking GET of a JSON document (tests here are synchronous).
+mod reqwest {
+    pub use ::reqwest::*;
+    pub fn blocking_get(url: &str) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
+    }
+}
