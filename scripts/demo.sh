@@ -3,9 +3,10 @@
 # arenas, an SQLite ledger and no provider. It validates the definitions,
 # renders production's configuration, registers a release, approves it, runs
 # production's window and approval gates on Black Friday, locks and unlocks
-# production, then deploys two releases to the local arena (copilot-service
-# processes behind the local router), runs its health gate, shows status and
-# history, and stops everything.
+# production; then, on two local arenas (copilot-service processes behind
+# local routers), deploys and promotes releases through blue-green steps with
+# gates and analysis, watches a broken release get rolled back automatically,
+# rolls back by hand, and stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,15 +33,48 @@ set +e; COPILOT_ACTOR=other-operator copilot lock production --reason "second op
 echo "exit code: $code"
 step unlock production --reason "incident resolved"
 
-# The local arena: copilot-service processes behind the local router.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 7400)
+# The local arenas: copilot-service processes behind the local routers.
+# `stage` is a second local arena that promotes from `local` with blue-green
+# steps 10 -> 50 -> 100 and analysis; --bake shortens every bake for the demo.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port); stage_port=$(free_port)
 sed -i "s/port: 7400/port: $port/; s#127.0.0.1:7400#127.0.0.1:$port#" "$demo/arenas/local.yaml"
+cat > "$demo/arenas/stage.yaml" <<YAML
+name: stage
+tier: staging
+promotes_from: local
+provider: { kind: local, port: $stage_port }
+strategy:
+  kind: blue-green
+  steps: [{ weight: 10, bake: 5m }, { weight: 50, bake: 10m }, { weight: 100, bake: 10m }]
+  analysis:
+    interval: 30s
+    min_samples: 20
+    metrics:
+      - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }
+      - { name: p95_latency, max: 3s, window: 5m, on_fail: alert }
+      - { name: health, path: /health, consecutive_failures: 3, on_fail: remove }
+gates:
+  after: [health, smoke]
+env:
+  values: { APP_URL: "http://127.0.0.1:$stage_port", SHOPIFY_API_VERSION: "2026-10", DATABASE_URL: "sqlite://.copilot/local/stage.db" }
+YAML
+trap 'copilot down stage >/dev/null 2>&1 || true; copilot down local >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
 step release create --image copilot-service:v1.1.0
+step release create --image copilot-service:v1.2.0-broken --env COPILOT_FAULT_5XX_RATE=0.3
 step deploy local --release v1.0.0
-printf '\n$ curl http://127.0.0.1:%s/health\n' "$port"; curl -s "http://127.0.0.1:$port/health"; echo
-step gate run local --phase after
+step promote local stage --yes --bake 1s
 step deploy local --release v1.1.0
-printf '\n$ curl http://127.0.0.1:%s/health\n' "$port"; curl -s "http://127.0.0.1:$port/health"; echo
-step status local
-step history
+step promote local stage --yes --bake 1s
+printf '\n$ curl http://127.0.0.1:%s/health\n' "$stage_port"; curl -s "http://127.0.0.1:$stage_port/health"; echo
+step deploy local --release v1.2.0-broken
+printf '\n\033[1m$ copilot promote local stage --yes --bake 1s\033[0m   (v1.2.0-broken answers 5xx: analysis rolls it back, exit 1)\n'
+set +e; copilot promote local stage --yes --bake 1s; code=$?; set -e
+echo "exit code: $code"
+step rollback stage --reason "demo: back to the previous release"
+printf '\n$ curl http://127.0.0.1:%s/health\n' "$stage_port"; curl -s "http://127.0.0.1:$stage_port/health"; echo
+step status stage
+step history stage
+step unlock stage --reason "demo over"
+step down stage
 step down local

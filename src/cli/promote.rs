@@ -45,6 +45,9 @@ pub struct PromoteArgs {
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
     pub arena: String,
+    /// Roll back to this release [default: the one live before the current one]
+    #[arg(long, value_name = "REF")]
+    pub to: Option<String>,
     #[arg(long)]
     pub reason: Option<String>,
 }
@@ -326,26 +329,44 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
         )
         .await?;
     let status = provider.status().await?;
-    let (Some(live), Some(standby)) = (
-        status.live().cloned(),
-        status
-            .slots
-            .iter()
-            .find(|s| s.weight == 0 && s.healthy)
-            .cloned(),
-    ) else {
+    let Some(live) = status.live().cloned() else {
         lease.release().await?;
         return Err(CliError::invalid(format!(
-            "{} has no healthy standby colour to roll back to",
+            "nothing is live in {} to roll back",
+            a.name
+        )));
+    };
+    // The target: --to, else the release that was live before the current one.
+    let target = match &args.to {
+        Some(r) => Some(ledger.find_release(r).await?),
+        None => {
+            let history = ledger.history(Some(a.deploys_into()), 200).await?;
+            let previous = history
+                .iter()
+                .filter(|d| {
+                    d.deployment.state == "succeeded" && d.deployment.release_id != live.release_id
+                })
+                .map(|d| d.deployment.release_id.clone())
+                .next();
+            match previous {
+                Some(id) => ledger.release_by_id(&id).await?,
+                None => None,
+            }
+        }
+    };
+    let Some(target) = target else {
+        lease.release().await?;
+        return Err(CliError::invalid(format!(
+            "{} has no earlier release to roll back to",
             a.name
         ))
-        .with_hint("deploy the previous release with `copilot deploy`"));
+        .with_hint("name one with --to"));
     };
     let d = ledger
         .create_deployment(
             &NewDeployment {
                 arena: a.deploys_into().to_string(),
-                release_id: standby.release_id.clone(),
+                release_id: target.id.clone(),
                 previous_release_id: Some(live.release_id.clone()),
                 kind: "rollback".into(),
                 strategy: "switch".into(),
@@ -356,6 +377,65 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
             clock::now(),
         )
         .await?;
+    // Instant when the standby colour still runs the target; else redeploy it first.
+    let instant = status
+        .slots
+        .iter()
+        .find(|s| s.slot != live.slot && s.healthy && s.release_id == target.id)
+        .cloned();
+    let redeployed = instant.is_none();
+    let standby = match instant {
+        Some(s) => s,
+        None => {
+            let mut env = service_env(a, &provider)?;
+            env.extend(target.env.0.clone());
+            let spec = ReleaseSpec {
+                release_id: target.id.clone(),
+                version: target.version.clone(),
+                image: target.image.clone(),
+                env,
+            };
+            let idle = live.slot.other();
+            let s = ledger
+                .start_step(
+                    &d.id,
+                    "redeploy-previous",
+                    &json!({ "slot": idle, "release": target.version }),
+                    clock::now(),
+                )
+                .await?;
+            match provider.deploy(idle, &spec).await {
+                Ok(slot) => {
+                    ledger
+                        .finish_step(
+                            &d.id,
+                            s.seq,
+                            "done",
+                            &json!({ "slot": idle, "url": slot.url }),
+                            clock::now(),
+                        )
+                        .await?;
+                    slot
+                }
+                Err(e) => {
+                    ledger
+                        .finish_step(
+                            &d.id,
+                            s.seq,
+                            "failed",
+                            &json!({ "error": e.to_string() }),
+                            clock::now(),
+                        )
+                        .await?;
+                    ledger
+                        .set_deployment_state(&d.id, "failed", clock::now())
+                        .await?;
+                    lease.release().await?;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
     let started = std::time::Instant::now();
     let split = json!({ standby.slot.to_string(): { "release": standby.version, "weight": 100 }, live.slot.to_string(): { "release": live.version, "weight": 0 } });
     let s = ledger
@@ -404,12 +484,17 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
             clock::now(),
         )
         .await?;
+    let how = if redeployed {
+        "redeployed it, then switched traffic"
+    } else {
+        "switched traffic to the standby colour"
+    };
     let text = format!(
-        "Rolled {} back from {} to {} in {switch_ms} ms; the arena is pinned until `copilot unlock {}`\n",
+        "Rolled {} back from {} to {} ({how} in {switch_ms} ms); the arena is pinned until `copilot unlock {}`\n",
         a.name, live.version, standby.version, a.name
     );
     Ok(Report::new(
-        json!({ "deployment": d.id, "from": live.version, "to": standby.version, "switch_ms": switch_ms, "pinned": true }),
+        json!({ "deployment": d.id, "from": live.version, "to": standby.version, "switch_ms": switch_ms, "redeployed": redeployed, "pinned": true }),
         text,
     ))
 }

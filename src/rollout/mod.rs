@@ -249,6 +249,14 @@ impl<P: Provider> Rollout<'_, P> {
                         {
                             (self.progress)(&format!("analysis: {why}; rolling back"));
                             self.roll_back(idle, old, &why).await?;
+                            // The failed release must not stay around as a rollback target.
+                            if old.is_some() {
+                                self.step("retire-new", json!({ "slot": idle }), async {
+                                    self.provider.remove(idle).await?;
+                                    Ok(((), json!({ "stopped": idle })))
+                                })
+                                .await?;
+                            }
                             return Ok(End::RolledBack(why));
                         }
                         _ => {
