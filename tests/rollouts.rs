@@ -209,6 +209,60 @@ fn promote_v1_then_v2_shifts_traffic_as_planned_without_failed_requests() {
     }
     let (_, status) = a.run(&["status", "stage"]);
     assert_eq!(status["arenas"][0]["live"]["version"], "v2");
+
+    // The release ticket: steps with times, gate results with figures, log excerpts.
+    let dep = doc["deployment"].as_str().unwrap();
+    let out = a.p.copilot(["evidence", dep]).output().unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "# Release evidence: v2 to stage",
+        "| 2 | shift-10 | done |",
+        "bake-50",
+        "## Gates: after (pass)",
+        "| health | pass |",
+        "## Log excerpt:",
+    ] {
+        assert!(md.contains(needle), "{needle} missing from:\n{md}");
+    }
+    let (code, ev) = a.run(&["evidence", dep, "--format", "json"]);
+    assert_eq!(code, 0);
+    assert_eq!(ev["steps"].as_array().unwrap().len(), 7);
+    assert_eq!(ev["gate_runs"][0]["results"][0]["gate"], "health");
+
+    // A first promotion into an empty arena takes all traffic at once.
+    let (code, first) = a.run(&[
+        "promote",
+        "local",
+        "stage",
+        "--yes",
+        "--bake",
+        "1s",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(first["dry_run"], true);
+    let (code, plan) = a.run(&["plan", "local", "stage"]);
+    assert_eq!(code, 0);
+    assert_eq!(plan["release"]["version"], "v2");
+    assert_eq!(plan["replaces"]["version"], "v2");
+    assert!(
+        plan["env_diff"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "DATABASE_URL")
+    );
+}
+
+#[test]
+fn the_first_promotion_takes_all_traffic_at_once() {
+    let a = Arenas::new();
+    let (code, doc) = a.promote("v1");
+    assert_eq!(code, 0, "{doc}");
+    let steps = ledger_steps(&a.p, doc["deployment"].as_str().unwrap());
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["deploy-idle", "shift-100", "bake-100"]);
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod approve;
 mod arenas;
 mod completions;
 mod deploy;
+mod evidence;
 mod gate;
 mod history;
 mod init;
@@ -107,6 +108,10 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Send traffic back to the standby colour now, and pin the arena
     Rollback(promote::RollbackArgs),
+    /// What `promote FROM TO` would do: release, env and flag diff, gates, steps
+    Plan(evidence::PlanArgs),
+    /// The release ticket of a deployment: steps, gates with figures, log excerpts
+    Evidence(evidence::EvidenceArgs),
     /// The local provider's traffic router (started by `deploy`)
     #[command(hide = true)]
     LocalRouter(deploy::RouterArgs),
@@ -340,6 +345,8 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Down(args) => deploy::down(&ctx, args).await,
         Command::Promote(args) => promote::promote(&ctx, args).await,
         Command::Rollback(args) => promote::rollback(&ctx, args).await,
+        Command::Plan(args) => evidence::plan(&ctx, args).await,
+        Command::Evidence(args) => evidence::evidence(&ctx, args).await,
         Command::LocalRouter(args) => deploy::router(args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,

@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::ledger::{Ledger, Release};
 use crate::model::{Arena, Gate, GateKind, Outcome, Phase, Project};
 
+pub use http::excerpt as report_excerpt;
 pub use resolve::{Resolved, resolve_reference};
 pub use runner::{PhaseReport, RunReport, RunVerdict, exit_for, run};
 

@@ -194,12 +194,23 @@ impl<P: Provider> Rollout<'_, P> {
                 "after gates failed against the new colour".into(),
             ));
         }
-        let steps = match self.arena.strategy.kind {
-            StrategyKind::BlueGreen | StrategyKind::Canary => self.arena.strategy.steps.clone(),
-            StrategyKind::Rolling | StrategyKind::Immediate => vec![crate::model::TrafficStep {
-                weight: 100,
-                bake: None,
-            }],
+        // A first release has nothing to share traffic with: it takes it all.
+        let steps = match (self.arena.strategy.kind, old) {
+            (StrategyKind::BlueGreen | StrategyKind::Canary, Some(_)) => {
+                self.arena.strategy.steps.clone()
+            }
+            (StrategyKind::BlueGreen | StrategyKind::Canary, None) => {
+                vec![crate::model::TrafficStep {
+                    weight: 100,
+                    bake: self.arena.strategy.steps.last().and_then(|s| s.bake),
+                }]
+            }
+            (StrategyKind::Rolling | StrategyKind::Immediate, _) => {
+                vec![crate::model::TrafficStep {
+                    weight: 100,
+                    bake: None,
+                }]
+            }
         };
         for step in &steps {
             (self.progress)(&format!(

@@ -317,6 +317,8 @@ impl Provider for LocalProvider {
             "{slot}-{}.log",
             release.version.replace(['/', ' '], "_")
         ));
+        // One log per start: the evidence of a deployment quotes only its own run.
+        let _ = std::fs::remove_file(&log);
         let mut env = release.env.clone();
         env.insert("PORT".into(), port.to_string());
         env.insert("BIND_ADDRESS".into(), "127.0.0.1".into());

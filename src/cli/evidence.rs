@@ -1,0 +1,276 @@
+//! `copilot evidence DEPLOYMENT` (the release ticket) and `copilot plan FROM TO`.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{CliError, CmdResult, Context, Report, arena, when};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvidenceFormat {
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvidenceArgs {
+    /// Deployment id (or a unique prefix)
+    pub deployment: String,
+    #[arg(long, value_enum, default_value_t = EvidenceFormat::Markdown)]
+    pub format: EvidenceFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    pub from: String,
+    pub to: String,
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
+    let root = ctx.root()?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let Some(d) = ledger.deployment(&args.deployment).await? else {
+        return Err(
+            CliError::invalid(format!("no deployment matches `{}`", args.deployment))
+                .with_hint("`copilot history` lists deployments"),
+        );
+    };
+    let dep = &d.deployment;
+    let steps = ledger.steps(&dep.id).await?;
+    let runs = ledger.gate_runs(None, Some(&dep.id), 50).await?;
+    let mut gate_runs = Vec::new();
+    for r in runs.iter().rev() {
+        let results = ledger.gate_results(&r.id).await?;
+        gate_runs.push((r.clone(), results));
+    }
+    // Log excerpts of the colours this deployment started (local provider).
+    let mut logs = Vec::new();
+    for s in steps
+        .iter()
+        .filter(|s| s.name == "deploy-idle" || s.name == "redeploy-previous")
+    {
+        if let Some(slot) = s.intent.0.get("slot").and_then(Value::as_str) {
+            let file = root
+                .join(".copilot/local")
+                .join(&dep.arena)
+                .join(format!("{slot}-{}.log", d.version.replace(['/', ' '], "_")));
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let lines: Vec<&str> = text.lines().collect();
+                let excerpt = lines[lines.len().saturating_sub(15)..].join("\n");
+                logs.push(json!({ "slot": slot, "file": file, "excerpt": excerpt }));
+            }
+        }
+    }
+    let doc = json!({
+        "deployment": d,
+        "steps": steps,
+        "gate_runs": gate_runs.iter().map(|(r, res)| json!({ "run": r, "results": res })).collect::<Vec<_>>(),
+        "logs": logs,
+    });
+    let text = match args.format {
+        EvidenceFormat::Json => serde_json::to_string_pretty(&doc).expect("json") + "\n",
+        EvidenceFormat::Markdown => {
+            let mut m = String::new();
+            let _ = writeln!(m, "# Release evidence: {} to {}\n", d.version, dep.arena);
+            let _ = writeln!(m, "| | |\n| --- | --- |");
+            let _ = writeln!(m, "| deployment | `{}` |", dep.id);
+            let _ = writeln!(m, "| kind | {} ({}) |", dep.kind, dep.strategy);
+            let _ = writeln!(m, "| release | {} (`{}`) |", d.version, d.image);
+            if let Some(src) = &dep.source_arena {
+                let _ = writeln!(m, "| from | {src} |");
+            }
+            let _ = writeln!(m, "| state | **{}** |", dep.state);
+            let _ = writeln!(m, "| by | {} |", dep.created_by);
+            let _ = writeln!(m, "| started | {} |", when(dep.started_at));
+            if let Some(f) = dep.finished_at {
+                let _ = writeln!(
+                    m,
+                    "| finished | {} ({}s) |",
+                    when(f),
+                    (f - dep.started_at).num_seconds()
+                );
+            }
+            if let Some(r) = &dep.reason {
+                let _ = writeln!(m, "| reason | {} |", cell(r));
+            }
+            let _ = writeln!(
+                m,
+                "\n## Steps\n\n| # | step | state | started | took | outcome |\n| --- | --- | --- | --- | --- | --- |"
+            );
+            for s in &steps {
+                let took = s
+                    .finished_at
+                    .map(|f| {
+                        format!(
+                            "{:.1}s",
+                            (f - s.started_at).num_milliseconds() as f64 / 1000.0
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into());
+                let outcome = s
+                    .outcome
+                    .as_ref()
+                    .map(|o| o.0.to_string())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} | {took} | {} |",
+                    s.seq,
+                    s.name,
+                    s.state,
+                    when(s.started_at),
+                    cell(&crate::gates::report_excerpt(&outcome, 160))
+                );
+            }
+            for (r, results) in &gate_runs {
+                let _ = writeln!(
+                    m,
+                    "\n## Gates: {} ({})\n\n| gate | outcome | took | summary |\n| --- | --- | --- | --- |",
+                    r.phase, r.outcome
+                );
+                for g in results {
+                    let _ = writeln!(
+                        m,
+                        "| {} | {} | {:.1}s | {} |",
+                        g.gate,
+                        g.outcome,
+                        g.duration_ms as f64 / 1000.0,
+                        cell(&g.summary)
+                    );
+                }
+            }
+            for l in &logs {
+                let _ = writeln!(
+                    m,
+                    "\n## Log excerpt: {}\n\n```\n{}\n```",
+                    l["slot"].as_str().unwrap_or(""),
+                    l["excerpt"].as_str().unwrap_or("")
+                );
+            }
+            m
+        }
+    };
+    Ok(Report::new(doc, text))
+}
+
+pub async fn plan(ctx: &Context, args: PlanArgs) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let p = &loaded.project;
+    let from = arena(p, &args.from)?;
+    let to = arena(p, &args.to)?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let candidate = ledger.live(&from.name).await?;
+    let current = ledger.live(to.deploys_into()).await?;
+    // What changes for the service: values by name and value, secrets and flags by name.
+    let mut env_diff = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        from.env.values.keys().chain(to.env.values.keys()).collect();
+    for k in keys {
+        let (a, b) = (from.env.values.get(k), to.env.values.get(k));
+        if a != b {
+            env_diff.push(json!({ "name": k, "from": a, "to": b }));
+        }
+    }
+    let secrets_only_in_to: Vec<&String> = to
+        .env
+        .secrets
+        .keys()
+        .filter(|k| !from.env.secrets.contains_key(*k))
+        .collect();
+    let flag_diff: Vec<Value> = to
+        .flags
+        .iter()
+        .filter(|(k, v)| from.flags.get(*k) != Some(*v))
+        .map(|(k, v)| json!({ "flag": k, "from": from.flags.get(k), "to": v }))
+        .collect();
+    let steps: Vec<String> = to
+        .strategy
+        .steps
+        .iter()
+        .map(|s| match &s.bake {
+            Some(b) => format!("{}% bake {b}", s.weight),
+            None => format!("{}%", s.weight),
+        })
+        .collect();
+    let doc = json!({
+        "from": from.name,
+        "to": to.name,
+        "release": candidate.as_ref().map(|c| json!({ "version": c.version, "image": c.image })),
+        "replaces": current.as_ref().map(|c| json!({ "version": c.version, "image": c.image })),
+        "env_diff": env_diff,
+        "secrets_only_in_target": secrets_only_in_to,
+        "flag_diff": flag_diff,
+        "gates": to.gates,
+        "strategy": to.strategy.kind,
+        "steps": steps,
+        "provider": to.provider.kind,
+    });
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "Plan: {} -> {} ({} on {})",
+        from.name, to.name, to.strategy.kind, to.provider.kind
+    );
+    let _ = writeln!(
+        t,
+        "  release   {} replaces {}",
+        candidate
+            .as_ref()
+            .map_or("nothing live in the source".to_string(), |c| c
+                .version
+                .clone()),
+        current
+            .as_ref()
+            .map_or("nothing".to_string(), |c| c.version.clone())
+    );
+    for e in &env_diff {
+        let _ = writeln!(
+            t,
+            "  env       {}: {} -> {}",
+            e["name"].as_str().unwrap_or(""),
+            e["from"],
+            e["to"]
+        );
+    }
+    for f in &flag_diff {
+        let _ = writeln!(
+            t,
+            "  flag      {}: {} -> {}",
+            f["flag"].as_str().unwrap_or(""),
+            f["from"],
+            f["to"]
+        );
+    }
+    let _ = writeln!(
+        t,
+        "  before    {}",
+        if to.gates.before.is_empty() {
+            "-".into()
+        } else {
+            to.gates.before.join(", ")
+        }
+    );
+    let _ = writeln!(
+        t,
+        "  deploy    the idle colour, then after gates: {}",
+        if to.gates.after.is_empty() {
+            "-".into()
+        } else {
+            to.gates.after.join(", ")
+        }
+    );
+    let _ = writeln!(
+        t,
+        "  traffic   {}",
+        if steps.is_empty() {
+            "switch".into()
+        } else {
+            steps.join(" -> ")
+        }
+    );
+    Ok(Report::new(doc, t))
+}
