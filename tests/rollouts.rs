@@ -360,3 +360,110 @@ mod reqwest {
         rt.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
     }
 }
+
+/// The release every one of `n` requests through the router gets, if they agree.
+fn served_by_router(port: u16, n: usize) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            let v: Value = ::reqwest::get(format!("http://127.0.0.1:{port}/health"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            seen.insert(v["release"].as_str()?.to_string());
+        }
+        (seen.len() == 1).then(|| seen.into_iter().next().unwrap())
+    })
+}
+
+fn active_steps(p: &Project) -> Option<usize> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(p.root()))
+            .await
+            .ok()?;
+        let d = ledger.active_deployment("stage").await.ok()??;
+        Some(ledger.steps(&d.deployment.id).await.ok()?.len())
+    })
+}
+
+#[test]
+fn killing_the_cli_at_every_step_leaves_a_state_resume_or_rollback_can_finish() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    // A promotion of v2 has 7 steps: deploy-idle, then shift and bake at 10, 50 and 100.
+    for (k, recover) in (1..=7).zip(["resume", "rollback"].into_iter().cycle()) {
+        let (_, status) = a.run(&["status", "stage"]);
+        let live = status["arenas"][0]["live"]["version"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let next = if live == "v1" { "v2" } else { "v1" };
+        assert_eq!(a.run(&["deploy", "local", "--release", next]).0, 0);
+        let mut child = a.p.spawn(
+            ["promote", "local", "stage", "--yes", "--bake", "1500ms"],
+            &[],
+        );
+        // Kill -9 once step k has recorded its intent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while active_steps(&a.p).unwrap_or(0) < k {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step {k} never started"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "promote finished before step {k}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let args: &[&str] = if recover == "resume" {
+            &["resume", "stage", "--bake", "1s"]
+        } else {
+            &["rollback", "stage"]
+        };
+        let (code, doc) = a.run(args);
+        assert_eq!(code, 0, "{recover} after a kill at step {k}: {doc}");
+        let expected = if recover == "resume" {
+            next
+        } else {
+            live.as_str()
+        };
+        let served = served_by_router(a.stage_port, 20);
+        assert_eq!(
+            served.as_deref(),
+            Some(expected),
+            "after {recover} at step {k} the router serves one known release"
+        );
+        let (_, status) = a.run(&["status", "stage"]);
+        let arena = &status["arenas"][0];
+        assert_eq!(
+            arena["live"]["version"], expected,
+            "the ledger agrees (step {k}, {recover})"
+        );
+        assert!(arena["deployment"].is_null(), "nothing left in progress");
+        let full: Vec<&Value> = arena["traffic"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|v| v["weight"] == 100)
+            .collect();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0]["release"], expected);
+        if recover == "rollback" {
+            a.p.copilot(["unlock", "stage"]).assert().success();
+        }
+    }
+}

@@ -108,6 +108,10 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Send traffic back to the standby colour now, and pin the arena
     Rollback(promote::RollbackArgs),
+    /// Continue an interrupted or paused deployment from where it stood
+    Resume(promote::ArenaArgs),
+    /// Stop the deployment in progress and put traffic back on the previous release
+    Abort(promote::ArenaArgs),
     /// What `promote FROM TO` would do: release, env and flag diff, gates, steps
     Plan(evidence::PlanArgs),
     /// The release ticket of a deployment: steps, gates with figures, log excerpts
@@ -345,6 +349,8 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Down(args) => deploy::down(&ctx, args).await,
         Command::Promote(args) => promote::promote(&ctx, args).await,
         Command::Rollback(args) => promote::rollback(&ctx, args).await,
+        Command::Resume(args) => promote::resume(&ctx, args).await,
+        Command::Abort(args) => promote::abort(&ctx, args).await,
         Command::Plan(args) => evidence::plan(&ctx, args).await,
         Command::Evidence(args) => evidence::evidence(&ctx, args).await,
         Command::LocalRouter(args) => deploy::router(args).await,

@@ -144,18 +144,13 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
         }
     }
     let actor = clock::actor();
-    let lease = ledger
-        .hold_lease(
-            &LockRequest::here(
-                to.deploys_into(),
-                LockKind::Lease,
-                &actor,
-                &format!("promote {} from {}", release.version, from.name),
-                Some(Duration::from_secs(60)),
-            ),
-            clock::now(),
-        )
-        .await?;
+    let lease = take_lease(
+        &ledger,
+        to.deploys_into(),
+        &actor,
+        &format!("promote {} from {}", release.version, from.name),
+    )
+    .await?;
     let quiet = ctx.quiet || ctx.output == OutputFormat::Json;
     let progress = move |line: &str| {
         if !quiet {
@@ -316,30 +311,51 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     let ledger = ctx.ledger(Some(&root)).await?;
     let actor = clock::actor();
     let reason = args.reason.clone().unwrap_or_else(|| "rollback".into());
-    let lease = ledger
-        .hold_lease(
-            &LockRequest::here(
-                a.deploys_into(),
-                LockKind::Lease,
-                &actor,
-                &format!("rollback: {reason}"),
-                Some(Duration::from_secs(60)),
-            ),
-            clock::now(),
-        )
-        .await?;
+    let lease = take_lease(
+        &ledger,
+        a.deploys_into(),
+        &actor,
+        &format!("rollback: {reason}"),
+    )
+    .await?;
     let status = provider.status().await?;
-    let Some(live) = status.live().cloned() else {
+    // An interrupted deployment is what is rolled back: its new release is
+    // "live", its previous release the target.
+    let interrupted = ledger
+        .active_deployment(a.deploys_into())
+        .await?
+        .map(|d| d.deployment);
+    let live = match &interrupted {
+        Some(d) => status
+            .slots
+            .iter()
+            .find(|s| s.release_id == d.release_id)
+            .cloned()
+            .or_else(|| status.live().cloned()),
+        None => status.live().cloned(),
+    };
+    let Some(live) = live else {
         lease.release().await?;
         return Err(CliError::invalid(format!(
             "nothing is live in {} to roll back",
             a.name
         )));
     };
+    if let Some(d) = &interrupted {
+        ledger
+            .set_deployment_state(&d.id, "aborted", clock::now())
+            .await?;
+    }
     // The target: --to, else the release that was live before the current one.
-    let target = match &args.to {
-        Some(r) => Some(ledger.find_release(r).await?),
-        None => {
+    let target = match (
+        &args.to,
+        interrupted
+            .as_ref()
+            .and_then(|d| d.previous_release_id.clone()),
+    ) {
+        (Some(r), _) => Some(ledger.find_release(r).await?),
+        (None, Some(previous)) => ledger.release_by_id(&previous).await?,
+        (None, None) => {
             let history = ledger.history(Some(a.deploys_into()), 200).await?;
             let previous = history
                 .iter()
@@ -496,5 +512,295 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     Ok(Report::new(
         json!({ "deployment": d.id, "from": live.version, "to": standby.version, "switch_ms": switch_ms, "redeployed": redeployed, "pinned": true }),
         text,
+    ))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ArenaArgs {
+    pub arena: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Bake every remaining traffic step this long (resume)
+    #[arg(long, value_name = "DURATION")]
+    pub bake: Option<Dur>,
+}
+
+fn pid_alive(pid: i64) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Take an arena's lease; one whose holder died on this machine is taken over
+/// at once (no need to wait for it to expire), and the takeover is audited.
+pub(super) async fn take_lease(
+    ledger: &crate::ledger::Ledger,
+    arena: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<crate::ledger::Lease, CliError> {
+    let req = LockRequest::here(
+        arena,
+        LockKind::Lease,
+        actor,
+        reason,
+        Some(Duration::from_secs(60)),
+    );
+    match ledger.hold_lease(&req, clock::now()).await {
+        Err(crate::ledger::LedgerError::LockHeld(l))
+            if l.kind == LockKind::Lease && l.host == req.host && !pid_alive(l.pid) =>
+        {
+            ledger.unlock(arena, true, clock::now()).await?;
+            ledger
+                .audit(
+                    &NewAudit {
+                        actor: actor.to_string(),
+                        action: "lock.takeover".into(),
+                        arena: Some(arena.to_string()),
+                        reason: Some(format!(
+                            "holder {} (pid {}) is gone: {}",
+                            l.owner, l.pid, l.reason
+                        )),
+                        ..NewAudit::default()
+                    },
+                    clock::now(),
+                )
+                .await?;
+            Ok(ledger.hold_lease(&req, clock::now()).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// `copilot resume ARENA`: continue an interrupted or paused deployment from where it stood.
+pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let a = arena(&loaded.project, &args.arena)?;
+    let provider = local_provider(&root, a)?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let Some(active) = ledger.active_deployment(a.deploys_into()).await? else {
+        return Err(CliError::invalid(format!(
+            "no deployment in progress in {}",
+            a.name
+        )));
+    };
+    let dep = active.deployment.clone();
+    let actor = clock::actor();
+    let lease = take_lease(
+        &ledger,
+        a.deploys_into(),
+        &actor,
+        &format!("resume {}", dep.id),
+    )
+    .await?;
+    let release = ledger
+        .release_by_id(&dep.release_id)
+        .await?
+        .ok_or_else(|| CliError::invalid("the deployment's release is missing"))?;
+    let status = provider.status().await?;
+    let new = status
+        .slots
+        .iter()
+        .find(|s| s.release_id == dep.release_id && s.healthy)
+        .cloned();
+    let old = status
+        .slots
+        .iter()
+        .find(|s| Some(&s.release_id) == dep.previous_release_id.as_ref() && s.healthy)
+        .cloned();
+    let quiet = ctx.quiet || ctx.output == OutputFormat::Json;
+    let progress = move |line: &str| {
+        if !quiet {
+            eprintln!("  {line}");
+        }
+    };
+    let mut env = service_env(a, &provider)?;
+    env.extend(release.env.0.clone());
+    let rollout = Rollout {
+        ledger: &ledger,
+        provider: &provider,
+        arena: a,
+        deployment_id: &dep.id,
+        release: ReleaseSpec {
+            release_id: release.id.clone(),
+            version: release.version.clone(),
+            image: release.image.clone(),
+            env,
+        },
+        bake: args.bake.map(|b| b.as_std()),
+        interval_cap: args
+            .bake
+            .map_or(Duration::from_secs(3600), |b| b.as_std() / 2),
+        http: reqwest::Client::new(),
+        progress: &progress,
+    };
+    ledger
+        .set_deployment_state(&dep.id, "running", clock::now())
+        .await?;
+    let end = match &new {
+        Some(n) => {
+            progress(&format!(
+                "{} runs in {} with {}% of traffic; continuing",
+                release.version, n.slot, n.weight
+            ));
+            rollout
+                .advance(n.slot, &n.url, old.as_ref(), n.weight)
+                .await
+        }
+        None => {
+            let idle = old
+                .as_ref()
+                .map_or(crate::providers::Slot::Blue, |o| o.slot.other());
+            progress(&format!(
+                "{} is not running yet; deploying it again",
+                release.version
+            ));
+            rollout
+                .run(idle, old.as_ref(), async |_url: &str| Ok(true))
+                .await
+        }
+    };
+    finish(&ledger, a, &dep.id, &release.version, &actor, end, lease).await
+}
+
+/// Record how a resumed rollout ended, release the lease, and pick the exit code.
+async fn finish(
+    ledger: &crate::ledger::Ledger,
+    a: &crate::model::Arena,
+    deployment: &str,
+    version: &str,
+    actor: &str,
+    end: Result<End, RolloutError>,
+    lease: crate::ledger::Lease,
+) -> CmdResult {
+    let (state, summary, exit) = match &end {
+        Ok(End::Succeeded) => (
+            "succeeded",
+            format!("{version} is live in {}", a.name),
+            Exit::Success,
+        ),
+        Ok(End::RolledBack(why)) => ("rolled-back", why.clone(), Exit::GateFailed),
+        Ok(End::Paused(why)) => ("paused", why.clone(), Exit::Inconclusive),
+        Err(e) => ("failed", e.to_string(), Exit::Dependency),
+    };
+    ledger
+        .set_deployment_state(deployment, state, clock::now())
+        .await?;
+    ledger
+        .audit(
+            &NewAudit {
+                actor: actor.to_string(),
+                action: format!("resume.{state}"),
+                arena: Some(a.deploys_into().to_string()),
+                subject: Some(deployment.to_string()),
+                detail: json!({ "release": version, "summary": summary }),
+                ..NewAudit::default()
+            },
+            clock::now(),
+        )
+        .await?;
+    lease.release().await?;
+    end?;
+    Ok(Report {
+        json: json!({ "deployment": deployment, "state": state, "summary": summary, "exit_code": exit.code() }),
+        text: format!("{}: {summary} ({deployment})\n", a.name),
+        exit,
+    })
+}
+
+/// `copilot abort ARENA`: stop the deployment in progress and put traffic back on the previous release.
+pub async fn abort(ctx: &Context, args: ArenaArgs) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let a = arena(&loaded.project, &args.arena)?;
+    let provider = local_provider(&root, a)?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let Some(active) = ledger.active_deployment(a.deploys_into()).await? else {
+        return Err(CliError::invalid(format!(
+            "no deployment in progress in {}",
+            a.name
+        )));
+    };
+    let dep = active.deployment.clone();
+    let actor = clock::actor();
+    let lease = take_lease(
+        &ledger,
+        a.deploys_into(),
+        &actor,
+        &format!("abort {}", dep.id),
+    )
+    .await?;
+    let status = provider.status().await?;
+    let new = status
+        .slots
+        .iter()
+        .find(|s| s.release_id == dep.release_id)
+        .cloned();
+    let old = status
+        .slots
+        .iter()
+        .find(|s| Some(&s.release_id) == dep.previous_release_id.as_ref() && s.healthy)
+        .cloned();
+    let s = ledger
+        .start_step(
+            &dep.id,
+            "abort",
+            &json!({ "reason": args.reason, "back_to": old.as_ref().map(|o| &o.version) }),
+            clock::now(),
+        )
+        .await?;
+    let mut split = json!({});
+    if let Some(o) = &old {
+        let mut weights = vec![(o.slot, 100u8)];
+        split[o.slot.as_str()] = json!({ "release": o.version, "weight": 100 });
+        if let Some(n) = &new {
+            weights.push((n.slot, 0));
+            split[n.slot.as_str()] = json!({ "release": n.version, "weight": 0 });
+        }
+        provider.set_traffic(&weights).await?;
+    } else if let Some(n) = &new {
+        // Nothing to go back to: the new colour keeps serving; only the deployment stops.
+        split[n.slot.as_str()] = json!({ "release": n.version, "weight": n.weight });
+    }
+    if let (Some(n), Some(_)) = (&new, &old) {
+        provider.remove(n.slot).await?;
+    }
+    ledger
+        .set_traffic(a.deploys_into(), &split, Some(&dep.id), clock::now())
+        .await?;
+    ledger
+        .finish_step(
+            &dep.id,
+            s.seq,
+            "done",
+            &json!({ "weights": split }),
+            clock::now(),
+        )
+        .await?;
+    ledger
+        .set_deployment_state(&dep.id, "aborted", clock::now())
+        .await?;
+    ledger
+        .audit(
+            &NewAudit {
+                actor: actor.clone(),
+                action: "abort".into(),
+                arena: Some(a.deploys_into().to_string()),
+                subject: Some(dep.id.clone()),
+                reason: args.reason.clone(),
+                detail: json!({ "weights": split }),
+            },
+            clock::now(),
+        )
+        .await?;
+    lease.release().await?;
+    let back = old.as_ref().map_or(
+        "nothing to go back to; the new release keeps serving".to_string(),
+        |o| format!("{} serves all traffic again", o.version),
+    );
+    Ok(Report::new(
+        json!({ "deployment": dep.id, "state": "aborted", "weights": split }),
+        format!("Aborted {} in {}: {back}\n", dep.id, a.name),
     ))
 }

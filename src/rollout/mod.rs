@@ -194,6 +194,18 @@ impl<P: Provider> Rollout<'_, P> {
                 "after gates failed against the new colour".into(),
             ));
         }
+        self.advance(idle, &started.url, old, 0).await
+    }
+
+    /// Shift traffic to the new colour through the steps above `from` percent,
+    /// baking each; `from` is what the new colour already carries (resume).
+    pub async fn advance(
+        &self,
+        idle: Slot,
+        new_url: &str,
+        old: Option<&SlotStatus>,
+        from: u8,
+    ) -> Result<End, RolloutError> {
         // A first release has nothing to share traffic with: it takes it all.
         let steps = match (self.arena.strategy.kind, old) {
             (StrategyKind::BlueGreen | StrategyKind::Canary, Some(_)) => {
@@ -212,7 +224,7 @@ impl<P: Provider> Rollout<'_, P> {
                 }]
             }
         };
-        for step in &steps {
+        for step in steps.iter().filter(|s| s.weight > from) {
             (self.progress)(&format!(
                 "shifting {}% of traffic to {}",
                 step.weight, self.release.version
@@ -234,7 +246,7 @@ impl<P: Provider> Rollout<'_, P> {
                     async {
                         let r = bake(
                             &self.http,
-                            &started.url,
+                            new_url,
                             self.arena.strategy.analysis.as_ref(),
                             duration,
                             self.interval_cap,

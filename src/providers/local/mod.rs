@@ -327,33 +327,34 @@ impl Provider for LocalProvider {
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
         let mut child = self.spawn(&self.service_bin, &["serve"], &env, &log)?;
         let pid = child.id();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.healthy(port).await {
-            if child.try_wait().ok().flatten().is_some() {
-                return Err(failed(
-                    &format!("start {} in {slot}", release.version),
-                    tail(&log, 8),
-                ));
-            }
-            if Instant::now() > deadline {
-                stop_pid(pid);
-                return Err(failed(
-                    &format!("start {} in {slot}", release.version),
-                    "not healthy after 30s",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // Recorded before waiting: if this command dies now, the next deploy
+        // into the slot, or `down`, still finds and stops the process.
         state.slots.insert(
             slot,
             SlotProc {
                 proc: Proc { pid, port },
                 release_id: release.release_id.clone(),
                 version: release.version.clone(),
-                log,
+                log: log.clone(),
             },
         );
         self.save(&state)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.healthy(port).await {
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                stop_pid(pid);
+                state.slots.remove(&slot);
+                self.save(&state)?;
+                let why = if exited {
+                    tail(&log, 8)
+                } else {
+                    "not healthy after 30s".to_string()
+                };
+                return Err(failed(&format!("start {} in {slot}", release.version), why));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(SlotStatus {
             slot,
             release_id: release.release_id.clone(),
