@@ -467,3 +467,62 @@ fn killing_the_cli_at_every_step_leaves_a_state_resume_or_rollback_can_finish() 
         }
     }
 }
+
+#[test]
+fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    a.p.write(
+        "arenas/stage-hotfix.yaml",
+        "name: stage-hotfix\ntier: hotfix\ntarget: stage\nstrategy: { kind: blue-green, steps: [{ weight: 100 }] }\n\
+         gates:\n  before: [window]\nwindows:\n  freeze: [black-friday-week]\n  bypass: with-reason\n",
+    );
+    a.p.copilot(["validate"]).assert().success();
+    // Black Friday: frozen, but the lane lets a recorded reason through.
+    let out =
+        a.p.copilot([
+            "--output",
+            "json",
+            "hotfix",
+            "stage",
+            "--release",
+            "v2",
+            "--reason",
+            "parser broke on the core update",
+            "--yes",
+            "--bake",
+            "500ms",
+        ])
+        .env("COPILOT_NOW", "2026-11-27T11:00:00Z")
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    assert_eq!(served_by_router(a.stage_port, 5).as_deref(), Some("v2"));
+    let (_, history) = a.run(&["history", "stage"]);
+    assert_eq!(history["deployments"][0]["kind"], "hotfix");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let log = rt.block_on(async {
+        let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(a.p.root()))
+            .await
+            .unwrap();
+        ledger.audit_log(None, 20).await.unwrap()
+    });
+    let bypass = log
+        .iter()
+        .find(|e| e.action == "window.bypass")
+        .expect("the bypass is audited");
+    assert_eq!(
+        bypass.reason.as_deref(),
+        Some("parser broke on the core update")
+    );
+    // A hotfix needs a reason.
+    let out =
+        a.p.copilot(["hotfix", "stage", "--release", "v2", "--reason", " "])
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

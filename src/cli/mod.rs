@@ -108,6 +108,8 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Send traffic back to the standby colour now, and pin the arena
     Rollback(promote::RollbackArgs),
+    /// The hotfix lane into ARENA: reduced gates, windows bypassed with a recorded reason
+    Hotfix(promote::HotfixArgs),
     /// Continue an interrupted or paused deployment from where it stood
     Resume(promote::ArenaArgs),
     /// Stop the deployment in progress and put traffic back on the previous release
@@ -349,6 +351,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Down(args) => deploy::down(&ctx, args).await,
         Command::Promote(args) => promote::promote(&ctx, args).await,
         Command::Rollback(args) => promote::rollback(&ctx, args).await,
+        Command::Hotfix(args) => promote::hotfix(&ctx, args).await,
         Command::Resume(args) => promote::resume(&ctx, args).await,
         Command::Abort(args) => promote::abort(&ctx, args).await,
         Command::Plan(args) => evidence::plan(&ctx, args).await,

@@ -40,6 +40,58 @@ pub struct PromoteArgs {
     /// Bake every traffic step this long instead of the arena's bakes (demos)
     #[arg(long, value_name = "DURATION")]
     pub bake: Option<Dur>,
+    /// Set by `hotfix`: the reason also bypasses deploy windows where the lane allows it.
+    #[arg(skip)]
+    pub hotfix: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HotfixArgs {
+    /// The arena the hotfix lane deploys into (e.g. production)
+    pub arena: String,
+    #[arg(long, value_name = "REF")]
+    pub release: String,
+    /// Why: required, recorded, and used to bypass deploy windows where the lane allows it
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub yes: bool,
+    #[arg(long, value_name = "DURATION")]
+    pub bake: Option<Dur>,
+}
+
+/// `copilot hotfix ARENA --release REF --reason TEXT`: the hotfix lane into ARENA,
+/// with the lane's reduced gates and its window bypass.
+pub async fn hotfix(ctx: &Context, args: HotfixArgs) -> CmdResult {
+    if args.reason.trim().is_empty() {
+        return Err(CliError::invalid("--reason must say why this cannot wait"));
+    }
+    let (_, loaded) = ctx.project()?;
+    let lane = loaded
+        .project
+        .arenas
+        .values()
+        .find(|a| {
+            a.tier == crate::model::Tier::Hotfix && a.target.as_deref() == Some(args.arena.as_str())
+        })
+        .ok_or_else(|| {
+            CliError::invalid(format!("no hotfix lane targets `{}`", args.arena))
+                .with_hint("add an arena with `tier: hotfix` and `target:` naming it")
+        })?;
+    promote(
+        ctx,
+        PromoteArgs {
+            from: args.arena.clone(),
+            to: lane.name.clone(),
+            release: Some(args.release),
+            yes: args.yes,
+            dry_run: false,
+            reason: Some(args.reason),
+            bake: args.bake,
+            hotfix: true,
+        },
+    )
+    .await
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,9 +220,13 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
                 arena: to.deploys_into().to_string(),
                 release_id: release.id.clone(),
                 previous_release_id: live.as_ref().map(|l| l.release_id.clone()),
-                kind: "promote".into(),
+                kind: if args.hotfix {
+                    "hotfix".into()
+                } else {
+                    "promote".into()
+                },
                 strategy: to.strategy.kind.to_string(),
-                source_arena: Some(from.name.clone()),
+                source_arena: (!args.hotfix).then(|| from.name.clone()),
                 reason: args.reason.clone(),
                 created_by: actor.clone(),
             },
@@ -182,13 +238,13 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
         project,
         root: &root,
         arena: to,
-        source: Some(from),
+        source: (!args.hotfix).then_some(from),
         release: Some(&release),
         ledger: &ledger,
         now: clock::now(),
         target_url: url,
         source_url: None,
-        bypass_reason: None,
+        bypass_reason: args.hotfix.then(|| args.reason.clone()).flatten(),
         actor: actor.clone(),
         http: http.clone(),
     };
@@ -211,6 +267,24 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
                 release: Some(release.version.clone()),
                 phases: vec![phase],
             };
+            // A window bypassed on the hotfix lane is recorded with its reason.
+            if let Some(w) = report.results().find(|r| {
+                r.kind == crate::model::GateKind::Window && r.summary.contains("bypassed")
+            }) {
+                ledger
+                    .audit(
+                        &NewAudit {
+                            actor: actor.clone(),
+                            action: "window.bypass".into(),
+                            arena: Some(to.name.clone()),
+                            subject: Some(d.id.clone()),
+                            reason: args.reason.clone(),
+                            detail: json!({ "gate": w.gate, "summary": w.summary }),
+                        },
+                        clock::now(),
+                    )
+                    .await?;
+            }
             if let Some(exit) = verdict_exit(&report) {
                 let failed: Vec<String> = report
                     .results()
@@ -293,7 +367,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
         .set_deployment_state(&d.id, state, clock::now())
         .await?;
     ledger
-        .audit(&NewAudit { actor, action: format!("promote.{state}"), arena: Some(to.name.clone()), subject: Some(d.id.clone()), reason: args.reason.clone(), detail: json!({ "release": release.version, "from": from.name, "summary": summary }) }, clock::now())
+        .audit(&NewAudit { actor, action: format!("{}.{state}", if args.hotfix { "hotfix" } else { "promote" }), arena: Some(to.name.clone()), subject: Some(d.id.clone()), reason: args.reason.clone(), detail: json!({ "release": release.version, "from": from.name, "summary": summary }) }, clock::now())
         .await?;
     lease.release().await?;
     outcome?;

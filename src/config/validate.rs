@@ -231,6 +231,16 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
             check_arena(file, a, base.provider.clone(), strategy, &gate_names, diags)
         {
             arena.target = Some(target.value.clone());
+            // A lane that declares no environment or flags runs with its target's.
+            if arena.env.required.is_empty()
+                && arena.env.values.is_empty()
+                && arena.env.secrets.is_empty()
+            {
+                arena.env = base.env.clone();
+            }
+            if arena.flags.is_empty() {
+                arena.flags = base.flags.clone();
+            }
             project.arenas.insert(arena.name.clone(), arena);
         }
     }
