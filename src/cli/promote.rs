@@ -648,27 +648,38 @@ pub(super) async fn take_lease(
     }
 }
 
-/// `copilot resume ARENA`: continue an interrupted or paused deployment from where it stood.
-pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
-    let (root, loaded) = ctx.project()?;
-    let a = arena(&loaded.project, &args.arena)?;
-    let provider = local_provider(&root, a)?;
-    let ledger = ctx.ledger(Some(&root)).await?;
+/// The deployment in progress in an arena, with the arena's lease taken to `what` it.
+async fn take_active(
+    ledger: &crate::ledger::Ledger,
+    a: &crate::model::Arena,
+    actor: &str,
+    what: &str,
+) -> Result<(crate::ledger::Deployment, crate::ledger::Lease), CliError> {
     let Some(active) = ledger.active_deployment(a.deploys_into()).await? else {
         return Err(CliError::invalid(format!(
             "no deployment in progress in {}",
             a.name
         )));
     };
-    let dep = active.deployment.clone();
-    let actor = clock::actor();
+    let dep = active.deployment;
     let lease = take_lease(
-        &ledger,
+        ledger,
         a.deploys_into(),
-        &actor,
-        &format!("resume {}", dep.id),
+        actor,
+        &format!("{what} {}", dep.id),
     )
     .await?;
+    Ok((dep, lease))
+}
+
+/// `copilot resume ARENA`: continue an interrupted or paused deployment from where it stood.
+pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let a = arena(&loaded.project, &args.arena)?;
+    let provider = local_provider(&root, a)?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let actor = clock::actor();
+    let (dep, lease) = take_active(&ledger, a, &actor, "resume").await?;
     let release = ledger
         .release_by_id(&dep.release_id)
         .await?
@@ -790,21 +801,8 @@ pub async fn abort(ctx: &Context, args: ArenaArgs) -> CmdResult {
     let a = arena(&loaded.project, &args.arena)?;
     let provider = local_provider(&root, a)?;
     let ledger = ctx.ledger(Some(&root)).await?;
-    let Some(active) = ledger.active_deployment(a.deploys_into()).await? else {
-        return Err(CliError::invalid(format!(
-            "no deployment in progress in {}",
-            a.name
-        )));
-    };
-    let dep = active.deployment.clone();
     let actor = clock::actor();
-    let lease = take_lease(
-        &ledger,
-        a.deploys_into(),
-        &actor,
-        &format!("abort {}", dep.id),
-    )
-    .await?;
+    let (dep, lease) = take_active(&ledger, a, &actor, "abort").await?;
     let status = provider.status().await?;
     let new = status
         .slots
