@@ -70,11 +70,25 @@ pub(super) fn local_provider(root: &std::path::Path, a: &Arena) -> Result<LocalP
     Ok(LocalProvider::new(root, a.deploys_into(), port)?)
 }
 
-/// The service's environment for an arena: values, resolved secrets, flags.
-pub(super) fn service_env(
+/// What the provider runs for `release` in arena `a`: the arena's environment
+/// with the release's own variables on top.
+pub(super) fn release_spec(
     a: &Arena,
     provider: &LocalProvider,
-) -> Result<BTreeMap<String, String>, CliError> {
+    release: &crate::ledger::Release,
+) -> Result<ReleaseSpec, CliError> {
+    let mut env = service_env(a, provider)?;
+    env.extend(release.env.0.clone());
+    Ok(ReleaseSpec {
+        release_id: release.id.clone(),
+        version: release.version.clone(),
+        image: release.image.clone(),
+        env,
+    })
+}
+
+/// The service's environment for an arena: values, resolved secrets, flags.
+fn service_env(a: &Arena, provider: &LocalProvider) -> Result<BTreeMap<String, String>, CliError> {
     let mut env: BTreeMap<String, String> = a.env.values.clone();
     for name in a.env.secrets.keys() {
         match resolve_reference(a, &format!("env:{name}")) {
@@ -178,14 +192,7 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> CmdResult {
         )
         .await?;
     let result: Result<Value, CliError> = async {
-        let mut env = service_env(a, &provider)?;
-        env.extend(release.env.0.clone());
-        let spec = ReleaseSpec {
-            release_id: release.id.clone(),
-            version: release.version.clone(),
-            image: release.image.clone(),
-            env,
-        };
+        let spec = release_spec(a, &provider, &release)?;
         let started = step(&ledger, &d.id, "deploy-idle", json!({ "slot": idle, "release": release.version }), async {
             let s = provider.deploy(idle, &spec).await?;
             let outcome = json!({ "slot": s.slot, "url": s.url, "healthy": s.healthy });

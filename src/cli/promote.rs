@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::deploy::{local_provider, service_env};
+use super::deploy::{local_provider, release_spec};
 use super::{CliError, CmdResult, Context, Exit, OutputFormat, Report, arena};
 use crate::clock;
 use crate::config::duration::Duration as Dur;
 use crate::gates::{self, GateContext, RunReport, RunVerdict};
 use crate::ledger::{LockKind, LockRequest, NewAudit, NewDeployment};
 use crate::model::{Gate, Phase};
-use crate::providers::{Provider, ReleaseSpec};
+use crate::providers::Provider;
 use crate::rollout::{End, Rollout, RolloutError};
 
 #[derive(Debug, clap::Args)]
@@ -301,19 +301,12 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
                 ));
             }
         }
-        let mut env = service_env(to, &provider)?;
-        env.extend(release.env.0.clone());
         let rollout = Rollout {
             ledger: &ledger,
             provider: &provider,
             arena: to,
             deployment_id: &d.id,
-            release: ReleaseSpec {
-                release_id: release.id.clone(),
-                version: release.version.clone(),
-                image: release.image.clone(),
-                env,
-            },
+            release: release_spec(to, &provider, &release)?,
             bake: args.bake.map(|b| b.as_std()),
             interval_cap: args
                 .bake
@@ -477,14 +470,7 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     let standby = match instant {
         Some(s) => s,
         None => {
-            let mut env = service_env(a, &provider)?;
-            env.extend(target.env.0.clone());
-            let spec = ReleaseSpec {
-                release_id: target.id.clone(),
-                version: target.version.clone(),
-                image: target.image.clone(),
-                env,
-            };
+            let spec = release_spec(a, &provider, &target)?;
             let idle = live.slot.other();
             let s = ledger
                 .start_step(
@@ -701,19 +687,12 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
             eprintln!("  {line}");
         }
     };
-    let mut env = service_env(a, &provider)?;
-    env.extend(release.env.0.clone());
     let rollout = Rollout {
         ledger: &ledger,
         provider: &provider,
         arena: a,
         deployment_id: &dep.id,
-        release: ReleaseSpec {
-            release_id: release.id.clone(),
-            version: release.version.clone(),
-            image: release.image.clone(),
-            env,
-        },
+        release: release_spec(a, &provider, &release)?,
         bake: args.bake.map(|b| b.as_std()),
         interval_cap: args
             .bake
