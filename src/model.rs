@@ -248,6 +248,9 @@ pub struct TrafficStep {
 pub struct Analysis {
     pub interval: Duration,
     pub min_samples: u32,
+    /// The Prometheus server metrics with `source: prometheus` query
+    /// (a URL or an `env:` reference).
+    pub prometheus: Option<String>,
     pub metrics: Vec<Metric>,
 }
 
@@ -262,6 +265,11 @@ pub struct Metric {
     pub on_fail: OnFail,
     /// Recorded but never acted on.
     pub dry_run: bool,
+    /// Failed measurements tolerated before `on_fail` acts (0: the first acts).
+    pub failure_limit: u32,
+    /// Measurements in a row the source may fail to give (unreachable,
+    /// malformed) before the bake stops as inconclusive.
+    pub consecutive_error_limit: u32,
 }
 
 /// The threshold a metric is held to.

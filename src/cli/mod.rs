@@ -10,6 +10,7 @@ mod gate;
 mod history;
 mod init;
 mod lock;
+mod progress;
 mod promote;
 mod release;
 mod render;

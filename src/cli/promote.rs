@@ -13,14 +13,15 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::deploy::{local_provider, release_spec};
-use super::{CliError, CmdResult, Context, Exit, OutputFormat, Report, arena};
+use super::progress::CliProgress;
+use super::{CliError, CmdResult, Context, Exit, Report, arena};
 use crate::clock;
 use crate::config::duration::Duration as Dur;
 use crate::gates::{self, GateContext, RunReport, RunVerdict};
 use crate::ledger::{LockKind, LockRequest, NewAudit, NewDeployment};
 use crate::model::{Gate, Phase};
 use crate::providers::Provider;
-use crate::rollout::{End, Rollout, RolloutError};
+use crate::rollout::{End, Progress, Rollout, RolloutError};
 
 #[derive(Debug, clap::Args)]
 pub struct PromoteArgs {
@@ -203,12 +204,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
         &format!("promote {} from {}", release.version, from.name),
     )
     .await?;
-    let quiet = ctx.quiet || ctx.output == OutputFormat::Json;
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("  {line}");
-        }
-    };
+    let progress = CliProgress::new(ctx);
     let before = provider.status().await?;
     let live = before.live().cloned();
     let idle = live
@@ -260,7 +256,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
         // Before gates: nothing changes when they do not pass.
         let before_gates = gates_of(Phase::Before);
         if !before_gates.is_empty() {
-            progress(&format!("before gates: {}", to.gates.before.join(", ")));
+            progress.line(&format!("before gates: {}", to.gates.before.join(", ")));
             let phase = gates::run(&gctx(None), Phase::Before, &before_gates, Some(&d.id)).await?;
             let report = RunReport {
                 arena: to.name.clone(),
@@ -681,12 +677,7 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
         .iter()
         .find(|s| Some(&s.release_id) == dep.previous_release_id.as_ref() && s.healthy)
         .cloned();
-    let quiet = ctx.quiet || ctx.output == OutputFormat::Json;
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("  {line}");
-        }
-    };
+    let progress = CliProgress::new(ctx);
     let rollout = Rollout {
         ledger: &ledger,
         provider: &provider,
@@ -705,7 +696,7 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
         .await?;
     let end = match &new {
         Some(n) => {
-            progress(&format!(
+            progress.line(&format!(
                 "{} runs in {} with {}% of traffic; continuing",
                 release.version, n.slot, n.weight
             ));
@@ -717,7 +708,7 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
             let idle = old
                 .as_ref()
                 .map_or(crate::providers::Slot::Blue, |o| o.slot.other());
-            progress(&format!(
+            progress.line(&format!(
                 "{} is not running yet; deploying it again",
                 release.version
             ));

@@ -281,6 +281,16 @@ pub struct AnalysisSection {
     /// Fewer samples than this make a step inconclusive, never a pass.
     #[serde(default)]
     pub min_samples: Option<u32>,
+    /// Prometheus server for metrics with `source: prometheus` (a URL or `env:NAME`).
+    #[serde(default)]
+    pub prometheus: Option<At<String>>,
+    /// Failed measurements a metric may have before its `on_fail` acts (default 0).
+    #[serde(default)]
+    pub failure_limit: Option<u32>,
+    /// Measurements in a row a metric's source may fail to give before the
+    /// step stops as inconclusive (default 4).
+    #[serde(default)]
+    pub consecutive_error_limit: Option<u32>,
     #[serde(default)]
     pub metrics: Vec<At<MetricSection>>,
 }
@@ -292,9 +302,12 @@ pub struct MetricSection {
     pub name: At<String>,
     #[serde(default)]
     pub source: Option<MetricSource>,
-    /// PromQL (source `prometheus`) or a metric name (source `metrics`).
+    /// PromQL (source `prometheus`; `{arena}`, `{slot}`, `{release}` and
+    /// `{window}` are filled in), or for source `metrics` an expression over
+    /// the service's `/metrics`: a selector (increase), a ratio of two, or
+    /// `histogram_quantile(q, name{...})`.
     #[serde(default)]
-    pub query: Option<String>,
+    pub query: Option<At<String>>,
     /// HTTP path probed (health metrics).
     #[serde(default)]
     pub path: Option<String>,
@@ -311,6 +324,12 @@ pub struct MetricSection {
     /// Record the metric but never act on it.
     #[serde(default)]
     pub dry_run: bool,
+    /// Overrides the analysis' `failure_limit` for this metric.
+    #[serde(default)]
+    pub failure_limit: Option<u32>,
+    /// Overrides the analysis' `consecutive_error_limit` for this metric.
+    #[serde(default)]
+    pub consecutive_error_limit: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

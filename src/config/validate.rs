@@ -521,19 +521,37 @@ fn check_analysis(
         opt_duration(file, &a.interval, "interval", diags).unwrap_or(Duration::from_secs(30));
     let mut metrics = Vec::new();
     for m in &a.metrics {
-        if let Some(metric) = check_metric(file, m, diags) {
+        if let Some(metric) = check_metric(file, a, m, diags) {
             metrics.push(metric);
         }
+    }
+    if let Some(m) = metrics
+        .iter()
+        .zip(&a.metrics)
+        .find(|(m, _)| m.source == MetricSource::Prometheus)
+        .filter(|_| a.prometheus.is_none())
+    {
+        diags.error(
+            file,
+            m.1.loc,
+            format!(
+                "metric `{}` reads Prometheus but the analysis names no server",
+                m.0.name
+            ),
+            "add `prometheus: env:PROMETHEUS_URL` (or a URL) under `analysis`",
+        );
     }
     (diags.items.len() == before).then_some(Analysis {
         interval,
         min_samples: a.min_samples.unwrap_or(50),
+        prometheus: a.prometheus.as_ref().map(|p| p.value.clone()),
         metrics,
     })
 }
 
 fn check_metric(
     file: &SourceFile,
+    analysis: &super::def::AnalysisSection,
     at: &At<MetricSection>,
     diags: &mut Diagnostics,
 ) -> Option<Metric> {
@@ -541,6 +559,26 @@ fn check_metric(
     let name = m.name.value.as_str();
     let source = m.source.unwrap_or(MetricSource::Probe);
     let window = opt_duration(file, &m.window, "window", diags);
+    if name == "health" && source != MetricSource::Probe {
+        diags.error(
+            file,
+            at.loc,
+            "`health` is measured by copilot's own checks",
+            "drop `source`, or give the metric another name and a `query`",
+        );
+        return None;
+    }
+    if let (MetricSource::Metrics, Some(q)) = (source, &m.query)
+        && let Err(e) = q.value.parse::<crate::prometheus::Expr>()
+    {
+        diags.error(
+            file,
+            q.loc,
+            format!("query: {e}"),
+            "a selector such as `name{label=\"v\"}`, a ratio `a{..} / b{..}`, or `histogram_quantile(0.95, name{..})`",
+        );
+        return None;
+    }
     let limit = if name == "health" {
         if m.max.is_some() {
             diags.error(
@@ -555,13 +593,22 @@ fn check_metric(
             count: m.consecutive_failures.unwrap_or(3),
         }
     } else {
+        if source == MetricSource::Prometheus && m.query.is_none() {
+            diags.error(
+                file,
+                at.loc,
+                format!("metric `{name}` reads Prometheus but has no `query`"),
+                "write the PromQL; `{arena}`, `{slot}`, `{release}` and `{window}` are filled in",
+            );
+            return None;
+        }
         if !KNOWN_METRICS.contains(&name) && m.query.is_none() {
             diags.error(
                 file,
                 m.name.loc,
                 format!("unknown metric `{name}` without a `query`"),
                 did_you_mean(name, KNOWN_METRICS.iter().copied())
-                    .unwrap_or_else(|| "built-in metrics: error_rate, p50_latency, p95_latency, p99_latency, health; others need `source: prometheus` and a `query`".into()),
+                    .unwrap_or_else(|| "built-in metrics: error_rate, p50_latency, p95_latency, p99_latency, health; others need a `query` (source `metrics` or `prometheus`)".into()),
             );
             return None;
         }
@@ -619,24 +666,20 @@ fn check_metric(
             }
         }
     };
-    if matches!(source, MetricSource::Prometheus) && m.query.is_none() {
-        diags.error(
-            file,
-            at.loc,
-            format!("metric `{name}` reads Prometheus but has no `query`"),
-            None,
-        );
-        return None;
-    }
     Some(Metric {
         name: name.to_string(),
         source,
-        query: m.query.clone(),
+        query: m.query.as_ref().map(|q| q.value.clone()),
         path: m.path.clone(),
         limit,
         window,
         on_fail: m.on_fail,
         dry_run: m.dry_run,
+        failure_limit: m.failure_limit.or(analysis.failure_limit).unwrap_or(0),
+        consecutive_error_limit: m
+            .consecutive_error_limit
+            .or(analysis.consecutive_error_limit)
+            .unwrap_or(4),
     })
 }
 

@@ -121,46 +121,16 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: AlertsParams) -> Verd
         };
         for q in &p.queries {
             let expr = q.query.replace("{arena}", &arena.name);
-            let resp = ctx
-                .http
-                .get(join(&prom, "/api/v1/query"))
-                .query(&[("query", &expr)])
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await;
-            let doc: Value = match resp {
-                Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
-                Ok(r) => {
-                    return Verdict::unreachable(
-                        format!("Prometheus answered {} to {expr}", r.status()),
-                        json!({}),
-                    );
-                }
-                Err(e) => {
-                    return Verdict::unreachable(
-                        format!(
-                            "cannot reach Prometheus at {}: {}",
-                            redact_url(&prom),
-                            super::http::describe(e)
-                        ),
-                        json!({}),
-                    );
-                }
-            };
-            let values: Vec<f64> = match doc["data"]["resultType"].as_str() {
-                Some("scalar") => doc["data"]["result"][1]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .into_iter()
-                    .collect(),
-                _ => doc["data"]["result"]
-                    .as_array()
-                    .map(|rs| {
-                        rs.iter()
-                            .filter_map(|r| r["value"][1].as_str().and_then(|v| v.parse().ok()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+            let values = match crate::prometheus::instant_query(
+                &ctx.http,
+                &prom,
+                &expr,
+                Duration::from_secs(10),
+            )
+            .await
+            {
+                Ok(v) => v,
+                Err(why) => return Verdict::unreachable(why, json!({})),
             };
             let worst = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let ok = values.is_empty() || worst <= q.max;

@@ -11,7 +11,25 @@ use serde_json::{Value, json};
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::{Arena, OnFail, StrategyKind};
 use crate::providers::{Provider, ProviderError, ReleaseSpec, Slot, SlotStatus};
-use analysis::{BakeVerdict, bake};
+use analysis::{Bake, BakeVerdict, Target};
+
+/// Where a rollout tells people what it does: lines, and waits of known
+/// length (bakes) that a terminal can draw as a bar.
+pub trait Progress: Sync {
+    /// One thing that happened.
+    fn line(&self, text: &str);
+    /// A wait begins; `total` when its length is known.
+    fn begin(&self, _label: &str, _total: Option<Duration>) {}
+    /// Where the wait stands.
+    fn update(&self, _elapsed: Duration, _status: &str) {}
+    fn finish(&self) {}
+}
+
+/// Progress that goes nowhere (tests, benchmarks, `--quiet`).
+pub struct Silent;
+impl Progress for Silent {
+    fn line(&self, _text: &str) {}
+}
 
 /// How a rollout ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +61,7 @@ pub struct Rollout<'a, P: Provider> {
     /// Caps the analysis interval.
     pub interval_cap: Duration,
     pub http: reqwest::Client,
-    /// A line per phase for people.
-    pub progress: &'a (dyn Fn(&str) + Sync),
+    pub progress: &'a dyn Progress,
 }
 
 fn split_json(new: Slot, new_version: &str, old: Option<&SlotStatus>, w: u8) -> Value {
@@ -168,7 +185,10 @@ impl<P: Provider> Rollout<'_, P> {
         old: Option<&SlotStatus>,
         after_gates: impl AsyncFnOnce(&str) -> Result<bool, RolloutError>,
     ) -> Result<End, RolloutError> {
-        (self.progress)(&format!("deploying {} into {idle}", self.release.version));
+        self.progress.begin(
+            &format!("deploying {} into {idle}", self.release.version),
+            None,
+        );
         let started = self
             .step(
                 "deploy-idle",
@@ -179,8 +199,10 @@ impl<P: Provider> Rollout<'_, P> {
                     Ok((s, outcome))
                 },
             )
-            .await?;
-        (self.progress)(&format!(
+            .await;
+        self.progress.finish();
+        let started = started?;
+        self.progress.line(&format!(
             "{idle} is healthy at {}; running after gates against it",
             started.url
         ));
@@ -225,7 +247,7 @@ impl<P: Provider> Rollout<'_, P> {
             }
         };
         for step in steps.iter().filter(|s| s.weight > from) {
-            (self.progress)(&format!(
+            self.progress.line(&format!(
                 "shifting {}% of traffic to {}",
                 step.weight, self.release.version
             ));
@@ -234,7 +256,7 @@ impl<P: Provider> Rollout<'_, P> {
             let Some(duration) = duration.filter(|d| !d.is_zero()) else {
                 continue;
             };
-            (self.progress)(&format!(
+            self.progress.line(&format!(
                 "baking {}s at {}% with analysis",
                 duration.as_secs_f64(),
                 step.weight
@@ -244,13 +266,19 @@ impl<P: Provider> Rollout<'_, P> {
                     &format!("bake-{}", step.weight),
                     json!({ "duration_ms": duration.as_millis() as u64, "weight": step.weight }),
                     async {
-                        let r = bake(
-                            &self.http,
-                            new_url,
-                            self.arena.strategy.analysis.as_ref(),
+                        let r = Bake {
+                            http: &self.http,
+                            arena: self.arena,
+                            target: Target {
+                                url: new_url,
+                                slot: idle,
+                                release: &self.release.version,
+                            },
                             duration,
-                            self.interval_cap,
-                        )
+                            interval_cap: self.interval_cap,
+                            progress: self.progress,
+                        }
+                        .run()
                         .await;
                         let outcome = serde_json::to_value(&r).expect("report serializes");
                         Ok((r, outcome))
@@ -270,7 +298,8 @@ impl<P: Provider> Rollout<'_, P> {
                         OnFail::Rollback | OnFail::Remove
                             if self.arena.rollback.automatic || old.is_none() =>
                         {
-                            (self.progress)(&format!("analysis: {why}; rolling back"));
+                            self.progress
+                                .line(&format!("analysis: {why}; rolling back"));
                             self.roll_back(idle, old, &why).await?;
                             // The failed release must not stay around as a rollback target.
                             if old.is_some() {
@@ -283,7 +312,8 @@ impl<P: Provider> Rollout<'_, P> {
                             return Ok(End::RolledBack(why));
                         }
                         _ => {
-                            (self.progress)(&format!("analysis: {why}; paused for a decision"));
+                            self.progress
+                                .line(&format!("analysis: {why}; paused for a decision"));
                             return Ok(End::Paused(format!(
                                 "{why}: `copilot resume {}` to continue or `copilot rollback {}`",
                                 self.arena.name, self.arena.name

@@ -82,6 +82,17 @@ fn stop_pid(pid: u32) {
     }
 }
 
+/// The Prometheus `file_sd` targets of an arena's running colours, in its directory.
+pub const PROMETHEUS_TARGETS: &str = "prometheus-targets.json";
+
+/// Write through a temporary file so readers never see half a file.
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -157,13 +168,28 @@ impl LocalProvider {
     }
 
     fn save(&self, s: &State) -> Result<(), ProviderError> {
-        let tmp = self.dir.join("state.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_string_pretty(s).expect("state serializes"),
+        write_atomic(
+            &self.state_file(),
+            &serde_json::to_string_pretty(s).expect("state serializes"),
         )
-        .and_then(|()| std::fs::rename(&tmp, self.state_file()))
-        .map_err(|e| failed("save the local state", e.to_string()))
+        .map_err(|e| failed("save the local state", e.to_string()))?;
+        // Prometheus file-based discovery of what runs, for analysis with
+        // `source: prometheus` (`file_sd_configs` pointing at this file).
+        let targets: Vec<serde_json::Value> = s
+            .slots
+            .iter()
+            .map(|(slot, p)| {
+                serde_json::json!({
+                    "targets": [format!("127.0.0.1:{}", p.proc.port)],
+                    "labels": { "arena": self.arena, "slot": slot.to_string(), "release": p.version },
+                })
+            })
+            .collect();
+        write_atomic(
+            &self.dir.join(PROMETHEUS_TARGETS),
+            &serde_json::to_string_pretty(&targets).expect("targets serialize"),
+        )
+        .map_err(|e| failed("write the Prometheus targets", e.to_string()))
     }
 
     /// Where the arena's traffic enters.

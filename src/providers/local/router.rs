@@ -149,9 +149,7 @@ async fn put_routes(
 ) -> Response {
     let text = serde_json::to_string_pretty(&routes).expect("routes serialize");
     // Persist first (atomically), then apply: the file never lags what is served.
-    let tmp = s.routes_file.with_extension("json.tmp");
-    if let Err(e) = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &s.routes_file))
-    {
+    if let Err(e) = super::write_atomic(&s.routes_file, &text) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot persist routes: {e}"),
