@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: start PostgreSQL and Redis, install the
-# real bullmq npm package and Alertmanager, then run every test.
+# real bullmq npm package, Alertmanager and Prometheus, then run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +12,14 @@ fi
 # it lacks other platforms' optional packages; npm install then follows the lock.
 npm ci --prefix tests/bullmq --no-audit --no-fund --loglevel=error \
     || npm install --prefix tests/bullmq --no-save --no-audit --no-fund --loglevel=error
-# Alertmanager, for the alerts gate's tests (the tests start it on loopback).
+# Alertmanager (alerts gate) and Prometheus (analysis queries); the tests
+# start their own instances on loopback.
+packages=()
 if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertmanager >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null
+    packages+=(prometheus-alertmanager)
+fi
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
+if [ ${#packages[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 cargo test --locked "$@"

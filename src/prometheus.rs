@@ -293,7 +293,8 @@ impl Selector {
             .iter()
             .filter(|s| self.matches(s))
             .map(|s| series_increase(s, before))
-            .sum()
+            // Not `sum()`: an empty float sum is -0.0.
+            .fold(0.0, |a, b| a + b)
     }
 }
 

@@ -337,3 +337,30 @@ fn strict_turns_warnings_into_errors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn prometheus_metric_without_a_server() {
+    rejects(
+        "arenas/production.yaml",
+        "      - { name: p95_latency, source: probe, max: 3s, window: 5m, on_fail: alert }",
+        "      - { name: p95_latency, source: prometheus, query: 'histogram_quantile(0.95, x)', max: 3s, on_fail: alert }",
+        &[
+            "arenas/production.yaml:37:9",
+            "reads Prometheus but the analysis names no server",
+            "prometheus: env:PROMETHEUS_URL",
+        ],
+    );
+}
+
+#[test]
+fn metrics_query_that_does_not_parse() {
+    rejects(
+        "arenas/production.yaml",
+        "      - { name: p95_latency, source: probe, max: 3s, window: 5m, on_fail: alert }",
+        "      - { name: p95_latency, source: metrics, query: 'rate(x[5m])', max: 3s, on_fail: alert }",
+        &[
+            "arenas/production.yaml:37:",
+            "query: column 5: unexpected `(x[5m])`",
+        ],
+    );
+}

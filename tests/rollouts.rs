@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::Project;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,14 +18,25 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The analysis of the production arena, on probes.
+const PROBE_ANALYSIS: &str = "    interval: 30s\n    min_samples: 20\n    metrics:\n\
+     \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n\
+     \x20     - { name: p95_latency, max: 3s, window: 5m, on_fail: alert }\n\
+     \x20     - { name: health, path: /health, consecutive_failures: 3, on_fail: remove }\n";
+
 /// `local` (deploy target) and `stage` (promotes from local, blue-green 10 -> 50 -> 100).
-struct Arenas {
-    p: Project,
-    stage_port: u16,
+pub struct Arenas {
+    pub p: Project,
+    pub stage_port: u16,
 }
 
 impl Arenas {
     fn new() -> Arenas {
+        Self::with_analysis(PROBE_ANALYSIS)
+    }
+
+    /// `analysis` is the body of stage's `strategy.analysis`, indented by four.
+    pub fn with_analysis(analysis: &str) -> Arenas {
         let p = Project::init();
         let local = free_port();
         let stage_port = free_port();
@@ -40,10 +51,7 @@ impl Arenas {
             &format!(
                 "name: stage\ntier: staging\npromotes_from: local\nprovider: {{ kind: local, port: {stage_port} }}\n\
                  strategy:\n  kind: blue-green\n  steps: [{{ weight: 10, bake: 5m }}, {{ weight: 50, bake: 5m }}, {{ weight: 100, bake: 5m }}]\n\
-                 \x20 analysis:\n    interval: 30s\n    min_samples: 20\n    metrics:\n\
-                 \x20     - {{ name: error_rate, max: 0.05, window: 5m, on_fail: rollback }}\n\
-                 \x20     - {{ name: p95_latency, max: 3s, window: 5m, on_fail: alert }}\n\
-                 \x20     - {{ name: health, path: /health, consecutive_failures: 3, on_fail: remove }}\n\
+                 \x20 analysis:\n{analysis}\
                  gates:\n  after: [health]\n\
                  env:\n  values: {{ APP_URL: \"http://127.0.0.1:{stage_port}\", SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://.copilot/local/stage.db\" }}\n"
             ),
@@ -68,11 +76,16 @@ impl Arenas {
         Arenas { p, stage_port }
     }
 
-    fn run(&self, args: &[&str]) -> (i32, Value) {
+    pub fn run(&self, args: &[&str]) -> (i32, Value) {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
         let out = self
             .p
             .copilot(["--output", "json"])
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -80,7 +93,7 @@ impl Arenas {
     }
 
     /// Deploy `release` to local and promote it to stage with short bakes.
-    fn promote(&self, release: &str) -> (i32, Value) {
+    pub fn promote(&self, release: &str) -> (i32, Value) {
         let (code, _) = self.run(&["deploy", "local", "--release", release]);
         assert_eq!(code, 0);
         self.run(&["promote", "local", "stage", "--yes", "--bake", "1500ms"])
@@ -94,7 +107,7 @@ impl Drop for Arenas {
     }
 }
 
-fn ledger_steps(p: &Project, deployment: &str) -> Vec<copilot::ledger::Step> {
+pub fn ledger_steps(p: &Project, deployment: &str) -> Vec<copilot::ledger::Step> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -349,15 +362,30 @@ fn two_concurrent_promotions_one_runs_the_other_is_blocked() {
     );
 }
 
-/// A blocking GET of a JSON document (tests here are synchronous).
-mod reqwest {
+/// Blocking GETs (tests here are synchronous).
+pub mod reqwest {
     pub use ::reqwest::*;
-    pub fn blocking_get(url: &str) -> serde_json::Value {
-        let rt = tokio::runtime::Builder::new_current_thread()
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A JSON document.
+    pub fn blocking_get(url: &str) -> serde_json::Value {
+        block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
+    }
+
+    /// Whether `url` answers with a success status.
+    pub fn get_ok(url: &str) -> bool {
+        block_on(async {
+            ::reqwest::get(url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 mod service_support;
 
+mod analysis_sources;
 mod bullmq_interop;
 mod cli_basics;
 mod cli_validate;
