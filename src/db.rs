@@ -112,6 +112,21 @@ impl Pool {
     }
 }
 
+/// A SQLite URL with a relative path, made relative to `root` (where the
+/// services of a local arena run); other URLs unchanged.
+pub fn anchor_sqlite(url: &str, root: &std::path::Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    if rest.starts_with('/') || rest.starts_with(":memory:") || rest.is_empty() {
+        return url.to_string();
+    }
+    format!("sqlite://{}", root.join(rest).display())
+}
+
 /// Remove the password from a database URL.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -145,6 +160,16 @@ mod tests {
             "postgres://app@db/ledger"
         );
         assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        let root = std::path::Path::new("/srv/app");
+        assert_eq!(
+            anchor_sqlite("sqlite://.copilot/x.db", root),
+            "sqlite:///srv/app/.copilot/x.db"
+        );
+        assert_eq!(
+            anchor_sqlite("sqlite:///tmp/x.db", root),
+            "sqlite:///tmp/x.db"
+        );
+        assert_eq!(anchor_sqlite("postgres://h/db", root), "postgres://h/db");
         assert_eq!(
             redact_url("redis://:secret@cache:6379/0"),
             "redis://:***@cache:6379/0"

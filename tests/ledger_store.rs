@@ -42,6 +42,14 @@ fn t(s: &str) -> DateTime<Utc> {
 fn release(version: &str) -> NewRelease {
     NewRelease {
         env: Default::default(),
+        migrations: (version == "v1").then(|| {
+            vec![MigrationRecord {
+                version: 20261101000000,
+                description: "add shops".into(),
+                reversible: false,
+                checksum: "ab12".into(),
+            }]
+        }),
         version: version.into(),
         image: format!("ghcr.io/acme/copilot-service:{version}"),
         digest: None,
@@ -61,6 +69,16 @@ on_both_backends!(releases_are_found_by_id_version_and_image, |ledger| {
     assert_eq!(v1.created_at, now);
     assert_eq!(ledger.find_release("v1").await.unwrap().id, v1.id);
     assert_eq!(ledger.find_release(&v2.id).await.unwrap().version, "v2");
+    // The migration set round-trips; a release without one reads back as none.
+    let set = ledger
+        .find_release("v1")
+        .await
+        .unwrap()
+        .migrations
+        .unwrap()
+        .0;
+    assert_eq!((set[0].version, set[0].reversible), (20261101000000, false));
+    assert!(v2.migrations.is_none());
     assert_eq!(ledger.find_release(&v2.image).await.unwrap().id, v2.id);
     assert!(matches!(
         ledger.find_release("v3").await,

@@ -554,3 +554,86 @@ fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
             .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn rollback_names_the_applied_migrations_the_older_release_lacks() {
+    let a = Arenas::new();
+    // v1 was built with the service's first three migrations; v3 with all
+    // five, the last of which has no down migration.
+    let service = a.p.root().join("migrations/service/sqlite");
+    for (dir, upto, drop_down) in [("schema/v1", 3, None), ("schema/v3", 5, Some(5))] {
+        let to = a.p.root().join(dir);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&service).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let version: u32 = name[..4].parse().unwrap();
+            let is_dropped_down = Some(version) == drop_down && name.ends_with(".down.sql");
+            if version <= upto && !is_dropped_down {
+                std::fs::copy(service.join(&name), to.join(&name)).unwrap();
+            }
+        }
+    }
+    for (version, dir) in [("v1-schema", "schema/v1"), ("v3-schema", "schema/v3")] {
+        let out =
+            a.p.copilot([
+                "release",
+                "create",
+                "--image",
+                &format!("copilot-service:{version}"),
+                "--migrations",
+                dir,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("schema"));
+    }
+    assert_eq!(a.promote("v1-schema").0, 0);
+    // The service migrates its database to all five when it starts.
+    assert_eq!(a.promote("v3-schema").0, 0);
+
+    let out = a.p.copilot(["rollback", "stage"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("2 applied migration(s) that v1-schema lacks"),
+        "{text}"
+    );
+    let line = |v: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(v))
+            .unwrap_or_default()
+    };
+    assert!(line("4 ").contains("reversible"), "{text}");
+    assert!(line("5 ").contains("CANNOT BE REVERSED"), "{text}");
+
+    // The ledger keeps the same finding with the rollback.
+    let (_, history) = a.run(&["history", "stage"]);
+    let rollback = &history["deployments"][0];
+    assert_eq!(rollback["kind"], "rollback");
+    let steps = ledger_steps(&a.p, rollback["id"].as_str().unwrap());
+    let schema = steps
+        .iter()
+        .find(|s| s.name == "schema-check")
+        .and_then(|s| s.outcome.as_ref())
+        .expect("a schema-check step")
+        .0
+        .clone();
+    assert_eq!(schema["source"], "database", "{schema:#}");
+    let left: Vec<(i64, bool)> = schema["left_applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_i64().unwrap(),
+                m["reversible"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(left, [(4, true), (5, false)]);
+}

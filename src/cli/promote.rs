@@ -537,8 +537,6 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     ledger
         .set_deployment_state(&d.id, "succeeded", clock::now())
         .await?;
-    // Any deployment still open in the arena was superseded by the rollback.
-    ledger.audit(&NewAudit { actor: actor.clone(), action: "rollback".into(), arena: Some(a.deploys_into().to_string()), subject: Some(d.id.clone()), reason: Some(reason.clone()), detail: json!({ "from": live.version, "to": standby.version, "switch_ms": switch_ms }) }, clock::now()).await?;
     lease.release().await?;
     // Pin the arena: no promotion into it until someone unlocks it.
     ledger
@@ -556,17 +554,57 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
             clock::now(),
         )
         .await?;
+    // Traffic is back and the rollback complete (a crash from here on leaves
+    // nothing to undo); now say what the database keeps that the target lacks.
+    let from_release = ledger.release_by_id(&live.release_id).await?;
+    let schema = match &from_release {
+        Some(from) => {
+            let s = ledger
+                .start_step(
+                    &d.id,
+                    "schema-check",
+                    &json!({ "to": target.version }),
+                    clock::now(),
+                )
+                .await?;
+            let report =
+                crate::rollout::schema::after_rollback(&root, &loaded.project, a, from, &target)
+                    .await;
+            let outcome = serde_json::to_value(&report).expect("report serializes");
+            ledger
+                .finish_step(&d.id, s.seq, "done", &outcome, clock::now())
+                .await?;
+            Some(report)
+        }
+        None => None,
+    };
+    ledger
+        .audit(
+            &NewAudit {
+                actor: actor.clone(),
+                action: "rollback".into(),
+                arena: Some(a.deploys_into().to_string()),
+                subject: Some(d.id.clone()),
+                reason: Some(reason.clone()),
+                detail: json!({ "from": live.version, "to": standby.version, "switch_ms": switch_ms, "schema": schema }),
+            },
+            clock::now(),
+        )
+        .await?;
     let how = if redeployed {
         "redeployed it, then switched traffic"
     } else {
         "switched traffic to the standby colour"
     };
-    let text = format!(
+    let mut text = format!(
         "Rolled {} back from {} to {} ({how} in {switch_ms} ms); the arena is pinned until `copilot unlock {}`\n",
         a.name, live.version, standby.version, a.name
     );
+    if let Some(schema) = &schema {
+        text.push_str(&schema.text(&standby.version));
+    }
     Ok(Report::new(
-        json!({ "deployment": d.id, "from": live.version, "to": standby.version, "switch_ms": switch_ms, "redeployed": redeployed, "pinned": true }),
+        json!({ "deployment": d.id, "from": live.version, "to": standby.version, "switch_ms": switch_ms, "redeployed": redeployed, "pinned": true, "schema": schema }),
         text,
     ))
 }

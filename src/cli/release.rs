@@ -23,6 +23,10 @@ pub enum Command {
         /// A non-secret variable the release runs with (repeatable), e.g. `--env LOG_LEVEL=debug`
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// The schema migrations the release was built with, recorded so a rollback can
+        /// name what the older release does not know [default: the migrations gate's folder]
+        #[arg(long, value_name = "DIR")]
+        migrations: Option<std::path::PathBuf>,
     },
     /// Registered releases, newest first
     List {
@@ -48,6 +52,18 @@ pub fn digest_from_image(image: &str) -> Option<String> {
         .filter(|d| d.starts_with("sha256:") && d.len() == 71)
 }
 
+/// The folder of the project's migrations gate, when the definitions load
+/// and it exists: what a release records unless told otherwise.
+async fn default_migrations(root: &std::path::Path) -> Option<Vec<crate::ledger::MigrationRecord>> {
+    let loaded = config::load_project(root, crate::providers::capabilities, false).ok()?;
+    let params = crate::gates::migrations::params_for(&loaded.project, None)?;
+    let dir = root.join(params.migrations);
+    if !dir.is_dir() {
+        return None;
+    }
+    crate::gates::migrations::migration_set(&dir).await.ok()
+}
+
 pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
     let root = ctx.root()?;
     let ledger = ctx.ledger(Some(&root)).await?;
@@ -57,6 +73,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
             version,
             git_sha,
             env,
+            migrations,
         } => {
             let mut vars = std::collections::BTreeMap::new();
             for pair in &env {
@@ -103,6 +120,14 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                 ))
                 .with_hint("pass --version"));
             };
+            let migrations = match migrations {
+                Some(dir) => Some(
+                    crate::gates::migrations::migration_set(&root.join(dir))
+                        .await
+                        .map_err(CliError::invalid)?,
+                ),
+                None => default_migrations(&root).await,
+            };
             let config_hash = config::definitions_hash(&root)
                 .map_err(|e| CliError::invalid(format!("cannot hash the definitions: {e}")))?;
             let now = clock::now();
@@ -111,6 +136,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                 .create_release(
                     &NewRelease {
                         env: vars,
+                        migrations,
                         version: version.clone(),
                         digest: digest_from_image(&image),
                         image,
@@ -133,10 +159,26 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                     now,
                 )
                 .await?;
-            let text = format!(
+            let mut text = format!(
                 "Registered release {} ({})\n  image   {}\n  config  {}\n",
                 release.version, release.id, release.image, release.config_hash
             );
+            if let Some(set) = &release.migrations {
+                let irreversible = set.iter().filter(|m| !m.reversible).count();
+                text.push_str(&format!(
+                    "  schema  {} migration(s), latest {}{}\n",
+                    set.len(),
+                    set.last().map_or("none".into(), |m| format!(
+                        "{} {}",
+                        m.version, m.description
+                    )),
+                    if irreversible > 0 {
+                        format!(", {irreversible} without a down migration")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
             Ok(Report::new(json!({ "release": release }), text))
         }
         Command::List { limit } => {

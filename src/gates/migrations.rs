@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
@@ -17,7 +18,8 @@ use sqlx::migrate::{Migration, Migrator};
 use super::{GateContext, Resolved, Verdict, resolve_reference};
 use crate::config::params::MigrationsParams;
 use crate::db::{Pool, on_pool, redact_url};
-use crate::model::Gate;
+use crate::ledger::MigrationRecord;
+use crate::model::{Arena, Gate, GateKind, Project};
 use crate::service::migrate::schema_dump;
 
 /// A backward-compatibility problem in a pending migration.
@@ -180,6 +182,55 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The migrations in a folder, as a release records them.
+pub async fn migration_set(dir: &Path) -> Result<Vec<MigrationRecord>, String> {
+    let migrator = Migrator::new(dir)
+        .await
+        .map_err(|e| format!("cannot read migrations in {}: {e}", dir.display()))?;
+    let downs: BTreeSet<i64> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    Ok(migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| MigrationRecord {
+            version: m.version,
+            description: m.description.to_string(),
+            reversible: downs.contains(&m.version),
+            checksum: m.checksum.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+        .collect())
+}
+
+/// The versions applied to a database (none when it was never migrated).
+pub async fn applied_versions(url: &str) -> Result<BTreeSet<i64>, String> {
+    let shown = redact_url(url);
+    let pool = tokio::time::timeout(Duration::from_secs(5), Pool::connect(url, 1))
+        .await
+        .map_err(|_| format!("{shown} did not answer within 5 s"))?
+        .map_err(|e| format!("cannot reach {shown}: {e}"))?;
+    let applied = applied_on(&pool)
+        .await
+        .map_err(|e| format!("cannot read the migrations applied to {shown}: {e}"));
+    pool.close().await;
+    Ok(applied?.into_keys().collect())
+}
+
+/// The parameters of the migrations gate that guards `arena` (or, failing
+/// that, of the project's first migrations gate).
+pub fn params_for(project: &Project, arena: Option<&Arena>) -> Option<MigrationsParams> {
+    let is_migrations = |g: &&Gate| g.kind == GateKind::Migrations;
+    let gate = arena
+        .into_iter()
+        .flat_map(|a| a.gates.before.iter().chain(&a.gates.after))
+        .filter_map(|name| project.gates.get(name))
+        .find(is_migrations)
+        .or_else(|| project.gates.values().find(is_migrations))?;
+    super::params::<MigrationsParams>(gate).ok()
+}
+
 /// Applied migrations on the target: version -> checksum. Reads only; an
 /// unmigrated database has none.
 async fn applied_on(pool: &Pool) -> Result<BTreeMap<i64, Vec<u8>>, sqlx::Error> {
@@ -280,7 +331,7 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: MigrationsParams) -> 
         .collect();
 
     let url = match resolve_reference(ctx.arena, &p.database) {
-        Resolved::Value(v) => v,
+        Resolved::Value(v) => crate::db::anchor_sqlite(&v, ctx.root),
         Resolved::Unresolvable(why) => {
             return Verdict::unreachable(
                 format!("target database of {}: {why}", ctx.arena.name),

@@ -14,7 +14,7 @@ mod health;
 pub(crate) mod http;
 mod ingestion;
 mod latency;
-mod migrations;
+pub(crate) mod migrations;
 mod queue_health;
 pub mod report;
 pub(crate) mod resolve;

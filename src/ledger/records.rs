@@ -20,11 +20,25 @@ pub struct Release {
     pub created_at: DateTime<Utc>,
     /// Non-secret variables the release runs with, on top of the arena's.
     pub env: Json<std::collections::BTreeMap<String, String>>,
+    /// The schema migrations it was built with, when recorded.
+    pub migrations: Option<Json<Vec<MigrationRecord>>>,
+}
+
+/// One schema migration as a release knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MigrationRecord {
+    pub version: i64,
+    pub description: String,
+    /// It has a down migration.
+    pub reversible: bool,
+    /// SHA-384 of the up migration, hex (as sqlx records it).
+    pub checksum: String,
 }
 
 #[derive(Clone, Debug)]
 pub struct NewRelease {
     pub env: std::collections::BTreeMap<String, String>,
+    pub migrations: Option<Vec<MigrationRecord>>,
     pub version: String,
     pub image: String,
     pub digest: Option<String>,
@@ -162,7 +176,7 @@ pub struct NewAudit {
 }
 
 const RELEASE_COLUMNS: &str =
-    "id, version, image, digest, git_sha, config_hash, created_by, created_at, env";
+    "id, version, image, digest, git_sha, config_hash, created_by, created_at, env, migrations";
 const DEPLOYMENT_COLUMNS: &str = "d.id, d.arena, d.release_id, d.previous_release_id, d.kind, d.strategy, d.source_arena, d.state, d.reason, d.created_by, d.started_at, d.finished_at";
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -175,7 +189,7 @@ impl Ledger {
     pub async fn create_release(&self, r: &NewRelease, now: DateTime<Utc>) -> Result<Release> {
         let id = new_id("rel");
         let sql = format!(
-            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {RELEASE_COLUMNS}"
+            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {RELEASE_COLUMNS}"
         );
         let res = on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql)
             .bind(&id)
@@ -187,6 +201,7 @@ impl Ledger {
             .bind(&r.created_by)
             .bind(now)
             .bind(Json(&r.env))
+            .bind(r.migrations.as_ref().map(Json))
             .fetch_one(pool)
             .await);
         res.map_err(|e| {

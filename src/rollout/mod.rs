@@ -3,6 +3,7 @@
 //! after; traffic shifts bake under analysis and roll back automatically.
 
 pub mod analysis;
+pub mod schema;
 
 use std::time::Duration;
 
