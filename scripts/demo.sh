@@ -54,6 +54,8 @@ strategy:
       - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }
       - { name: p95_latency, max: 3s, window: 5m, on_fail: alert }
       - { name: health, path: /health, consecutive_failures: 3, on_fail: remove }
+      # Read from the service's own /metrics; recorded, never acted on.
+      - { name: p99_latency, source: metrics, max: 2s, on_fail: alert, dry_run: true }
 gates:
   after: [health, smoke]
 env:

@@ -126,6 +126,8 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
                     cell(&crate::gates::report_excerpt(&outcome, 160))
                 );
             }
+            analysis_section(&mut m, &steps);
+            schema_section(&mut m, &steps);
             for (r, results) in &gate_runs {
                 let _ = writeln!(
                     m,
@@ -155,6 +157,91 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
         }
     };
     Ok(Report::new(doc, text))
+}
+
+/// Each bake's metrics: what was measured, against what, how often it failed.
+fn analysis_section(m: &mut String, steps: &[crate::ledger::Step]) {
+    let bakes: Vec<(&str, &Value)> = steps
+        .iter()
+        .filter(|s| s.name.starts_with("bake-"))
+        .filter_map(|s| s.outcome.as_ref().map(|o| (s.name.as_str(), &o.0)))
+        .collect();
+    if bakes.is_empty() {
+        return;
+    }
+    let _ = writeln!(m, "\n## Analysis");
+    for (name, bake) in bakes {
+        let verdict = bake["verdict"]["verdict"].as_str().unwrap_or("?");
+        let _ = writeln!(
+            m,
+            "\n### {name}: {verdict} ({} probe requests, {} failed; p95 {})\n",
+            bake["samples"],
+            bake["errors"],
+            bake["p95_ms"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.1} ms"))
+        );
+        if let Some(reason) = bake["verdict"]["reason"].as_str() {
+            let _ = writeln!(m, "{}\n", cell(reason));
+        }
+        let _ = writeln!(
+            m,
+            "| metric | source | limit | last measured | measurements | failures (limit) | errors | on fail |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for x in bake["metrics"].as_array().into_iter().flatten() {
+            let count = x["measurements"].as_array().map_or(0, Vec::len);
+            let _ = writeln!(
+                m,
+                "| {}{} | {} | {} | {} | {count} | {} ({}) | {} | {} |",
+                x["name"].as_str().unwrap_or(""),
+                if x["dry_run"] == true {
+                    " (dry run)"
+                } else {
+                    ""
+                },
+                x["source"].as_str().unwrap_or(""),
+                cell(x["limit"].as_str().unwrap_or("")),
+                cell(x["measured"].as_str().unwrap_or("")),
+                x["failures"],
+                x["failure_limit"],
+                x["errors"],
+                x["on_fail"].as_str().unwrap_or(""),
+            );
+        }
+    }
+}
+
+/// What a rollback left applied in the database.
+fn schema_section(m: &mut String, steps: &[crate::ledger::Step]) {
+    for s in steps.iter().filter(|s| s.name == "schema-check") {
+        let Some(o) = &s.outcome else { continue };
+        let _ = writeln!(m, "\n## Schema after the rollback\n");
+        let left = o.0["left_applied"].as_array().cloned().unwrap_or_default();
+        if left.is_empty() {
+            let _ = writeln!(m, "No applied migration the target release lacks.");
+        } else {
+            let _ = writeln!(
+                m,
+                "| version | migration | reversible |\n| --- | --- | --- |"
+            );
+            for x in &left {
+                let reversible = match x["reversible"].as_bool() {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "unknown",
+                };
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {reversible} |",
+                    x["version"],
+                    cell(x["description"].as_str().unwrap_or(""))
+                );
+            }
+        }
+        if let Some(note) = o.0["note"].as_str() {
+            let _ = writeln!(m, "\n{}", cell(note));
+        }
+    }
 }
 
 pub async fn plan(ctx: &Context, args: PlanArgs) -> CmdResult {

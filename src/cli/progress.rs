@@ -58,9 +58,10 @@ impl Progress for CliProgress {
             Mode::Bars(slot) => {
                 let bar = match total {
                     Some(t) => ProgressBar::new(t.as_millis() as u64).with_style(
-                        ProgressStyle::with_template(
-                            "  {prefix} [{bar:24}] {elapsed}/{duration} {wide_msg}",
-                        )
+                        ProgressStyle::with_template(&format!(
+                            "  {{prefix}} [{{bar:24}}] {{elapsed}}/{:.0}s {{wide_msg}}",
+                            t.as_secs_f64().ceil()
+                        ))
                         .expect("template")
                         .progress_chars("=> "),
                     ),
@@ -75,6 +76,14 @@ impl Progress for CliProgress {
                     old.finish_and_clear();
                 }
             }
+        }
+    }
+
+    fn tick(&self, elapsed: Duration) {
+        if let Mode::Bars(slot) = &self.mode
+            && let Some(b) = slot.lock().expect("progress lock").as_ref()
+        {
+            b.set_position(elapsed.as_millis() as u64);
         }
     }
 

@@ -117,8 +117,9 @@ pub struct MetricState {
     measurements: Vec<Measurement>,
 }
 
-fn limit_text(limit: &MetricLimit) -> String {
-    match limit {
+fn limit_text(m: &Metric) -> String {
+    match &m.limit {
+        MetricLimit::Max { max } if m.name == "error_rate" => format!("{:.1}%", max * 100.0),
         MetricLimit::Max { max } => format!("{max}"),
         MetricLimit::MaxDuration { max } => max.to_string(),
         MetricLimit::ConsecutiveFailures { count } => format!("{count} in a row"),
@@ -205,7 +206,7 @@ impl MetricState {
         MetricReport {
             name: m.name.clone(),
             source: m.source,
-            limit: limit_text(&m.limit),
+            limit: limit_text(m),
             on_fail: m.on_fail,
             dry_run: m.dry_run,
             measured: self.measured.clone(),
@@ -234,7 +235,7 @@ pub fn decide(metrics: &[Metric], states: &[MetricState]) -> Option<BakeVerdict>
                 metric: m.name.clone(),
                 action: m.on_fail,
                 measured: s.last_failed_value.clone().unwrap_or_default(),
-                limit: limit_text(&m.limit),
+                limit: limit_text(m),
             });
         }
         if s.errors_in_row > m.consecutive_error_limit {
@@ -282,6 +283,8 @@ pub struct Target<'a> {
     pub url: &'a str,
     pub slot: Slot,
     pub release: &'a str,
+    /// Percent of traffic it carries.
+    pub weight: u8,
 }
 
 /// Routes the built-in metrics leave out of the service's own figures.
@@ -427,7 +430,10 @@ impl Bake<'_> {
         let mut last_health = start - Duration::from_secs(10);
         let mut next_check = start + interval;
         self.progress.begin(
-            &format!("baking {} in {}", self.target.release, self.target.slot),
+            &format!(
+                "baking {} in {} at {}%",
+                self.target.release, self.target.slot, self.target.weight
+            ),
             Some(self.duration),
         );
         let verdict = loop {
@@ -465,6 +471,7 @@ impl Bake<'_> {
                 }
             }
             let now = Instant::now();
+            self.progress.tick(now.duration_since(start));
             let done = now.duration_since(start) >= self.duration;
             if now < next_check && !done {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -615,7 +622,8 @@ fn summary(metrics: &[Metric], states: &[MetricState]) -> String {
                 Some(Measure::Error) => "ERR",
                 None => "-",
             };
-            format!("{} {} {mark}", m.name, s.measured)
+            let dry = if m.dry_run { " (dry run)" } else { "" };
+            format!("{} {} {mark}{dry}", m.name, s.measured)
         })
         .collect::<Vec<_>>()
         .join(" · ")

@@ -21,7 +21,9 @@ pub trait Progress: Sync {
     fn line(&self, text: &str);
     /// A wait begins; `total` when its length is known.
     fn begin(&self, _label: &str, _total: Option<Duration>) {}
-    /// Where the wait stands.
+    /// Time passes (called often; for bars).
+    fn tick(&self, _elapsed: Duration) {}
+    /// Where the wait stands after a measurement.
     fn update(&self, _elapsed: Duration, _status: &str) {}
     fn finish(&self) {}
 }
@@ -257,11 +259,6 @@ impl<P: Provider> Rollout<'_, P> {
             let Some(duration) = duration.filter(|d| !d.is_zero()) else {
                 continue;
             };
-            self.progress.line(&format!(
-                "baking {}s at {}% with analysis",
-                duration.as_secs_f64(),
-                step.weight
-            ));
             let report = self
                 .step(
                     &format!("bake-{}", step.weight),
@@ -274,6 +271,7 @@ impl<P: Provider> Rollout<'_, P> {
                                 url: new_url,
                                 slot: idle,
                                 release: &self.release.version,
+                                weight: step.weight,
                             },
                             duration,
                             interval_cap: self.interval_cap,
