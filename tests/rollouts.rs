@@ -637,3 +637,53 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
         .collect();
     assert_eq!(left, [(4, true), (5, false)]);
 }
+
+#[test]
+fn status_reports_a_split_the_ledger_does_not_show() {
+    use copilot::providers::{Provider, local::LocalProvider};
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    assert_eq!(a.promote("v2").0, 0);
+    let (_, status) = a.run(&["status", "stage"]);
+    assert_eq!(status["arenas"][0]["drift"], false, "{status:#}");
+
+    // Traffic changed behind the ledger's back (as a kill between the
+    // router's switch and the ledger's write would leave it).
+    let provider = LocalProvider::with_binaries(
+        a.p.root(),
+        "stage",
+        a.stage_port,
+        assert_cmd::cargo::cargo_bin("copilot"),
+        assert_cmd::cargo::cargo_bin("copilot-service"),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = provider.status().await.unwrap();
+        let weights: Vec<_> = s.slots.iter().map(|x| (x.slot, 50)).collect();
+        provider.set_traffic(&weights).await.unwrap();
+    });
+    let (_, status) = a.run(&["status", "stage"]);
+    let arena = &status["arenas"][0];
+    assert_eq!(arena["drift"], true, "{status:#}");
+    let observed: Vec<u64> = arena["observed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(observed, [50, 50]);
+    let text = a.p.copilot(["status", "stage"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("observed"), "{text}");
+    assert!(text.contains("the ledger says otherwise"), "{text}");
+
+    // A rollback puts the router and the ledger back in agreement.
+    let (code, doc) = a.run(&["rollback", "stage"]);
+    assert_eq!(code, 0, "{doc}");
+    let (_, status) = a.run(&["status", "stage"]);
+    assert_eq!(status["arenas"][0]["drift"], false, "{status:#}");
+}

@@ -5,7 +5,10 @@ use serde_json::{Value, json};
 use super::{CmdResult, Context, Report, arena, when};
 use crate::clock;
 use crate::ledger::Ledger;
-use crate::model::Arena;
+use std::collections::BTreeMap;
+
+use crate::model::{Arena, ProviderKind};
+use crate::providers::{ArenaStatus, Provider};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,7 +32,8 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     let mut items = Vec::new();
     let mut text = String::new();
     for a in arenas {
-        let (json, human) = arena_status(&ledger, a, now).await?;
+        let observed = observe(&root, a).await;
+        let (json, human) = arena_status(&ledger, a, observed, now).await?;
         items.push(json);
         text.push_str(&human);
     }
@@ -39,9 +43,35 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     ))
 }
 
+/// What the provider itself reports, where copilot can ask it (local arenas
+/// that have run something); `None` otherwise.
+async fn observe(root: &std::path::Path, a: &Arena) -> Option<ArenaStatus> {
+    if a.provider.kind != ProviderKind::Local || a.deploys_into() != a.name {
+        return None;
+    }
+    let provider = super::deploy::local_provider(root, a).ok()?;
+    let status = provider.status().await.ok()?;
+    (!status.slots.is_empty()).then_some(status)
+}
+
+/// Slot -> (release, weight) of the slots carrying traffic.
+fn carrying(split: Option<&Value>) -> BTreeMap<String, (String, u64)> {
+    split
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(slot, v)| {
+            let w = v.get("weight").and_then(Value::as_u64).unwrap_or(0);
+            let r = v.get("release").and_then(Value::as_str).unwrap_or("?");
+            (w > 0).then(|| (slot.clone(), (r.to_string(), w)))
+        })
+        .collect()
+}
+
 async fn arena_status(
     ledger: &Ledger,
     a: &Arena,
+    observed: Option<ArenaStatus>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(Value, String), super::CliError> {
     let live = ledger.live(&a.name).await?;
@@ -87,6 +117,40 @@ async fn arena_status(
     if let Some(t) = &traffic {
         s.push_str(&format!("  traffic   {}\n", describe_split(&t.split.0)));
     }
+    // The provider's own account: where it differs from the ledger (a step
+    // interrupted between acting and recording, or a change made outside
+    // copilot), or a serving slot is down, say so.
+    let observed_split = observed.as_ref().map(|o| {
+        let m: serde_json::Map<String, Value> = o
+            .slots
+            .iter()
+            .map(|x| {
+                (
+                    x.slot.to_string(),
+                    json!({ "release": x.version, "weight": x.weight, "healthy": x.healthy }),
+                )
+            })
+            .collect();
+        Value::Object(m)
+    });
+    let drift = observed_split
+        .as_ref()
+        .is_some_and(|o| carrying(Some(o)) != carrying(traffic.as_ref().map(|t| &t.split.0)));
+    if let (true, Some(o)) = (drift, &observed_split) {
+        s.push_str(&format!(
+            "  observed  {split} (the ledger says otherwise: `copilot resume {name}` or `copilot rollback {name}` reconciles)\n",
+            split = describe_split(o),
+            name = a.name,
+        ));
+    }
+    for x in observed.iter().flat_map(|o| &o.slots) {
+        if x.weight > 0 && !x.healthy {
+            s.push_str(&format!(
+                "  unhealthy {} {} carries {}% and does not answer its health check\n",
+                x.slot, x.version, x.weight
+            ));
+        }
+    }
     if let Some(l) = &lock {
         s.push_str(&format!(
             "  locked    by {} ({}): {}\n",
@@ -106,6 +170,8 @@ async fn arena_status(
         "live": live,
         "deployment": active.map(|d| json!({ "deployment": d, "step": step })),
         "traffic": traffic.map(|t| t.split.0),
+        "observed": observed_split,
+        "drift": drift,
         "lock": lock,
         "window": { "open": in_window, "freezes": in_freeze },
     });
