@@ -212,3 +212,31 @@ fn a_broken_source_pauses_after_its_error_limit_and_dry_run_never_acts() {
     let (_, status) = a.run(&["status", "stage"]);
     assert_eq!(status["arenas"][0]["live"]["version"], "v1");
 }
+
+#[test]
+fn failed_health_checks_take_the_new_instance_out() {
+    let analysis = |dry_run: bool| {
+        format!(
+            "    interval: 1s\n    min_samples: 5\n    metrics:\n\
+             \x20     - {{ name: health, path: /no-such-health-check, consecutive_failures: 3, on_fail: remove, dry_run: {dry_run} }}\n"
+        )
+    };
+    let a = Arenas::with_analysis(&analysis(true));
+    assert_eq!(a.promote("v1").0, 0);
+    a.p.edit("arenas/stage.yaml", "dry_run: true", "dry_run: false");
+    let (code, _) = a.run(&["deploy", "local", "--release", "v2"]);
+    assert_eq!(code, 0);
+    let (code, doc) = a.run(&["promote", "local", "stage", "--yes", "--bake", "4s"]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["state"], "rolled-back", "{doc}");
+    let summary = doc["summary"].as_str().unwrap();
+    assert!(summary.contains("health failed"), "{summary}");
+    let steps = ledger_steps(&a.p, doc["deployment"].as_str().unwrap());
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.name == "retire-new" && s.state == "done")
+    );
+    let (_, status) = a.run(&["status", "stage"]);
+    assert_eq!(status["arenas"][0]["live"]["version"], "v1");
+}

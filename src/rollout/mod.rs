@@ -292,13 +292,24 @@ impl<P: Provider> Rollout<'_, P> {
                     measured,
                     limit,
                 } => {
-                    let why = format!("{metric} {measured} > {limit} at {}%", step.weight);
+                    let why = if limit.ends_with("in a row") {
+                        format!(
+                            "{metric} failed {measured} (limit {limit}) at {}%",
+                            step.weight
+                        )
+                    } else {
+                        format!("{metric} {measured} > {limit} at {}%", step.weight)
+                    };
                     match action {
                         OnFail::Rollback | OnFail::Remove
                             if self.arena.rollback.automatic || old.is_none() =>
                         {
-                            self.progress
-                                .line(&format!("analysis: {why}; rolling back"));
+                            let what = if action == OnFail::Remove {
+                                "taking the new instance out, traffic back to the previous release"
+                            } else {
+                                "rolling back"
+                            };
+                            self.progress.line(&format!("analysis: {why}; {what}"));
                             self.roll_back(idle, old, &why).await?;
                             // The failed release must not stay around as a rollback target.
                             if old.is_some() {
