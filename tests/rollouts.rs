@@ -589,8 +589,24 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("schema"));
     }
     assert_eq!(a.promote("v1-schema").0, 0);
+    // The plan shows what v3 adds to the schema before anything moves.
+    assert_eq!(a.run(&["deploy", "local", "--release", "v3-schema"]).0, 0);
+    let (_, plan) = a.run(&["plan", "local", "stage"]);
+    let adds: Vec<(i64, bool)> = plan["schema"]["adds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_i64().unwrap(),
+                m["reversible"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(adds, [(4, true), (5, false)], "{plan:#}");
     // The service migrates its database to all five when it starts.
-    assert_eq!(a.promote("v3-schema").0, 0);
+    let (code, doc) = a.run(&["promote", "local", "stage", "--yes", "--bake", "1500ms"]);
+    assert_eq!(code, 0, "{doc}");
 
     let out = a.p.copilot(["rollback", "stage"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

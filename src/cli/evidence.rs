@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::ledger::MigrationRecord;
 use serde_json::{Value, json};
 
 use super::{CliError, CmdResult, Context, Report, arena, when};
@@ -159,6 +160,23 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
     Ok(Report::new(doc, text))
 }
 
+/// `error_rate > 5.0% (probe, over 5m): rollback`.
+fn describe_metric(m: &crate::model::Metric) -> String {
+    use crate::model::MetricLimit;
+    let limit = match &m.limit {
+        MetricLimit::Max { max } if m.name == "error_rate" => format!("> {:.1}%", max * 100.0),
+        MetricLimit::Max { max } => format!("> {max}"),
+        MetricLimit::MaxDuration { max } => format!("> {max}"),
+        MetricLimit::ConsecutiveFailures { count } => format!("fails {count} in a row"),
+    };
+    let window = m.window.map(|w| format!(", over {w}")).unwrap_or_default();
+    let dry = if m.dry_run { ", dry run" } else { "" };
+    format!(
+        "{} {limit} ({}{window}{dry}): {}",
+        m.name, m.source, m.on_fail
+    )
+}
+
 /// Each bake's metrics: what was measured, against what, how often it failed.
 fn analysis_section(m: &mut String, steps: &[crate::ledger::Step]) {
     let bakes: Vec<(&str, &Value)> = steps
@@ -283,9 +301,41 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> CmdResult {
             None => format!("{}%", s.weight),
         })
         .collect();
+    // The schema: what the candidate's recorded migrations add to the live release's.
+    let recorded = async |id: Option<&String>| -> Result<Option<Vec<MigrationRecord>>, CliError> {
+        Ok(match id {
+            Some(id) => ledger
+                .release_by_id(id)
+                .await?
+                .and_then(|r| r.migrations.map(|m| m.0)),
+            None => None,
+        })
+    };
+    let schema = match (
+        recorded(candidate.as_ref().map(|c| &c.deployment.release_id)).await?,
+        recorded(current.as_ref().map(|c| &c.deployment.release_id)).await?,
+    ) {
+        (Some(new), old) => {
+            let known: std::collections::BTreeSet<i64> =
+                old.iter().flatten().map(|m| m.version).collect();
+            let added: Vec<&MigrationRecord> =
+                new.iter().filter(|m| !known.contains(&m.version)).collect();
+            json!({ "adds": added, "compared_with_live": old.is_some() })
+        }
+        (None, _) => Value::Null,
+    };
+    let analysis: Vec<String> = to
+        .strategy
+        .analysis
+        .iter()
+        .flat_map(|a| &a.metrics)
+        .map(describe_metric)
+        .collect();
     let doc = json!({
         "from": from.name,
         "to": to.name,
+        "schema": schema,
+        "analysis": to.strategy.analysis,
         "release": candidate.as_ref().map(|c| json!({ "version": c.version, "image": c.image })),
         "replaces": current.as_ref().map(|c| json!({ "version": c.version, "image": c.image })),
         "env_diff": env_diff,
@@ -359,5 +409,46 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> CmdResult {
             steps.join(" -> ")
         }
     );
+    if let Some(a) = &to.strategy.analysis {
+        let _ = writeln!(
+            t,
+            "  analysis  every {}, at least {} samples: {}",
+            a.interval,
+            a.min_samples,
+            if analysis.is_empty() {
+                "no metrics".into()
+            } else {
+                analysis.join("; ")
+            }
+        );
+    }
+    if let Some(added) = schema["adds"].as_array() {
+        let irreversible: Vec<String> = added
+            .iter()
+            .filter(|m| m["reversible"] == false)
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m["version"],
+                    m["description"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "  schema    {} new migration(s){}{}",
+            added.len(),
+            if schema["compared_with_live"] == true {
+                ""
+            } else {
+                " (the live release recorded none)"
+            },
+            if irreversible.is_empty() {
+                String::new()
+            } else {
+                format!("; without a down migration: {}", irreversible.join(", "))
+            }
+        );
+    }
     Ok(Report::new(doc, t))
 }
