@@ -364,3 +364,19 @@ fn metrics_query_that_does_not_parse() {
         ],
     );
 }
+
+#[test]
+fn prometheus_url_with_an_inline_password() {
+    let p = Project::init();
+    p.edit(
+        "arenas/production.yaml",
+        "    min_samples: 50\n",
+        "    min_samples: 50\n    prometheus: https://ops:hunter2@prom.example.com\n",
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("arenas/production.yaml:33:17"), "{err}");
+    assert!(err.contains("password written inline"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}

@@ -541,6 +541,16 @@ fn check_analysis(
             "add `prometheus: env:PROMETHEUS_URL` (or a URL) under `analysis`",
         );
     }
+    if let Some(p) = &a.prometheus
+        && url_has_password(&p.value)
+    {
+        diags.error_redacted(
+            file,
+            p.loc,
+            "`prometheus` has a password written inline in its URL",
+            "name a variable instead: `prometheus: env:PROMETHEUS_URL` (kept in `env.secrets` or the environment)",
+        );
+    }
     (diags.items.len() == before).then_some(Analysis {
         interval,
         min_samples: a.min_samples.unwrap_or(50),
