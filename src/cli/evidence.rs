@@ -162,12 +162,10 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
 
 /// `error_rate > 5.0% (probe, over 5m): rollback`.
 fn describe_metric(m: &crate::model::Metric) -> String {
-    use crate::model::MetricLimit;
+    let shown = crate::rollout::analysis::limit_text(m);
     let limit = match &m.limit {
-        MetricLimit::Max { max } if m.name == "error_rate" => format!("> {:.1}%", max * 100.0),
-        MetricLimit::Max { max } => format!("> {max}"),
-        MetricLimit::MaxDuration { max } => format!("> {max}"),
-        MetricLimit::ConsecutiveFailures { count } => format!("fails {count} in a row"),
+        crate::model::MetricLimit::ConsecutiveFailures { .. } => format!("fails {shown}"),
+        _ => format!("> {shown}"),
     };
     let window = m.window.map(|w| format!(", over {w}")).unwrap_or_default();
     let dry = if m.dry_run { ", dry run" } else { "" };

@@ -117,7 +117,8 @@ pub struct MetricState {
     measurements: Vec<Measurement>,
 }
 
-fn limit_text(m: &Metric) -> String {
+/// A metric's limit as people read it (`5.0%`, `3s`, `3 in a row`).
+pub fn limit_text(m: &Metric) -> String {
     match &m.limit {
         MetricLimit::Max { max } if m.name == "error_rate" => format!("{:.1}%", max * 100.0),
         MetricLimit::Max { max } => format!("{max}"),
@@ -489,7 +490,7 @@ impl Bake<'_> {
                 let since = now.checked_sub(window).unwrap_or(start);
                 let reading = match m.source {
                     MetricSource::Probe => probe_reading(m, &probes, since, health_runs[i].1),
-                    MetricSource::Metrics => self.metrics_reading(
+                    MetricSource::Metrics => Self::metrics_reading(
                         m,
                         exprs[i].as_ref(),
                         &scrapes,
@@ -537,7 +538,6 @@ impl Bake<'_> {
     /// The increase between the last scrape at or before the window's start
     /// (or the first one, early in a bake) and the one just taken.
     fn metrics_reading(
-        &self,
         m: &Metric,
         expr: Option<&Expr>,
         history: &[(Instant, Vec<Sample>)],
