@@ -397,14 +397,15 @@ impl Bake<'_> {
             .max(Duration::from_millis(200));
         let base = self.target.url.trim_end_matches('/');
         let probe_url = format!("{base}/api/flags");
-        let health_urls: Vec<String> = metrics
+        // Per metric: the URL its health checks go to (health metrics only).
+        let health_urls: Vec<Option<String>> = metrics
             .iter()
             .map(|m| match &m.limit {
                 MetricLimit::ConsecutiveFailures { .. } => {
                     let path = m.path.as_deref().unwrap_or("/health");
-                    format!("{base}/{}", path.trim_start_matches('/'))
+                    Some(format!("{base}/{}", path.trim_start_matches('/')))
                 }
-                _ => String::new(),
+                _ => None,
             })
             .collect();
         let exprs: Vec<Option<Expr>> = metrics
@@ -457,9 +458,7 @@ impl Bake<'_> {
             if last_health.elapsed() >= Duration::from_millis(250) {
                 last_health = Instant::now();
                 for (url, run) in health_urls.iter().zip(health_runs.iter_mut()) {
-                    if url.is_empty() {
-                        continue;
-                    }
+                    let Some(url) = url else { continue };
                     let up = self
                         .http
                         .get(url)
