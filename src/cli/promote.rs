@@ -476,7 +476,12 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
                     clock::now(),
                 )
                 .await?;
-            match provider.deploy(idle, &spec).await {
+            let restored = match provider.restore(idle, &spec).await {
+                Ok(Some(slot)) => Ok(slot),
+                Ok(None) => provider.deploy(idle, &spec).await,
+                Err(e) => Err(e),
+            };
+            match restored {
                 Ok(slot) => {
                     ledger
                         .finish_step(

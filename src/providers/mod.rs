@@ -4,7 +4,11 @@
 //! validate` holds arena strategies to these declarations before anything
 //! runs. Every provider is driven through one interface, [`Provider`]: put a
 //! release into a slot (a colour), say truthfully what runs where, set the
-//! traffic split, switch instantly, take a slot out, and list what runs.
+//! traffic split, switch instantly, bring a previous release back by the
+//! platform's own rollback where there is one, take a slot out, and stop
+//! everything. `status` reports what the platform runs, not what copilot
+//! last did: `copilot status` compares it with the ledger, so a rollback the
+//! platform did on its own (or a change by hand) shows up as drift.
 //!
 //! How the platforms map onto it:
 //! - **local**: a slot is a `copilot-service` process on loopback; a small
@@ -126,7 +130,21 @@ pub trait Provider {
     /// What runs where, and the current split.
     async fn status(&self) -> Result<ArenaStatus, ProviderError>;
     /// Send `weights` percent of traffic to each slot (summing to 100).
+    /// Where the platform can switch at once (a router, a listener, a
+    /// selector), `[(new, 100), (old, 0)]` is that instant switch.
     async fn set_traffic(&self, weights: &[(Slot, u8)]) -> Result<(), ProviderError>;
+    /// Bring back `release`, which ran here before, into `slot` by the
+    /// platform's own rollback where it has one (Render's rollback of a
+    /// deploy, an ECS service's previous task definition, a Kubernetes
+    /// ReplicaSet scaled back up), without sending it traffic. `Ok(None)`
+    /// means there is none, and copilot deploys the release itself.
+    async fn restore(
+        &self,
+        _slot: Slot,
+        _release: &ReleaseSpec,
+    ) -> Result<Option<SlotStatus>, ProviderError> {
+        Ok(None)
+    }
     /// Take a slot out: stop it, after moving its traffic away.
     async fn remove(&self, slot: Slot) -> Result<(), ProviderError>;
     /// Stop everything this provider started for the arena.
