@@ -490,6 +490,43 @@ fn killing_the_cli_at_every_step_leaves_a_state_resume_or_rollback_can_finish() 
             .collect();
         assert_eq!(full.len(), 1);
         assert_eq!(full[0]["release"], expected);
+        assert_eq!(arena["drift"], false, "router and ledger agree (step {k})");
+        // The killed command's step is closed as interrupted, none left running.
+        let (_, history) = a.run(&["history", "stage", "--limit", "2"]);
+        for d in history["deployments"].as_array().unwrap() {
+            let steps = ledger_steps(&a.p, d["id"].as_str().unwrap());
+            assert!(
+                steps.iter().all(|s| s.state != "started"),
+                "step {k}, {recover}: {:?}",
+                steps
+                    .iter()
+                    .map(|s| (&s.name, &s.state))
+                    .collect::<Vec<_>>()
+            );
+        }
+        if recover == "resume" {
+            let steps = ledger_steps(&a.p, history["deployments"][0]["id"].as_str().unwrap());
+            // A bake the kill cut short is baked again.
+            if let Some(w) = [None, None, Some(10), None, Some(50), None, Some(100)][k - 1] {
+                let bake = format!("bake-{w}");
+                assert!(
+                    steps.iter().any(|s| s.name == bake && s.state == "done"),
+                    "step {k}: {:?}",
+                    steps
+                        .iter()
+                        .map(|s| (&s.name, &s.state))
+                        .collect::<Vec<_>>()
+                );
+            }
+            assert!(
+                steps.iter().any(|s| s.state == "interrupted"),
+                "step {k}: {:?}",
+                steps
+                    .iter()
+                    .map(|s| (&s.name, &s.state))
+                    .collect::<Vec<_>>()
+            );
+        }
         if recover == "rollback" {
             a.p.copilot(["unlock", "stage"]).assert().success();
         }

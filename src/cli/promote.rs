@@ -406,6 +406,9 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     };
     if let Some(d) = &interrupted {
         ledger
+            .interrupt_steps(&d.id, "rollback", clock::now())
+            .await?;
+        ledger
             .set_deployment_state(&d.id, "aborted", clock::now())
             .await?;
     }
@@ -694,6 +697,8 @@ async fn take_active(
         &format!("{what} {}", dep.id),
     )
     .await?;
+    // With the lease ours, a step still `running` belongs to a dead command.
+    ledger.interrupt_steps(&dep.id, what, clock::now()).await?;
     Ok((dep, lease))
 }
 
@@ -739,13 +744,35 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
         .await?;
     let end = match &new {
         Some(n) => {
+            // A weight whose bake never finished (the command died during
+            // it, or before it began) is baked again; one whose bake ended in
+            // a pause was decided on by whoever resumes.
+            let steps = ledger.steps(&dep.id).await?;
+            let baked = steps
+                .iter()
+                .any(|s| s.name == format!("bake-{}", n.weight) && s.state == "done");
+            let has_bake = args.bake.is_some()
+                || a.strategy
+                    .steps
+                    .iter()
+                    .any(|s| s.weight == n.weight && s.bake.is_some_and(|b| !b.as_std().is_zero()));
+            let from = if has_bake && !baked && n.weight > 0 {
+                n.weight - 1
+            } else {
+                n.weight
+            };
             progress.line(&format!(
-                "{} runs in {} with {}% of traffic; continuing",
-                release.version, n.slot, n.weight
+                "{} runs in {} with {}% of traffic; continuing{}",
+                release.version,
+                n.slot,
+                n.weight,
+                if from < n.weight {
+                    " with its bake"
+                } else {
+                    ""
+                }
             ));
-            rollout
-                .advance(n.slot, &n.url, old.as_ref(), n.weight)
-                .await
+            rollout.advance(n.slot, &n.url, old.as_ref(), from).await
         }
         None => {
             let idle = old

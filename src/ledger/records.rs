@@ -396,6 +396,26 @@ impl Ledger {
         Ok(())
     }
 
+    /// Close the steps a killed command left `started`: they end `interrupted`
+    /// (their intent stays; the command that takes over says what it does).
+    pub async fn interrupt_steps(
+        &self,
+        deployment_id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let outcome = serde_json::json!({ "interrupted": true, "taken_over_by": by });
+        Ok(
+            on_pool!(&self.pool, pool => sqlx::query("UPDATE deployment_steps SET state = 'interrupted', outcome = $1, finished_at = $2 WHERE deployment_id = $3 AND state = 'started'")
+            .bind(Json(&outcome))
+            .bind(now)
+            .bind(deployment_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?,
+        )
+    }
+
     pub async fn steps(&self, deployment_id: &str) -> Result<Vec<Step>> {
         let sql = "SELECT deployment_id, seq, name, state, intent, outcome, started_at, finished_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY seq";
         Ok(
