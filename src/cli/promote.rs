@@ -697,7 +697,7 @@ async fn take_active(
         &format!("{what} {}", dep.id),
     )
     .await?;
-    // With the lease ours, a step still `running` belongs to a dead command.
+    // With the lease ours, a step still `started` belongs to a dead command.
     ledger.interrupt_steps(&dep.id, what, clock::now()).await?;
     Ok((dep, lease))
 }

@@ -28,12 +28,6 @@ pub trait Progress: Sync {
     fn finish(&self) {}
 }
 
-/// Progress that goes nowhere (tests, benchmarks, `--quiet`).
-pub struct Silent;
-impl Progress for Silent {
-    fn line(&self, _text: &str) {}
-}
-
 /// How a rollout ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
