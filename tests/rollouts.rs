@@ -107,12 +107,31 @@ impl Drop for Arenas {
     }
 }
 
-pub fn ledger_steps(p: &Project, deployment: &str) -> Vec<copilot::ledger::Step> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Run a future to completion (tests here are synchronous).
+pub fn block_on<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+        .block_on(f)
+}
+
+/// `[{version, reversible}, ...]` as pairs.
+fn versions(list: &Value) -> Vec<(i64, bool)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_i64().unwrap(),
+                m["reversible"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+pub fn ledger_steps(p: &Project, deployment: &str) -> Vec<copilot::ledger::Step> {
+    block_on(async {
         let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(p.root()))
             .await
             .unwrap();
@@ -136,11 +155,7 @@ fn promote_v1_then_v2_shifts_traffic_as_planned_without_failed_requests() {
             format!("http://127.0.0.1:{}/health", a.stage_port),
         );
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
+            block_on(async {
                 let client = reqwest::Client::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let at = SystemTime::now();
@@ -366,13 +381,7 @@ fn two_concurrent_promotions_one_runs_the_other_is_blocked() {
 pub mod reqwest {
     pub use ::reqwest::*;
 
-    fn block_on<T>(f: impl Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use super::block_on;
 
     /// A JSON document.
     pub fn blocking_get(url: &str) -> serde_json::Value {
@@ -391,11 +400,7 @@ pub mod reqwest {
 
 /// The release every one of `n` requests through the router gets, if they agree.
 fn served_by_router(port: u16, n: usize) -> Option<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..n {
             let v: Value = ::reqwest::get(format!("http://127.0.0.1:{port}/health"))
@@ -411,11 +416,7 @@ fn served_by_router(port: u16, n: usize) -> Option<String> {
 }
 
 fn active_steps(p: &Project) -> Option<usize> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(p.root()))
             .await
             .ok()?;
@@ -566,11 +567,7 @@ fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
     assert_eq!(served_by_router(a.stage_port, 5).as_deref(), Some("v2"));
     let (_, history) = a.run(&["history", "stage"]);
     assert_eq!(history["deployments"][0]["kind"], "hotfix");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let log = rt.block_on(async {
+    let log = block_on(async {
         let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(a.p.root()))
             .await
             .unwrap();
@@ -629,17 +626,7 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
     // The plan shows what v3 adds to the schema before anything moves.
     assert_eq!(a.run(&["deploy", "local", "--release", "v3-schema"]).0, 0);
     let (_, plan) = a.run(&["plan", "local", "stage"]);
-    let adds: Vec<(i64, bool)> = plan["schema"]["adds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["version"].as_i64().unwrap(),
-                m["reversible"].as_bool().unwrap(),
-            )
-        })
-        .collect();
+    let adds = versions(&plan["schema"]["adds"]);
     assert_eq!(adds, [(4, true), (5, false)], "{plan:#}");
     // The service migrates its database to all five when it starts.
     let (code, doc) = a.run(&["promote", "local", "stage", "--yes", "--bake", "1500ms"]);
@@ -677,17 +664,7 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
         .0
         .clone();
     assert_eq!(schema["source"], "database", "{schema:#}");
-    let left: Vec<(i64, bool)> = schema["left_applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["version"].as_i64().unwrap(),
-                m["reversible"].as_bool().unwrap(),
-            )
-        })
-        .collect();
+    let left = versions(&schema["left_applied"]);
     assert_eq!(left, [(4, true), (5, false)]);
 }
 
@@ -710,11 +687,7 @@ fn status_reports_a_split_the_ledger_does_not_show() {
         assert_cmd::cargo::cargo_bin("copilot-service"),
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let s = provider.status().await.unwrap();
         let weights: Vec<_> = s.slots.iter().map(|x| (x.slot, 50)).collect();
         provider.set_traffic(&weights).await.unwrap();

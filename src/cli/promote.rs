@@ -304,9 +304,6 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
             deployment_id: &d.id,
             release: release_spec(to, &provider, &release)?,
             bake: args.bake.map(|b| b.as_std()),
-            interval_cap: args
-                .bake
-                .map_or(Duration::from_secs(3600), |b| b.as_std() / 2),
             http: http.clone(),
             progress: &progress,
         };
@@ -733,9 +730,6 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
         deployment_id: &dep.id,
         release: release_spec(a, &provider, &release)?,
         bake: args.bake.map(|b| b.as_std()),
-        interval_cap: args
-            .bake
-            .map_or(Duration::from_secs(3600), |b| b.as_std() / 2),
         http: reqwest::Client::new(),
         progress: &progress,
     };

@@ -55,8 +55,6 @@ pub struct Rollout<'a, P: Provider> {
     pub release: ReleaseSpec,
     /// Overrides every bake duration (demos, tests).
     pub bake: Option<Duration>,
-    /// Caps the analysis interval.
-    pub interval_cap: Duration,
     pub http: reqwest::Client,
     pub progress: &'a dyn Progress,
 }
@@ -268,7 +266,8 @@ impl<P: Provider> Rollout<'_, P> {
                                 weight: step.weight,
                             },
                             duration,
-                            interval_cap: self.interval_cap,
+                            // Shortened bakes measure at least twice.
+                            interval_cap: self.bake.map_or(Duration::MAX, |b| b / 2),
                             progress: self.progress,
                         }
                         .run()
