@@ -7,7 +7,10 @@ use clap::Parser;
 use copilot::cli::{self, Cli, Exit, OutputFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(&e),
+    };
     if cli.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
         anstream::ColorChoice::Never.write_global();
     }
@@ -44,6 +47,22 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(exit.code())
+}
+
+/// Help and version go out as clap prints them; any other argument error is
+/// exit 2, and with `--output json` also the one `{"error": ...}` document
+/// every failure prints.
+fn argument_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if cli::json_requested(std::env::args_os().skip(1)) {
+        print_json(&cli::error_json(&cli::CliError::from(e)));
+    }
+    let _ = e.print();
+    ExitCode::from(Exit::Invalid.code())
 }
 
 fn print_json(doc: &serde_json::Value) {

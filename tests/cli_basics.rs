@@ -123,6 +123,46 @@ fn bad_arguments_exit_2() {
 }
 
 #[test]
+fn argument_errors_print_one_json_document_with_output_json() {
+    let p = Project::init();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--output", "json", "promote", "local", "stage", "--bake", "banana"], "banana"),
+        (&["--output", "json", "status", "--frobnicate"], "--frobnicate"),
+        (&["--output=json", "promote-everything"], "promote-everything"),
+        (&["--output", "json", "deploy", "local"], "--release"),
+        (&["--output", "json", "history", "--limit", "abc"], "abc"),
+        // The flag is global: it may follow the subcommand.
+        (&["history", "--limit", "abc", "--output", "json"], "abc"),
+        (&["--output", "json", "gate"], "subcommand"),
+    ];
+    for (args, named) in cases {
+        let out = p.copilot(*args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let text = stdout(&out);
+        let mut docs = serde_json::Deserializer::from_str(&text).into_iter::<serde_json::Value>();
+        let doc = docs
+            .next()
+            .unwrap_or_else(|| panic!("{args:?}: no JSON on stdout"))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"));
+        assert!(docs.next().is_none(), "{args:?}: more than one document");
+        assert_eq!(doc["error"]["exit_code"], 2, "{args:?}");
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(named),
+            "{args:?}: the message names {named}: {message}"
+        );
+        assert!(!message.starts_with("error:"), "{message}");
+        // People still get clap's own text on stderr.
+        assert!(stderr(&out).contains("error:"), "{args:?}");
+    }
+    // Without --output json, stdout stays empty; help is not an error.
+    let out = p.copilot(["history", "--limit", "abc"]).output().unwrap();
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(2), ""));
+    let out = p.copilot(["--output", "json", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
 fn no_project_found() {
     let tmp = tempfile::tempdir().unwrap();
     let out = copilot()

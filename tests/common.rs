@@ -12,15 +12,24 @@ use tempfile::TempDir;
 pub struct Project {
     pub dir: TempDir,
     pub ledger_url: Option<String>,
+    /// `COPILOT_NOW` for every command run in the project, when its test
+    /// depends on the date.
+    pub now: Option<String>,
 }
 
 impl Project {
     /// `copilot init` into a fresh temporary directory.
     pub fn init() -> Project {
+        Project::init_at(None)
+    }
+
+    /// The same, with every command's clock pinned to `now` (RFC 3339).
+    pub fn init_at(now: Option<&str>) -> Project {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = Project {
             dir,
             ledger_url: None,
+            now: now.map(str::to_string),
         };
         p.copilot(["init", "."]).assert().success();
         p
@@ -69,6 +78,9 @@ impl Project {
         if let Some(url) = &self.ledger_url {
             cmd.env("COPILOT_LEDGER_URL", url);
         }
+        if let Some(now) = &self.now {
+            cmd.env("COPILOT_NOW", now);
+        }
         cmd.args(args);
         cmd
     }
@@ -89,6 +101,9 @@ impl Project {
             .stderr(std::process::Stdio::piped());
         if let Some(url) = &self.ledger_url {
             cmd.env("COPILOT_LEDGER_URL", url);
+        }
+        if let Some(now) = &self.now {
+            cmd.env("COPILOT_NOW", now);
         }
         for (k, v) in envs {
             cmd.env(k, v);

@@ -37,7 +37,12 @@ impl Arenas {
 
     /// `analysis` is the body of stage's `strategy.analysis`, indented by four.
     pub fn with_analysis(analysis: &str) -> Arenas {
-        let p = Project::init();
+        Self::at(analysis, None)
+    }
+
+    /// Every command's clock pinned to `now`, for a test that depends on the date.
+    pub fn at(analysis: &str, now: Option<&str>) -> Arenas {
+        let p = Project::init_at(now);
         let local = free_port();
         let stage_port = free_port();
         p.edit("arenas/local.yaml", "port: 7400", &format!("port: {local}"));
@@ -536,7 +541,9 @@ fn killing_the_cli_at_every_step_leaves_a_state_resume_or_rollback_can_finish() 
 
 #[test]
 fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
-    let a = Arenas::new();
+    // Black Friday for every command: frozen, but the lane lets a recorded
+    // reason through.
+    let a = Arenas::at(PROBE_ANALYSIS, Some("2026-11-27T11:00:00Z"));
     assert_eq!(a.promote("v1").0, 0);
     a.p.write(
         "arenas/stage-hotfix.yaml",
@@ -544,7 +551,6 @@ fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
          gates:\n  before: [window]\nwindows:\n  freeze: [black-friday-week]\n  bypass: with-reason\n",
     );
     a.p.copilot(["validate"]).assert().success();
-    // Black Friday: frozen, but the lane lets a recorded reason through.
     let out =
         a.p.copilot([
             "--output",
@@ -559,7 +565,6 @@ fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
             "--bake",
             "500ms",
         ])
-        .env("COPILOT_NOW", "2026-11-27T11:00:00Z")
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();

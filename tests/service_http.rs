@@ -130,6 +130,12 @@ async fn webhook_rejections_are_4xx() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // In JSON, like every other refusal.
+    let doc: Value = r.json().await.unwrap();
+    assert!(
+        doc["error"].as_str().unwrap().contains("larger than"),
+        "{doc}"
+    );
     // Signed garbage: 400, not 500.
     let sig = copilot::service::webhooks::sign(SECRET, b"not json");
     let r = webhook(&svc.base, "not json", &sig, "evt-5")

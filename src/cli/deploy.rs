@@ -211,12 +211,22 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> CmdResult {
             })
             .collect::<serde_json::Map<_, _>>()
             .into();
-        step(&ledger, &d.id, "switch", json!({ "weights": split }), async {
+        let switched = step(&ledger, &d.id, "switch", json!({ "weights": split }), async {
             provider.set_traffic(&weights).await?;
             ledger.set_traffic(a.deploys_into(), &split, Some(&d.id), clock::now()).await?;
             Ok(((), json!({ "weights": split })))
         })
-        .await?;
+        .await;
+        if let Err(e) = switched {
+            // Nothing may run that the ledger does not show serving: the new
+            // colour never took traffic, so it goes, and the live one stays.
+            step(&ledger, &d.id, "retire-new", json!({ "slot": idle, "why": e.message }), async {
+                provider.remove(idle).await?;
+                Ok(((), json!({ "stopped": idle })))
+            })
+            .await?;
+            return Err(e);
+        }
         // Blue-green keeps the old colour as a standby; other strategies retire it.
         if let (Some(l), false) = (&live, a.strategy.kind == StrategyKind::BlueGreen) {
             let slot = l.slot;

@@ -220,7 +220,7 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
 
     if let Some(path) = &args.junit {
         std::fs::write(path, gates::report::junit(&report))
-            .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| CliError::io("write", path, &e))?;
     }
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         // Workflow commands go to stdout, unless stdout carries the JSON document.

@@ -48,12 +48,10 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
             continue;
         }
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                CliError::invalid(format!("cannot create {}: {e}", parent.display()))
-            })?;
+            std::fs::create_dir_all(parent).map_err(|e| CliError::io("create", parent, &e))?;
         }
         std::fs::write(&target, content)
-            .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", target.display())))?;
+            .map_err(|e| CliError::io("write", &target, &e))?;
         written.push(path);
     }
     let mut text = format!("Initialised a copilot project in {}\n", dir.display());

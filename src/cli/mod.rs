@@ -176,6 +176,24 @@ impl CliError {
         CliError::new(Exit::Invalid, message)
     }
 
+    /// A file the command must read or write could not be: the filesystem
+    /// is a dependency like any other (exit 3), never invalid input.
+    pub fn io(action: &str, path: &Path, e: &std::io::Error) -> Self {
+        let err = CliError::new(
+            Exit::Dependency,
+            format!("cannot {action} {}: {e}", path.display()),
+        );
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                err.with_hint("check the permissions of the folder, or pass another path")
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                err.with_hint("the filesystem is read-only: pass a writable path")
+            }
+            _ => err,
+        }
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -218,6 +236,53 @@ impl From<LedgerError> for CliError {
     }
 }
 
+impl From<&clap::Error> for CliError {
+    /// An argument error: clap's first line is the message, the rest (usage,
+    /// suggestions, the pointer to `--help`) the hint.
+    fn from(e: &clap::Error) -> Self {
+        let text = e.render().to_string();
+        let text = text.trim();
+        let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+        let message = first.strip_prefix("error: ").unwrap_or(first).trim();
+        let rest = rest.trim();
+        CliError {
+            exit: Exit::Invalid,
+            message: if message.is_empty() {
+                "invalid arguments".to_string()
+            } else {
+                message.to_string()
+            },
+            hint: (!rest.is_empty()).then(|| rest.to_string()),
+            diagnostics: Vec::new(),
+        }
+    }
+}
+
+/// Whether a command line asks for `--output json`, read without clap, for
+/// the arguments clap rejected. The last `--output` wins, as in clap.
+pub fn json_requested<I, S>(args: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut json = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(arg) = arg.as_ref().to_str() else {
+            continue;
+        };
+        if arg == "--" {
+            break;
+        }
+        if let Some(value) = arg.strip_prefix("--output=") {
+            json = value == "json";
+        } else if arg == "--output" {
+            json = args.next().is_some_and(|v| v.as_ref() == "json");
+        }
+    }
+    json
+}
+
 impl From<ConfigError> for CliError {
     fn from(e: ConfigError) -> Self {
         match e {
@@ -235,7 +300,7 @@ impl From<ConfigError> for CliError {
             },
             ConfigError::NoArenas { .. } => CliError::invalid(e.to_string())
                 .with_hint("run `copilot init` to create the default arenas"),
-            ConfigError::Io { .. } => CliError::invalid(e.to_string()),
+            ConfigError::Io { path, source } => CliError::io("read", &path, &source),
         }
     }
 }
@@ -274,7 +339,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// The project root: `--root`, or the nearest directory upwards with `arenas/`.
+    /// The project root, absolute: `--root`, or the nearest directory upwards
+    /// with `arenas/`. Processes started for the project (the local
+    /// provider's router and services) run elsewhere than the caller, so
+    /// every path handed to them derives from this one.
     pub fn root(&self) -> Result<PathBuf, CliError> {
         if let Some(root) = &self.root_arg {
             if !root.is_dir() {
@@ -283,7 +351,9 @@ impl Context {
                     root.display()
                 )));
             }
-            return Ok(root.clone());
+            return std::path::absolute(root).map_err(|e| {
+                CliError::invalid(format!("cannot resolve --root {}: {e}", root.display()))
+            });
         }
         let cwd = std::env::current_dir()
             .map_err(|e| CliError::invalid(format!("cannot read the current directory: {e}")))?;

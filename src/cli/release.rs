@@ -129,7 +129,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                 None => default_migrations(&root).await,
             };
             let config_hash = config::definitions_hash(&root)
-                .map_err(|e| CliError::invalid(format!("cannot hash the definitions: {e}")))?;
+                .map_err(|e| CliError::io("read the definitions in", &root, &e))?;
             let now = clock::now();
             let actor = clock::actor();
             let release = ledger

@@ -126,14 +126,16 @@ impl Diagnostics {
         } else {
             None
         };
+        // A value echoed back (a name, a source line) can be any size: keep
+        // what people read to a few lines.
         self.items.push(Diagnostic {
             severity,
             file: file.display.clone(),
             line: loc.line.max(1),
             column: loc.column.max(1),
-            message: message.into(),
-            hint,
-            source_line,
+            message: clip(&message.into(), MAX_ECHO).into_owned(),
+            hint: hint.map(|h| clip(&h, MAX_ECHO).into_owned()),
+            source_line: source_line.map(|l| clip(&l, MAX_ECHO).into_owned()),
         });
     }
 
@@ -192,13 +194,36 @@ impl From<&str> for Hint {
     }
 }
 
+/// How much of a message, hint or quoted line is shown.
+pub const MAX_ECHO: usize = 400;
+
+/// `text` cut to at most `max` characters, saying how much was left out.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!(
+            "{}... ({} more bytes)",
+            &text[..cut],
+            text.len() - cut
+        )),
+    }
+}
+
 /// "did you mean `x`?" for a word that is close to one of `candidates`.
+/// Words longer than any name are never close (and comparing them costs
+/// time in proportion to their length).
+
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
+    const LONGEST_NAME: usize = 128;
+    if word.len() > LONGEST_NAME {
+        return None;
+    }
     candidates
         .into_iter()
+        .filter(|c| c.len() <= LONGEST_NAME)
         .map(|c| (strsim::jaro_winkler(word, c), c))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -207,6 +232,24 @@ pub fn did_you_mean<'a>(
 
 /// A hint that suggests the closest candidate, or lists them all.
 pub fn suggest(word: &str, candidates: &[&str]) -> String {
-    did_you_mean(word, candidates.iter().copied())
-        .unwrap_or_else(|| format!("expected one of: {}", candidates.join(", ")))
+    did_you_mean(word, candidates.iter().copied()).unwrap_or_else(|| {
+        let listed: Vec<_> = candidates.iter().map(|c| clip(c, 64)).collect();
+        format!("expected one of: {}", listed.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_character() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(1000);
+        let cut = clip(&long, 5);
+        assert!(cut.starts_with("ééééé... ("), "{cut}");
+        assert!(cut.ends_with("more bytes)"));
+        assert_eq!(did_you_mean(&"x".repeat(10_000), ["x"]), None);
+        assert_eq!(did_you_mean("prod", ["production"]).as_deref(), Some("did you mean `production`?"));
+    }
 }

@@ -4,14 +4,22 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-/// A non-negative span of time with millisecond precision.
+/// A non-negative span of time with millisecond precision, at most
+/// [`Duration::MAX`]: every duration a definition or flag can hold can be
+/// added to any instant and any timer without overflow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(std::time::Duration);
 
+/// The longest duration accepted anywhere, as written: ten years.
+pub const MAX_TEXT: &str = "3650d";
+const MAX_MS: u64 = 3650 * 86_400_000;
+
 impl Duration {
     pub const ZERO: Duration = Duration(std::time::Duration::ZERO);
+    pub const MAX: Duration = Duration(std::time::Duration::from_millis(MAX_MS));
 
     pub fn from_secs(secs: u64) -> Self {
         Duration(std::time::Duration::from_secs(secs))
@@ -32,6 +40,18 @@ impl Duration {
     pub fn as_chrono(self) -> chrono::Duration {
         chrono::Duration::milliseconds(i64::try_from(self.as_millis()).unwrap_or(i64::MAX))
     }
+
+    /// `t` plus this duration, saturating at the last instant chrono knows.
+    pub fn after(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        t.checked_add_signed(self.as_chrono())
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// `t` minus this duration, saturating at the first instant chrono knows.
+    pub fn before(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        t.checked_sub_signed(self.as_chrono())
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
 }
 
 impl From<std::time::Duration> for Duration {
@@ -51,13 +71,18 @@ pub enum ParseDurationError {
     UnknownUnit { unit: String, input: String },
     #[error("`{0}` is not a duration")]
     Invalid(String),
-    #[error("`{0}` is too large")]
+    #[error("`{0}` is longer than {MAX_TEXT}, the longest duration copilot accepts")]
     Overflow(String),
 }
 
 impl ParseDurationError {
     pub fn hint(&self) -> &'static str {
-        "write a number and a unit: ms, s, m, h or d (e.g. `30s`, `5m`, `1h30m`, `24h`)"
+        match self {
+            ParseDurationError::Overflow(_) => {
+                "write a shorter one (`24h`, `7d`, `365d`)"
+            }
+            _ => "write a number and a unit: ms, s, m, h or d (e.g. `30s`, `5m`, `1h30m`, `24h`)",
+        }
     }
 }
 
@@ -111,6 +136,7 @@ impl FromStr for Duration {
                 .ok_or_else(|| ParseDurationError::Overflow(input.to_string()))?;
             total_ms = total_ms
                 .checked_add(part)
+                .filter(|ms| *ms <= MAX_MS)
                 .ok_or_else(|| ParseDurationError::Overflow(input.to_string()))?;
         }
         Ok(Duration::from_millis(total_ms))
@@ -197,6 +223,20 @@ mod tests {
             "m5".parse::<Duration>(),
             Err(ParseDurationError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn bounds_durations_to_what_instants_can_hold() {
+        assert_eq!("3650d".parse::<Duration>(), Ok(Duration::MAX));
+        for text in ["3651d", "100000000d", "87601h", "99999999999999999999s"] {
+            assert!(
+                matches!(text.parse::<Duration>(), Err(ParseDurationError::Overflow(_))),
+                "{text}"
+            );
+        }
+        let t = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(Duration::MAX.after(t), t);
+        assert_eq!(Duration::MAX.before(DateTime::<Utc>::MIN_UTC), DateTime::<Utc>::MIN_UTC);
     }
 
     #[test]

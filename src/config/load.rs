@@ -44,8 +44,23 @@ pub fn read_definitions(root: &Path, sub: &str) -> std::io::Result<Vec<SourceFil
     Ok(files)
 }
 
+/// The largest definition file read: the defaults are a few hundred bytes each.
+pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
+
 /// Parse one YAML document into `T`, turning any error into a diagnostic.
 pub fn parse_yaml<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostics) -> Option<T> {
+    if file.text.len() > MAX_DEFINITION_BYTES {
+        diags.error(
+            file,
+            Loc { line: 1, column: 1 },
+            format!(
+                "the file is {:.1} MiB; a definition is at most 1 MiB",
+                file.text.len() as f64 / (1024.0 * 1024.0)
+            ),
+            "definitions are small, hand-written files: this one looks generated or pasted by mistake",
+        );
+        return None;
+    }
     let options = serde_saphyr::options! { with_snippet: false };
     match serde_saphyr::from_str_with_options::<T>(&file.text, options) {
         Ok(v) => Some(v),
@@ -88,6 +103,12 @@ fn report_yaml_error(file: &SourceFile, err: &serde_saphyr::Error, diags: &mut D
             format!("missing required key `{field}`"),
             format!("add `{field}:` to this mapping"),
         ),
+        E::Budget { breach, .. } => diags.error(
+            file,
+            loc,
+            budget_message(breach),
+            "definitions are small, hand-written files: this one looks generated or pasted by mistake",
+        ),
         other => {
             let text = other.to_string();
             let message = match text.rfind(" at line ") {
@@ -97,6 +118,46 @@ fn report_yaml_error(file: &SourceFile, err: &serde_saphyr::Error, diags: &mut D
             diags.error(file, loc, message, None);
         }
     }
+}
+
+/// What a YAML budget limit says, in words: which limit, and how far the file went.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let (what, n) = match breach {
+        B::Events { events } => ("parser events", *events),
+        B::Aliases { aliases } => ("aliases (`*name`)", *aliases),
+        B::Anchors { anchors } => ("anchors (`&name`)", *anchors),
+        B::Depth { depth } => ("levels of nesting", *depth),
+        B::InclusionDepth { depth } => ("levels of included files", *depth as usize),
+        B::Documents { documents } => ("YAML documents (`---`)", *documents),
+        B::Nodes { nodes } => ("nodes (mappings, sequences and values)", *nodes),
+        B::ScalarBytes { total_scalar_bytes } => ("bytes of values", *total_scalar_bytes),
+        B::MergeKeys { merge_keys } => ("merge keys (`<<`)", *merge_keys),
+        B::AliasAnchorRatio { aliases, anchors } => {
+            return format!(
+                "the file expands {aliases} aliases from {anchors} anchors: too many references per anchor (an alias bomb?)"
+            );
+        }
+        B::SequenceUnbalanced => return "the file's structure is unbalanced (truncated?)".into(),
+        B::InputBytes { input_bytes } => ("bytes", *input_bytes),
+        B::RecordedAnchorEvents {
+            recorded_anchor_events,
+        } => ("events recorded for anchors", *recorded_anchor_events),
+        B::RecordedAnchorBytes {
+            recorded_anchor_bytes,
+        } => ("bytes recorded for anchors", *recorded_anchor_bytes),
+        B::PropertyExpansionDepth { depth, max_depth } => {
+            return format!("properties nest {depth} deep, more than the limit of {max_depth}");
+        }
+        B::PropertyInterpolationWork { work, max_work } => {
+            return format!(
+                "interpolating properties takes {work} steps, more than the limit of {max_work}"
+            );
+        }
+        #[allow(unreachable_patterns)]
+        _ => return "the file exceeds a limit of the YAML reader".into(),
+    };
+    format!("the file has more {what} than the YAML reader allows (stopped at {n})")
 }
 
 /// Parse a gate file: read its `kind`, then check its `params` against that kind.

@@ -73,7 +73,7 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: BakeParams) -> Verdic
                         source.name,
                         baked.num_minutes(),
                         p.min,
-                        (t + needed).format("%Y-%m-%d %H:%M UTC")
+                        p.min.after(t).format("%Y-%m-%d %H:%M UTC")
                     ),
                     evidence,
                 )

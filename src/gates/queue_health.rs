@@ -316,7 +316,7 @@ pub async fn check(ctx: &GateContext<'_>, gate: &Gate, p: QueueHealthParams) -> 
     let problems: Vec<String> = samples.iter().flat_map(|s| judge(s, &p)).collect();
 
     // Earlier samples of this gate, to tell whether health held over the window.
-    let since = ctx.now - p.window.as_chrono();
+    let since = p.window.before(ctx.now);
     let history = ctx
         .ledger
         .gate_history(&ctx.arena.name, &gate.name, since)

@@ -320,22 +320,23 @@ impl Ledger {
         })
     }
 
-    /// Deployments, newest first, optionally of one arena.
+    /// Deployments, newest first (in the order the ledger recorded them, never
+    /// by a command's clock, which may be pinned or skewed), optionally of one arena.
     pub async fn history(&self, arena: Option<&str>, limit: i64) -> Result<Vec<DeploymentRow>> {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
-             WHERE ($1 IS NULL OR d.arena = $1) ORDER BY d.started_at DESC, d.id DESC LIMIT $2"
+             WHERE ($1 IS NULL OR d.arena = $1) ORDER BY d.seq DESC LIMIT $2"
         );
         Ok(
             on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
         )
     }
 
-    /// The release serving an arena: that of its latest succeeded deployment.
+    /// The release serving an arena: that of its latest recorded succeeded deployment.
     pub async fn live(&self, arena: &str) -> Result<Option<DeploymentRow>> {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
-             WHERE d.arena = $1 AND d.state = 'succeeded' ORDER BY d.finished_at DESC, d.id DESC LIMIT 1"
+             WHERE d.arena = $1 AND d.state = 'succeeded' ORDER BY d.seq DESC LIMIT 1"
         );
         Ok(
             on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
@@ -346,7 +347,7 @@ impl Ledger {
     pub async fn active_deployment(&self, arena: &str) -> Result<Option<DeploymentRow>> {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
-             WHERE d.arena = $1 AND d.state IN ('running', 'paused') ORDER BY d.started_at DESC LIMIT 1"
+             WHERE d.arena = $1 AND d.state IN ('running', 'paused') ORDER BY d.seq DESC LIMIT 1"
         );
         Ok(
             on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,

@@ -9,6 +9,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -57,7 +58,25 @@ fn reject(status: StatusCode, outcome: &'static str, message: &str, state: &AppS
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // An oversize or unreadable body is answered in JSON like every other refusal.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let (outcome, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                let limit = state.config.max_webhook_bytes;
+                ("too_large", format!("body is larger than {limit} bytes"))
+            } else {
+                ("bad_request", "cannot read the body".to_string())
+            };
+            return reject(status, outcome, &message, &state);
+        }
+    };
     let header = |name: &str| {
         headers
             .get(name)

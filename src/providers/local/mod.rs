@@ -82,6 +82,10 @@ fn stop_pid(pid: u32) {
     }
 }
 
+/// Variables of the CLI's environment a started process keeps: how to find
+/// programs and how to log, nothing that can hold a secret.
+const PASSED_THROUGH: &[&str] = &["PATH", "TZ", "RUST_LOG", "RUST_BACKTRACE"];
+
 /// The Prometheus `file_sd` targets of an arena's running colours, in its directory.
 pub const PROMETHEUS_TARGETS: &str = "prometheus-targets.json";
 
@@ -139,13 +143,17 @@ impl LocalProvider {
                 service_bin.display()
             )));
         }
+        // The router and the services run in the root, not where the caller
+        // stands: every path they are given must be absolute.
+        let root = std::path::absolute(root)
+            .map_err(|e| failed("resolve the project root", e.to_string()))?;
         let dir = root.join(".copilot").join("local").join(arena);
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed("create the state folder", e.to_string()))?;
         Ok(LocalProvider {
             arena: arena.to_string(),
             dir,
-            root: root.to_path_buf(),
+            root,
             port,
             copilot_bin,
             service_bin,
@@ -229,12 +237,21 @@ impl LocalProvider {
         let err = out
             .try_clone()
             .map_err(|e| failed("open the log", e.to_string()))?;
+        // Only what the process is given: the CLI's own environment holds
+        // credentials and secret values that neither the router nor a
+        // service may see.
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            .env_clear()
+            .envs(
+                PASSED_THROUGH
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            )
             .envs(env);
         #[cfg(unix)]
         {
@@ -350,7 +367,6 @@ impl Provider for LocalProvider {
         env.insert("BIND_ADDRESS".into(), "127.0.0.1".into());
         env.insert("COPILOT_ARENA".into(), self.arena.clone());
         env.insert("COPILOT_RELEASE".into(), release.version.clone());
-        env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
         let mut child = self.spawn(&self.service_bin, &["serve"], &env, &log)?;
         let pid = child.id();
         // Recorded before waiting: if this command dies now, the next deploy
