@@ -17,3 +17,4 @@ pub mod render;
 pub mod rollout;
 pub mod scaffold;
 pub mod service;
+pub mod table;

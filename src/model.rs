@@ -122,6 +122,8 @@ word_enum! {
         Fail => "fail",
         Warn => "warn",
         Inconclusive => "inconclusive",
+        /// What the gate measures could not be reached (exit 3).
+        Error => "error",
         Skipped => "skipped",
     }
 }

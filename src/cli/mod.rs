@@ -16,7 +16,6 @@ mod release;
 mod render;
 mod schema;
 mod status;
-mod table;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +27,7 @@ use crate::config::{self, ConfigError, Diagnostic, Loaded};
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::providers;
 
-pub use table::Table;
+pub use crate::table::Table;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -237,22 +236,44 @@ impl From<LedgerError> for CliError {
 }
 
 impl From<&clap::Error> for CliError {
-    /// An argument error: clap's first line is the message, the rest (usage,
-    /// suggestions, the pointer to `--help`) the hint.
+    /// An argument error: clap's first paragraph is the message, the rest
+    /// (usage, suggestions, the pointer to `--help`) the hint.
     fn from(e: &clap::Error) -> Self {
+        use clap::error::ErrorKind;
         let text = e.render().to_string();
-        let text = text.trim();
-        let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
-        let message = first.strip_prefix("error: ").unwrap_or(first).trim();
-        let rest = rest.trim();
+        let usage = || {
+            text.lines()
+                .skip_while(|l| !l.starts_with("Usage:"))
+                .take_while(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (message, hint) = match e.kind() {
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+                let hint = format!("{}\nSee `--help` for the subcommands.", usage());
+                ("a subcommand is required".to_string(), hint)
+            }
+            _ => {
+                let text = text.trim();
+                let (first, rest) = text.split_once("\n\n").unwrap_or((text, ""));
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                let message = first
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (message, rest.trim().to_string())
+            }
+        };
         CliError {
             exit: Exit::Invalid,
             message: if message.is_empty() {
                 "invalid arguments".to_string()
             } else {
-                message.to_string()
+                message
             },
-            hint: (!rest.is_empty()).then(|| rest.to_string()),
+            hint: (!hint.is_empty()).then_some(hint),
             diagnostics: Vec::new(),
         }
     }

@@ -125,11 +125,11 @@ impl Verdict {
     pub fn skipped(summary: impl Into<String>) -> Self {
         Self::new(Outcome::Skipped, summary, Value::Null)
     }
-    /// A dependency could not be reached: inconclusive, and exit 3.
+    /// A dependency could not be reached: `error`, and exit 3.
     pub fn unreachable(summary: impl Into<String>, evidence: Value) -> Self {
         Verdict {
             dependency_failed: true,
-            ..Self::new(Outcome::Inconclusive, summary, evidence)
+            ..Self::new(Outcome::Error, summary, evidence)
         }
     }
     fn blocking(mut self) -> Self {

@@ -2,23 +2,22 @@
 //! GitHub, GitLab and Jenkins render, and GitHub Actions annotations with a
 //! Markdown step summary.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesText, Event};
+
+use super::GateResult;
 use super::runner::RunReport;
 use crate::model::Outcome;
+use crate::table::Table;
 
 /// A table: one row per gate.
 pub fn table(report: &RunReport) -> String {
-    let mut rows = vec![[
-        "PHASE".to_string(),
-        "GATE".into(),
-        "KIND".into(),
-        "OUTCOME".into(),
-        "TIME".into(),
-        "SUMMARY".into(),
-    ]];
+    let mut t = Table::new(["PHASE", "GATE", "KIND", "OUTCOME", "TIME", "SUMMARY"]);
     for r in report.results() {
-        rows.push([
+        t.row([
             r.phase.to_string(),
             r.gate.clone(),
             r.kind.to_string(),
@@ -27,121 +26,158 @@ pub fn table(report: &RunReport) -> String {
             r.summary.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        for (i, cell) in r.iter().enumerate() {
-            if i < 5 {
-                let _ = write!(out, "{cell:<w$}  ", w = widths[i]);
-            } else {
-                out.push_str(cell);
-            }
-        }
-        out.push('\n');
+    t.render()
+}
+
+/// Text as XML 1.0 can carry it: characters it does not allow (most control
+/// characters, even escaped) become U+FFFD. Escaping is the writer's.
+fn xml_text(s: &str) -> Cow<'_, str> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{D7FF}').contains(&c)
+            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    if s.chars().all(allowed) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
+                .collect(),
+        )
     }
+}
+
+/// JUnit XML: one test suite per phase, one test case per gate (the
+/// Jenkins/xunit `junit-10.xsd` layout that GitHub, GitLab and Jenkins read).
+/// A failed gate is a `<failure>`; one that could not decide (inconclusive,
+/// or a dependency out of reach) an `<error>`; a skipped one `<skipped>`.
+pub fn junit(report: &RunReport) -> String {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_junit(&mut w, report).expect("writing XML to memory cannot fail");
+    let mut out = String::from_utf8(w.into_inner()).expect("the writer writes UTF-8");
+    out.push('\n');
     out
 }
 
-fn xml(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
-        .collect::<String>()
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
+fn errors(results: &[&GateResult]) -> usize {
+    results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Inconclusive | Outcome::Error))
+        .count()
 }
 
-/// JUnit XML: one test suite per phase, one test case per gate.
-pub fn junit(report: &RunReport) -> String {
-    let results: Vec<_> = report.results().collect();
-    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+fn write_junit(w: &mut Writer<Vec<u8>>, report: &RunReport) -> std::io::Result<()> {
+    let results: Vec<&GateResult> = report.results().collect();
+    let count = |rs: &[&GateResult], o: Outcome| rs.iter().filter(|r| r.outcome == o).count();
     let total_s: f64 = report
         .phases
         .iter()
         .map(|p| p.duration_ms as f64 / 1000.0)
         .sum();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"copilot gates: {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total_s:.3}\">",
-        xml(&report.arena),
-        results.len(),
-        count(Outcome::Fail),
-        count(Outcome::Inconclusive),
-        count(Outcome::Skipped)
-    );
-    for phase in &report.phases {
-        let c = |o: Outcome| phase.results.iter().filter(|r| r.outcome == o).count();
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{} {}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\">",
-            xml(&report.arena),
-            phase.phase,
-            phase.results.len(),
-            c(Outcome::Fail),
-            c(Outcome::Inconclusive),
-            c(Outcome::Skipped),
-            phase.duration_ms as f64 / 1000.0,
-            phase.started_at.format("%Y-%m-%dT%H:%M:%S")
-        );
-        if let Some(rel) = &report.release {
-            let _ = writeln!(
-                out,
-                "    <properties><property name=\"release\" value=\"{}\"/><property name=\"run_id\" value=\"{}\"/></properties>",
-                xml(rel),
-                xml(&phase.run_id)
-            );
-        }
-        for r in &phase.results {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"copilot.{}.{}\" name=\"{} ({})\" time=\"{:.3}\"",
-                xml(&report.arena),
-                phase.phase,
-                xml(&r.gate),
-                r.kind,
-                r.duration_ms as f64 / 1000.0
-            );
-            let evidence = serde_json::to_string_pretty(&r.evidence).unwrap_or_default();
-            match r.outcome {
-                Outcome::Pass => out.push_str(&format!(
-                    "><system-out>{}</system-out></testcase>\n",
-                    xml(&r.summary)
-                )),
-                Outcome::Warn => out.push_str(&format!(
-                    "><system-out>warning: {}\n{}</system-out></testcase>\n",
-                    xml(&r.summary),
-                    xml(&evidence)
-                )),
-                Outcome::Skipped => out.push_str(&format!(
-                    "><skipped message=\"{}\"/></testcase>\n",
-                    xml(&r.summary)
-                )),
-                Outcome::Fail => out.push_str(&format!(
-                    "><failure message=\"{}\" type=\"gate-failed\">{}</failure></testcase>\n",
-                    xml(&r.summary),
-                    xml(&evidence)
-                )),
-                Outcome::Inconclusive => out.push_str(&format!(
-                    "><error message=\"{}\" type=\"{}\">{}</error></testcase>\n",
-                    xml(&r.summary),
-                    if r.dependency_failed {
-                        "dependency-unreachable"
-                    } else {
-                        "inconclusive"
-                    },
-                    xml(&evidence)
-                )),
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    let name = format!("copilot gates: {}", report.arena);
+    w.create_element("testsuites")
+        .with_attributes([
+            ("name", xml_text(&name).as_ref()),
+            ("tests", &results.len().to_string()),
+            ("failures", &count(&results, Outcome::Fail).to_string()),
+            ("errors", &errors(&results).to_string()),
+            ("time", &format!("{total_s:.3}")),
+        ])
+        .write_inner_content(|w| {
+            for phase in &report.phases {
+                let rs: Vec<&GateResult> = phase.results.iter().collect();
+                let suite = format!("{} {}", report.arena, phase.phase);
+                w.create_element("testsuite")
+                    .with_attributes([
+                        ("name", xml_text(&suite).as_ref()),
+                        ("tests", &rs.len().to_string()),
+                        ("failures", &count(&rs, Outcome::Fail).to_string()),
+                        ("errors", &errors(&rs).to_string()),
+                        ("skipped", &count(&rs, Outcome::Skipped).to_string()),
+                        ("time", &format!("{:.3}", phase.duration_ms as f64 / 1000.0)),
+                        (
+                            "timestamp",
+                            &phase.started_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                        ),
+                    ])
+                    .write_inner_content(|w| {
+                        if let Some(release) = &report.release {
+                            w.create_element("properties").write_inner_content(|w| {
+                                for (name, value) in
+                                    [("release", release.as_str()), ("run_id", &phase.run_id)]
+                                {
+                                    w.create_element("property")
+                                        .with_attributes([
+                                            ("name", name),
+                                            ("value", xml_text(value).as_ref()),
+                                        ])
+                                        .write_empty()?;
+                                }
+                                Ok(())
+                            })?;
+                        }
+                        for r in &rs {
+                            write_case(w, report, &phase.phase.to_string(), r)?;
+                        }
+                        Ok(())
+                    })?;
+            }
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn write_case(
+    w: &mut Writer<Vec<u8>>,
+    report: &RunReport,
+    phase: &str,
+    r: &GateResult,
+) -> std::io::Result<()> {
+    let classname = format!("copilot.{}.{phase}", report.arena);
+    let name = format!("{} ({})", r.gate, r.kind);
+    let evidence = serde_json::to_string_pretty(&r.evidence).unwrap_or_default();
+    let summary = xml_text(&r.summary);
+    let case = w.create_element("testcase").with_attributes([
+        ("classname", xml_text(&classname).as_ref()),
+        ("name", xml_text(&name).as_ref()),
+        ("time", &format!("{:.3}", r.duration_ms as f64 / 1000.0)),
+    ]);
+    let text = |t: &str| BytesText::new(t).into_owned();
+    let kind = match r.outcome {
+        Outcome::Fail => Some(("failure", "gate-failed")),
+        Outcome::Error => Some(("error", "dependency-unreachable")),
+        Outcome::Inconclusive => Some(("error", "inconclusive")),
+        Outcome::Skipped => Some(("skipped", "skipped")),
+        Outcome::Pass | Outcome::Warn => None,
+    };
+    case.write_inner_content(|w| {
+        match kind {
+            Some(("skipped", _)) => {
+                w.create_element("skipped")
+                    .with_attribute(("message", summary.as_ref()))
+                    .write_empty()?;
+            }
+            Some((element, kind)) => {
+                w.create_element(element)
+                    .with_attributes([("message", summary.as_ref()), ("type", kind)])
+                    .write_text_content(text(&xml_text(&evidence)))?;
+            }
+            None => {
+                let out = if r.outcome == Outcome::Warn {
+                    format!("warning: {summary}\n{}", xml_text(&evidence))
+                } else {
+                    summary.to_string()
+                };
+                w.create_element("system-out")
+                    .write_text_content(text(&out))?;
             }
         }
-        out.push_str("  </testsuite>\n");
-    }
-    out.push_str("</testsuites>\n");
-    out
+        Ok(())
+    })?;
+    Ok(())
 }
 
 fn gh_data(s: &str) -> String {
@@ -161,6 +197,7 @@ pub fn github_annotations(report: &RunReport) -> String {
     for r in report.results() {
         let level = match r.outcome {
             Outcome::Fail => "error",
+            Outcome::Error => "error",
             Outcome::Warn | Outcome::Inconclusive => "warning",
             Outcome::Pass | Outcome::Skipped => continue,
         };
@@ -188,6 +225,7 @@ pub fn markdown(report: &RunReport) -> String {
             Outcome::Fail => "❌",
             Outcome::Warn => "⚠️",
             Outcome::Inconclusive => "❔",
+            Outcome::Error => "🔌",
             Outcome::Skipped => "⏭️",
         };
         let _ = writeln!(

@@ -66,7 +66,8 @@ fn rank(o: Outcome) -> u8 {
         Outcome::Pass => 1,
         Outcome::Warn => 2,
         Outcome::Inconclusive => 3,
-        Outcome::Fail => 4,
+        Outcome::Error => 4,
+        Outcome::Fail => 5,
     }
 }
 
