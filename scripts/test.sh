@@ -19,7 +19,21 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertman
     packages+=(prometheus-alertmanager)
 fi
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
+# xmllint validates the published JUnit report.
+command -v xmllint >/dev/null 2>&1 || packages+=(libxml2-utils)
 if [ ${#packages[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
+# The JUnit schema CI systems read (Jenkins xunit's junit-10.xsd), as pytest's
+# source distribution on PyPI ships it for its own JUnit tests.
+xsd=target/junit-xsd/junit-10.xsd
+if [ ! -f "$xsd" ]; then
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --no-binary :all: pytest==8.3.4 -d "$tmp"
+    tar xzf "$tmp/pytest-8.3.4.tar.gz" -C "$tmp" pytest-8.3.4/testing/example_scripts/junit-10.xsd
+    mkdir -p "$(dirname "$xsd")"
+    cp "$tmp/pytest-8.3.4/testing/example_scripts/junit-10.xsd" "$xsd"
+    rm -rf "$tmp"
+fi
+export COPILOT_TEST_JUNIT_XSD="$PWD/$xsd"
 cargo test --locked "$@"

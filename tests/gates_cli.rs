@@ -431,3 +431,99 @@ fn every_run_is_recorded_with_its_evidence() {
     );
     assert_eq!(results[0].evidence.0["source"], "clock");
 }
+
+#[test]
+fn a_target_out_of_reach_is_one_error_naming_the_host_exit_3() {
+    let p = Project::init();
+    // `.invalid` never resolves (RFC 6761); port 9 on loopback refuses.
+    for (url, host) in [
+        ("http://copilot-nowhere.invalid:8080", "copilot-nowhere.invalid:8080"),
+        ("http://127.0.0.1:9", "127.0.0.1:9"),
+    ] {
+        let (code, doc) = p.json([
+            "gate", "run", "local", "--gate", "latency", "--gate", "health", "--gate", "smoke",
+            "--url", url,
+        ]);
+        assert_eq!(code, 3, "{doc}");
+        let results: Vec<&Value> = doc["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|ph| ph["results"].as_array().unwrap())
+            .collect();
+        assert_eq!(results.len(), 3, "{doc}");
+        for r in results {
+            assert_eq!(r["outcome"], "error", "{r}");
+            let summary = r["summary"].as_str().unwrap();
+            assert!(summary.starts_with(&format!("cannot reach {host}: ")), "{summary}");
+            assert_eq!(summary.matches(host).count(), 1, "reported once: {summary}");
+        }
+        // The latency gate stopped after a few failed connections instead of
+        // sending its whole sample.
+        let latency = &doc["phases"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["gate"] == "latency")
+            .unwrap()["evidence"];
+        let sent = latency["requests"].as_u64().unwrap();
+        assert!(sent < 50, "{sent} requests sent to a host out of reach");
+    }
+}
+
+/// The JUnit schema CI systems read (Jenkins xunit's `junit-10.xsd`);
+/// `scripts/test.sh` takes it from pytest's source distribution on PyPI.
+fn junit_xsd() -> std::path::PathBuf {
+    let path = std::env::var_os("COPILOT_TEST_JUNIT_XSD")
+        .map(std::path::PathBuf::from)
+        .expect("COPILOT_TEST_JUNIT_XSD names junit-10.xsd: run the tests with scripts/test.sh");
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+#[tokio::test]
+async fn published_junit_validates_against_the_junit_schema() {
+    use axum::routing::get;
+    // Answers 404 to everything: every smoke step fails with its name in the message.
+    let app = axum::Router::new().route("/health", get(|| async { (axum::http::StatusCode::NOT_FOUND, "{}") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let p = Project::init();
+    // Markup, entities, quotes and control characters in what ends up in
+    // names, messages and text.
+    p.write(
+        "gates/nasty.yaml",
+        "name: nasty\nkind: smoke\nparams:\n  steps:\n    - name: \"<cart> & \\\"quotes\\\" 'single' ]]> \\x01\\x1b[31m bell\\x07\"\n      path: /health\n      status: 200\n",
+    );
+    p.edit("arenas/local.yaml", "before: [env]", "before: [env, nasty]");
+    let junit = p.path("gates.xml");
+    let junit_arg = junit.to_str().unwrap().to_string();
+    let url = format!("http://{addr}");
+    let (_project, out) = tokio::task::spawn_blocking(move || {
+        let out = p
+            .copilot(["gate", "run", "local", "--url", &url, "--junit", &junit_arg])
+            .output()
+            .unwrap();
+        (p, out)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("&lt;cart&gt; &amp;"), "{xml}");
+    assert!(!xml.contains('\u{1}') && !xml.contains('\u{7}'), "control characters left in: {xml}");
+    let (cases, failures, _) = junit_counts(&xml);
+    assert!(cases >= 2 && failures >= 1, "{xml}");
+    let check = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(junit_xsd())
+        .arg(&junit)
+        .output()
+        .expect("xmllint (Debian's libxml2-utils) validates the report");
+    assert!(
+        check.status.success(),
+        "the report breaks junit-10.xsd:\n{}\n{xml}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::http::{excerpt, join, send};
+use super::http::{excerpt, join, send, unreachable};
 use super::{GateContext, Verdict};
 use crate::config::params::HealthParams;
 use crate::model::Gate;
@@ -15,11 +15,23 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: HealthParams) -> Verd
             json!({}),
         );
     };
+    // The endpoints are asked at once: the gate takes as long as the slowest.
+    let answers = futures_util::future::join_all(p.endpoints.iter().map(|path| {
+        let url = join(&base, path);
+        send(ctx.http.get(url).timeout(p.request_timeout.as_std()))
+    }))
+    .await;
+    if let Some(Err(cause)) = answers.first()
+        && answers
+            .iter()
+            .all(|a| a.as_ref().is_err_and(|e| e.unreachable))
+    {
+        let evidence = json!({ "source": base, "endpoints": p.endpoints, "error": cause.message });
+        return unreachable(&base, cause, evidence);
+    }
     let mut checks = Vec::new();
     let (mut failed, mut degraded) = (Vec::new(), Vec::new());
-    for path in &p.endpoints {
-        let url = join(&base, path);
-        let answer = send(ctx.http.get(&url).timeout(p.request_timeout.as_std())).await;
+    for (path, answer) in p.endpoints.iter().zip(answers) {
         let entry = match answer {
             Ok(a) => {
                 let status = a
@@ -41,7 +53,7 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: HealthParams) -> Verd
             }
             Err(e) => {
                 failed.push(format!("{path}: {e}"));
-                json!({ "path": path, "error": e })
+                json!({ "path": path, "error": e.message })
             }
         };
         checks.push(entry);

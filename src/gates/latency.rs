@@ -9,10 +9,44 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::http::join;
+use super::http::{Transport, UNREACHABLE_AFTER, join, unreachable};
 use super::{GateContext, Verdict};
 use crate::config::params::LatencyParams;
 use crate::model::Gate;
+
+/// Whether the target can be reached at all: the workers stop once
+/// [`UNREACHABLE_AFTER`] connections in a row have failed.
+#[derive(Default)]
+struct Reach {
+    failures_in_row: AtomicUsize,
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl Reach {
+    fn failed(&self, message: String) {
+        *self.last.lock().expect("reach lock") = Some(message);
+        self.failures_in_row.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn answered(&self) {
+        self.failures_in_row.store(0, Ordering::Relaxed);
+    }
+
+    fn gave_up(&self) -> bool {
+        self.failures_in_row.load(Ordering::Relaxed) >= UNREACHABLE_AFTER
+    }
+
+    fn cause(&self) -> Option<Transport> {
+        if !self.gave_up() {
+            return None;
+        }
+        let message = self.last.lock().expect("reach lock").clone()?;
+        Some(Transport {
+            message,
+            unreachable: true,
+        })
+    }
+}
 
 struct Sample {
     micros: u64,
@@ -62,22 +96,28 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
         let method = reqwest::Method::from_bytes(ep.method.to_uppercase().as_bytes())
             .unwrap_or(reqwest::Method::GET);
         let next = Arc::new(AtomicUsize::new(0));
+        let reach = Arc::new(Reach::default());
         let total = p.requests as usize;
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..p.concurrency.max(1) {
-            let (client, url, method, next, validator) = (
+            let (client, url, method, next, validator, reach) = (
                 ctx.http.clone(),
                 url.clone(),
                 method.clone(),
                 next.clone(),
                 validator.clone(),
+                reach.clone(),
             );
             tasks.push(tokio::spawn(async move {
                 let mut samples = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < total {
+                while !reach.gave_up() && next.fetch_add(1, Ordering::Relaxed) < total {
                     let t = Instant::now();
                     let res = client.request(method.clone(), &url).send().await;
+                    match &res {
+                        Err(e) if e.is_connect() => reach.failed(super::http::describe_ref(e)),
+                        _ => reach.answered(),
+                    }
                     let (ok, problem) = match res {
                         Ok(r) if r.status().is_success() => match r.bytes().await {
                             Ok(body) => {
@@ -110,6 +150,16 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
         let mut samples = Vec::new();
         for t in tasks {
             samples.extend(t.await.unwrap_or_default());
+        }
+        if let Some(cause) = reach.cause() {
+            let evidence = json!({
+                "source": base,
+                "path": ep.path,
+                "requests": samples.len(),
+                "error": cause.message,
+                "stopped_after": format!("{UNREACHABLE_AFTER} connection failures in a row"),
+            });
+            return unreachable(&base, &cause, evidence);
         }
         let wall = start.elapsed();
         let mut hist =

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::http::{excerpt, join, send};
+use super::http::{excerpt, join, send, unreachable};
 use super::{GateContext, Verdict};
 use crate::config::params::SmokeParams;
 use crate::model::Gate;
@@ -47,9 +47,14 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: SmokeParams) -> Verdi
                 }
                 json!({ "step": step.name, "status": a.status, "ms": a.elapsed.as_millis() as u64, "ok": problems.is_empty(), "problems": problems, "body": excerpt(&a.text, 300) })
             }
+            // Out of reach: the journeys after it cannot run either.
+            Err(e) if e.unreachable => {
+                results.push(json!({ "step": step.name, "ok": false, "error": e.message }));
+                return unreachable(&base, &e, json!({ "source": base, "steps": results }));
+            }
             Err(e) => {
-                problems.push(e.clone());
-                json!({ "step": step.name, "ok": false, "error": e })
+                problems.push(e.message.clone());
+                json!({ "step": step.name, "ok": false, "error": e.message })
             }
         };
         if !problems.is_empty() {
