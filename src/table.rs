@@ -129,7 +129,10 @@ mod tests {
         }
         assert!(text.contains('…'), "{text}");
         assert!(text.starts_with("ARENA"), "{text}");
-        assert!(text.contains("production"), "the narrow columns stay whole: {text}");
+        assert!(
+            text.contains("production"),
+            "the narrow columns stay whole: {text}"
+        );
     }
 
     #[test]

@@ -126,9 +126,20 @@ fn bad_arguments_exit_2() {
 fn argument_errors_print_one_json_document_with_output_json() {
     let p = Project::init();
     let cases: &[(&[&str], &str)] = &[
-        (&["--output", "json", "promote", "local", "stage", "--bake", "banana"], "banana"),
-        (&["--output", "json", "status", "--frobnicate"], "--frobnicate"),
-        (&["--output=json", "promote-everything"], "promote-everything"),
+        (
+            &[
+                "--output", "json", "promote", "local", "stage", "--bake", "banana",
+            ],
+            "banana",
+        ),
+        (
+            &["--output", "json", "status", "--frobnicate"],
+            "--frobnicate",
+        ),
+        (
+            &["--output=json", "promote-everything"],
+            "promote-everything",
+        ),
         (&["--output", "json", "deploy", "local"], "--release"),
         (&["--output", "json", "history", "--limit", "abc"], "abc"),
         // The flag is global: it may follow the subcommand.

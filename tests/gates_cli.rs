@@ -437,7 +437,10 @@ fn a_target_out_of_reach_is_one_error_naming_the_host_exit_3() {
     let p = Project::init();
     // `.invalid` never resolves (RFC 6761); port 9 on loopback refuses.
     for (url, host) in [
-        ("http://copilot-nowhere.invalid:8080", "copilot-nowhere.invalid:8080"),
+        (
+            "http://copilot-nowhere.invalid:8080",
+            "copilot-nowhere.invalid:8080",
+        ),
         ("http://127.0.0.1:9", "127.0.0.1:9"),
     ] {
         let (code, doc) = p.json([
@@ -455,7 +458,10 @@ fn a_target_out_of_reach_is_one_error_naming_the_host_exit_3() {
         for r in results {
             assert_eq!(r["outcome"], "error", "{r}");
             let summary = r["summary"].as_str().unwrap();
-            assert!(summary.starts_with(&format!("cannot reach {host}: ")), "{summary}");
+            assert!(
+                summary.starts_with(&format!("cannot reach {host}: ")),
+                "{summary}"
+            );
             assert_eq!(summary.matches(host).count(), 1, "reported once: {summary}");
         }
         // The latency gate stopped after a few failed connections instead of
@@ -485,7 +491,10 @@ fn junit_xsd() -> std::path::PathBuf {
 async fn published_junit_validates_against_the_junit_schema() {
     use axum::routing::get;
     // Answers 404 to everything: every smoke step fails with its name in the message.
-    let app = axum::Router::new().route("/health", get(|| async { (axum::http::StatusCode::NOT_FOUND, "{}") }));
+    let app = axum::Router::new().route(
+        "/health",
+        get(|| async { (axum::http::StatusCode::NOT_FOUND, "{}") }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -512,7 +521,10 @@ async fn published_junit_validates_against_the_junit_schema() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("&lt;cart&gt; &amp;"), "{xml}");
-    assert!(!xml.contains('\u{1}') && !xml.contains('\u{7}'), "control characters left in: {xml}");
+    assert!(
+        !xml.contains('\u{1}') && !xml.contains('\u{7}'),
+        "control characters left in: {xml}"
+    );
     let (cases, failures, _) = junit_counts(&xml);
     assert!(cases >= 2 && failures >= 1, "{xml}");
     let check = std::process::Command::new("xmllint")

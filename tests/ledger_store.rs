@@ -406,40 +406,43 @@ on_both_backends!(a_held_lease_is_renewed_in_the_background, |ledger| {
     ledger.acquire_lock(&other, Utc::now()).await.unwrap();
 });
 
-on_both_backends!(history_and_live_follow_the_order_deployments_were_recorded, |ledger| {
-    // A hotfix run with a clock pinned to the past (or on a machine whose
-    // clock lags) is still what happened last.
-    let today = t("2026-12-02T09:00:00Z");
-    let black_friday = t("2026-11-27T11:00:00Z");
-    let v1 = ledger.create_release(&release("v1"), today).await.unwrap();
-    let v2 = ledger.create_release(&release("v2"), today).await.unwrap();
-    let mut ids = Vec::new();
-    for (release, kind, at) in [(&v1, "promote", today), (&v2, "hotfix", black_friday)] {
-        let d = ledger
-            .create_deployment(
-                &NewDeployment {
-                    arena: "stage".into(),
-                    release_id: release.id.clone(),
-                    previous_release_id: None,
-                    kind: kind.into(),
-                    strategy: "blue-green".into(),
-                    source_arena: None,
-                    reason: None,
-                    created_by: "tester".into(),
-                },
-                at,
-            )
-            .await
-            .unwrap();
-        ledger
-            .set_deployment_state(&d.id, "succeeded", at)
-            .await
-            .unwrap();
-        ids.push(d.id);
+on_both_backends!(
+    history_and_live_follow_the_order_deployments_were_recorded,
+    |ledger| {
+        // A hotfix run with a clock pinned to the past (or on a machine whose
+        // clock lags) is still what happened last.
+        let today = t("2026-12-02T09:00:00Z");
+        let black_friday = t("2026-11-27T11:00:00Z");
+        let v1 = ledger.create_release(&release("v1"), today).await.unwrap();
+        let v2 = ledger.create_release(&release("v2"), today).await.unwrap();
+        let mut ids = Vec::new();
+        for (release, kind, at) in [(&v1, "promote", today), (&v2, "hotfix", black_friday)] {
+            let d = ledger
+                .create_deployment(
+                    &NewDeployment {
+                        arena: "stage".into(),
+                        release_id: release.id.clone(),
+                        previous_release_id: None,
+                        kind: kind.into(),
+                        strategy: "blue-green".into(),
+                        source_arena: None,
+                        reason: None,
+                        created_by: "tester".into(),
+                    },
+                    at,
+                )
+                .await
+                .unwrap();
+            ledger
+                .set_deployment_state(&d.id, "succeeded", at)
+                .await
+                .unwrap();
+            ids.push(d.id);
+        }
+        let history = ledger.history(Some("stage"), 10).await.unwrap();
+        let kinds: Vec<&str> = history.iter().map(|d| d.deployment.kind.as_str()).collect();
+        assert_eq!(kinds, ["hotfix", "promote"]);
+        assert_eq!(ledger.live("stage").await.unwrap().unwrap().version, "v2");
+        assert_eq!(history[0].deployment.id, ids[1]);
     }
-    let history = ledger.history(Some("stage"), 10).await.unwrap();
-    let kinds: Vec<&str> = history.iter().map(|d| d.deployment.kind.as_str()).collect();
-    assert_eq!(kinds, ["hotfix", "promote"]);
-    assert_eq!(ledger.live("stage").await.unwrap().unwrap().version, "v2");
-    assert_eq!(history[0].deployment.id, ids[1]);
-});
+);

@@ -19,3 +19,4 @@ mod service_http;
 mod service_ingest;
 mod service_migrations;
 mod service_queue;
+mod webhook_durability;

@@ -49,6 +49,7 @@ async fn retries_then_completes_or_fails(queue: Queue) {
     let opts = JobOptions {
         attempts: 3,
         backoff: Backoff::Exponential { delay: 20 },
+        ..JobOptions::default()
     };
     queue
         .add("work", &json!({ "fail_times": 2 }), &opts)
@@ -121,6 +122,52 @@ async fn bullmq_queue_retries_with_backoff() {
         .map(Value::from)
         .unwrap();
     assert!(events.as_i64().unwrap() >= 10, "events stream: {events}");
+    drop_queue("bull", &name).await;
+}
+
+/// Adding a job under an id that is taken adds nothing, before and after it ran.
+async fn custom_ids_add_once(queue: Queue) {
+    let opts = JobOptions::with_id("shopify-0123abcd");
+    let first = queue.add("work", &json!({ "n": 1 }), &opts).await.unwrap();
+    let again = queue.add("work", &json!({ "n": 2 }), &opts).await.unwrap();
+    assert_eq!(
+        (first.as_str(), again.as_str()),
+        ("shopify-0123abcd", "shopify-0123abcd")
+    );
+    assert_eq!(queue.counts().await.unwrap().waiting, 1);
+    let job = queue.next(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (job.id.as_str(), job.data["n"].as_i64()),
+        ("shopify-0123abcd", Some(1))
+    );
+    queue.complete(&job, &json!({})).await.unwrap();
+    queue.add("work", &json!({ "n": 3 }), &opts).await.unwrap();
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.waiting, c.active, c.completed), (0, 0, 1), "{c:?}");
+    // Without an id, every add is a job of its own.
+    queue
+        .add("work", &json!({}), &JobOptions::default())
+        .await
+        .unwrap();
+    queue
+        .add("work", &json!({}), &JobOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(queue.counts().await.unwrap().waiting, 2);
+}
+
+#[tokio::test]
+async fn memory_queue_adds_a_custom_id_once() {
+    custom_ids_add_once(Queue::Memory(Arc::new(MemoryQueue::new()))).await;
+}
+
+#[tokio::test]
+async fn bullmq_queue_adds_a_custom_id_once() {
+    let name = unique_queue("custom-id");
+    let q = BullmqQueue::connect(&redis_url(), "bull", &name)
+        .await
+        .unwrap();
+    custom_ids_add_once(Queue::Bullmq(q)).await;
     drop_queue("bull", &name).await;
 }
 

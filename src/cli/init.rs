@@ -50,8 +50,7 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| CliError::io("create", parent, &e))?;
         }
-        std::fs::write(&target, content)
-            .map_err(|e| CliError::io("write", &target, &e))?;
+        std::fs::write(&target, content).map_err(|e| CliError::io("write", &target, &e))?;
         written.push(path);
     }
     let mut text = format!("Initialised a copilot project in {}\n", dir.display());

@@ -44,8 +44,7 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     let out = args
         .out
         .unwrap_or_else(|| root.join(".copilot").join("render").join(&a.name));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| CliError::io("create", &out, &e))?;
+    std::fs::create_dir_all(&out).map_err(|e| CliError::io("create", &out, &e))?;
     let mut text = format!(
         "Rendered {} for {} ({})\n",
         a.name, release.version, a.provider.kind
@@ -53,8 +52,7 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     let mut written = Vec::new();
     for f in &files {
         let path = out.join(&f.name);
-        std::fs::write(&path, &f.content)
-            .map_err(|e| CliError::io("write", &path, &e))?;
+        std::fs::write(&path, &f.content).map_err(|e| CliError::io("write", &path, &e))?;
         text.push_str(&format!("  {}  <- {}\n", path.display(), f.template));
         written.push(json!({ "path": path, "template": f.template, "format": f.format }));
     }

@@ -250,6 +250,9 @@ mod tests {
         assert!(cut.starts_with("ééééé... ("), "{cut}");
         assert!(cut.ends_with("more bytes)"));
         assert_eq!(did_you_mean(&"x".repeat(10_000), ["x"]), None);
-        assert_eq!(did_you_mean("prod", ["production"]).as_deref(), Some("did you mean `production`?"));
+        assert_eq!(
+            did_you_mean("prod", ["production"]).as_deref(),
+            Some("did you mean `production`?")
+        );
     }
 }

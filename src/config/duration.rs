@@ -78,9 +78,7 @@ pub enum ParseDurationError {
 impl ParseDurationError {
     pub fn hint(&self) -> &'static str {
         match self {
-            ParseDurationError::Overflow(_) => {
-                "write a shorter one (`24h`, `7d`, `365d`)"
-            }
+            ParseDurationError::Overflow(_) => "write a shorter one (`24h`, `7d`, `365d`)",
             _ => "write a number and a unit: ms, s, m, h or d (e.g. `30s`, `5m`, `1h30m`, `24h`)",
         }
     }
@@ -230,13 +228,19 @@ mod tests {
         assert_eq!("3650d".parse::<Duration>(), Ok(Duration::MAX));
         for text in ["3651d", "100000000d", "87601h", "99999999999999999999s"] {
             assert!(
-                matches!(text.parse::<Duration>(), Err(ParseDurationError::Overflow(_))),
+                matches!(
+                    text.parse::<Duration>(),
+                    Err(ParseDurationError::Overflow(_))
+                ),
                 "{text}"
             );
         }
         let t = DateTime::<Utc>::MAX_UTC;
         assert_eq!(Duration::MAX.after(t), t);
-        assert_eq!(Duration::MAX.before(DateTime::<Utc>::MIN_UTC), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(
+            Duration::MAX.before(DateTime::<Utc>::MIN_UTC),
+            DateTime::<Utc>::MIN_UTC
+        );
     }
 
     #[test]

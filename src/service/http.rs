@@ -354,13 +354,26 @@ pub async fn start(
         opts.flag_ttl.unwrap_or(flags::TTL),
     );
     flags.seed(&config.flag_defaults).await?;
-    if let Queue::Memory(_) = &queue {
-        // The memory queue starts empty: re-enqueue what was accepted but not processed.
-        for data in webhooks::pending_deliveries(&pool).await? {
-            queue
-                .add(webhooks::JOB_NAME, &data, &JobOptions::default())
-                .await?;
-        }
+    // Whatever was accepted but not processed goes (back) into the queue: all
+    // of it for the memory queue, which starts empty; for Redis, the jobs of
+    // deliveries whose first attempt died before its enqueue (the others
+    // exist, and adding them again adds nothing).
+    let pending = webhooks::pending_deliveries(&pool).await?;
+    for data in &pending {
+        let event_id = data["event_id"].as_str().unwrap_or_default();
+        queue
+            .add(
+                webhooks::JOB_NAME,
+                data,
+                &JobOptions::with_id(webhooks::job_id(event_id)),
+            )
+            .await?;
+    }
+    if !pending.is_empty() {
+        tracing::info!(
+            "{} webhook deliveries accepted but not processed are in the queue",
+            pending.len()
+        );
     }
     let metrics = Arc::new(Metrics::default());
     let state = AppState {

@@ -5,6 +5,15 @@
 //! (current or previous secret) -> required headers -> dedupe by
 //! `X-Shopify-Event-Id` (fallback `X-Shopify-Webhook-Id`), persisted ->
 //! enqueue -> 200. Bad HMAC 401, missing headers 400, oversize 413.
+//!
+//! A 200 means the delivery will be processed: Shopify stops retrying after
+//! one. The record is written before the job is added, and the job's id is
+//! derived from the event id, so adding it again never makes a second job.
+//! A delivery recorded but not processed is (re-)enqueued by every retry of
+//! it and at every start of the service, whichever the queue driver: one
+//! killed between the record and the enqueue, or whose enqueue failed
+//! (answered 503), is not lost. Processing is at least once (a job whose
+//! worker died is run again), so the handler is idempotent.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -168,14 +177,6 @@ pub async fn receive(
             );
         }
     };
-    if !inserted {
-        state.metrics.webhook("duplicate");
-        return (
-            StatusCode::OK,
-            Json(json!({ "status": "duplicate", "event_id": event_id })),
-        )
-            .into_response();
-    }
     let data = json!({
         "event_id": event_id,
         "webhook_id": webhook_id,
@@ -184,24 +185,45 @@ pub async fn receive(
         "api_version": api_version,
         "payload": payload_json,
     });
-    match state
-        .queue
-        .add(JOB_NAME, &data, &JobOptions::default())
-        .await
-    {
+    if !inserted {
+        // A retry. If what was recorded is still waiting to be processed,
+        // its job may never have reached the queue (the first attempt died
+        // between the record and the enqueue): make sure it is there before
+        // answering 200, since Shopify stops retrying after one.
+        match delivery_status(&state.pool, &event_id).await {
+            Ok(Some(status)) if status != QUEUED => {
+                state.metrics.webhook("duplicate");
+                return (
+                    StatusCode::OK,
+                    Json(json!({ "status": "duplicate", "event_id": event_id })),
+                )
+                    .into_response();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("cannot read webhook delivery {event_id}: {e}");
+                return reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "error",
+                    "storage unavailable, retry later",
+                    &state,
+                );
+            }
+        }
+    }
+    match enqueue(&state, &event_id, &data).await {
         Ok(job_id) => {
-            let _ = set_job_id(&state.pool, &event_id, &job_id).await;
-            state.metrics.webhook("queued");
+            let status = if inserted { "queued" } else { "duplicate" };
+            state.metrics.webhook(status);
             (
                 StatusCode::OK,
-                Json(json!({ "status": "queued", "event_id": event_id, "job_id": job_id })),
+                Json(json!({ "status": status, "event_id": event_id, "job_id": job_id })),
             )
                 .into_response()
         }
         Err(e) => {
-            // Forget the delivery so Shopify's retry is not taken for a duplicate.
+            // The record stays: Shopify's retry, or the next start, enqueues it.
             tracing::error!("cannot enqueue webhook {event_id}: {e}");
-            let _ = forget_delivery(&state.pool, &event_id).await;
             reject(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "error",
@@ -210,6 +232,37 @@ pub async fn receive(
             )
         }
     }
+}
+
+/// The status of a delivery recorded but not processed yet.
+const QUEUED: &str = "queued";
+
+/// The queue's job id for a delivery: derived from its event id, so adding
+/// the job again (a retry, a restart) never makes a second one. A hash keeps
+/// it within what BullMQ accepts (no `:`, not an integer) whatever the sender
+/// put in the header.
+pub fn job_id(event_id: &str) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(event_id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("shopify-{hex}")
+}
+
+/// Put a recorded delivery's job in the queue (again, harmlessly, if it is
+/// there already) and note its id on the record.
+async fn enqueue(
+    state: &AppState,
+    event_id: &str,
+    data: &serde_json::Value,
+) -> Result<String, super::queue::QueueError> {
+    let job_id = state
+        .queue
+        .add(JOB_NAME, data, &JobOptions::with_id(job_id(event_id)))
+        .await?;
+    if let Err(e) = set_job_id(&state.pool, event_id, &job_id).await {
+        tracing::warn!("cannot note job {job_id} on webhook delivery {event_id}: {e}");
+    }
+    Ok(job_id)
 }
 
 /// Record a delivery; `false` when its event id was seen before.
@@ -249,10 +302,6 @@ async fn set_job_id(pool: &Pool, event_id: &str, job_id: &str) -> Result<(), sql
         .map(drop))
 }
 
-async fn forget_delivery(pool: &Pool, event_id: &str) -> Result<(), sqlx::Error> {
-    on_pool!(pool, p => sqlx::query("DELETE FROM webhook_deliveries WHERE event_id = $1").bind(event_id).execute(p).await.map(drop))
-}
-
 /// Mark a delivery processed (or failed for good).
 pub async fn finish_delivery(pool: &Pool, event_id: &str, status: &str) -> Result<(), sqlx::Error> {
     on_pool!(pool, p => sqlx::query("UPDATE webhook_deliveries SET status = $1, processed_at = $2 WHERE event_id = $3")
@@ -264,7 +313,8 @@ pub async fn finish_delivery(pool: &Pool, event_id: &str, status: &str) -> Resul
         .map(drop))
 }
 
-/// Deliveries accepted but not processed: re-enqueued at start by the memory driver.
+/// Deliveries accepted but not processed yet, oldest first: put back in the
+/// queue at start (a no-op for those whose job is there).
 pub async fn pending_deliveries(pool: &Pool) -> Result<Vec<serde_json::Value>, sqlx::Error> {
     let rows: Vec<(String, String, String, String, String, String)> = on_pool!(pool, p => sqlx::query_as(
         "SELECT event_id, webhook_id, topic, shop, api_version, payload FROM webhook_deliveries WHERE status = 'queued' ORDER BY received_at"

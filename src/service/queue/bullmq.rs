@@ -21,13 +21,24 @@ use super::{Backoff, FailOutcome, Job, JobOptions, QueueCounts, QueueError};
 const MAX_EVENTS: u32 = 10_000;
 const LOCK_MS: u64 = 30_000;
 
+// KEYS: wait, paused, meta, id, events, marker
+// ARGV: job key prefix, name, data, opts, timestamp, max events, custom id ("" for none)
+// A custom id that exists already adds nothing ("duplicated"), as in BullMQ.
 const ADD: &str = r#"
 local maxEvents = redis.call("HGET", KEYS[3], "opts.maxLenEvents")
 if not maxEvents then
   maxEvents = ARGV[6]
   redis.call("HSET", KEYS[3], "opts.maxLenEvents", maxEvents)
 end
-local jobId = tostring(redis.call("INCR", KEYS[4]))
+local jobCounter = tostring(redis.call("INCR", KEYS[4]))
+local jobId = jobCounter
+if ARGV[7] ~= "" then
+  jobId = ARGV[7]
+  if redis.call("EXISTS", ARGV[1] .. jobId) == 1 then
+    redis.call("XADD", KEYS[5], "MAXLEN", "~", maxEvents, "*", "event", "duplicated", "jobId", jobId)
+    return jobId
+  end
+end
 local jobKey = ARGV[1] .. jobId
 redis.call("HMSET", jobKey, "name", ARGV[2], "data", ARGV[3], "opts", ARGV[4],
   "timestamp", ARGV[5], "delay", 0, "priority", 0)
@@ -160,10 +171,13 @@ impl BullmqQueue {
         data: &Value,
         opts: &JobOptions,
     ) -> Result<String, QueueError> {
-        let opts_json = json!({
+        let mut opts_json = json!({
             "attempts": opts.attempts,
             "backoff": opts.backoff,
         });
+        if let Some(id) = &opts.job_id {
+            opts_json["jobId"] = json!(id);
+        }
         let mut conn = self.conn.clone();
         let id: String = Script::new(ADD)
             .key(self.key("wait"))
@@ -178,6 +192,7 @@ impl BullmqQueue {
             .arg(opts_json.to_string())
             .arg(now_ms())
             .arg(MAX_EVENTS)
+            .arg(opts.job_id.as_deref().unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         Ok(id)
@@ -213,6 +228,7 @@ impl BullmqQueue {
             .unwrap_or(JobOptions {
                 attempts: 1,
                 backoff: Backoff::Fixed { delay: 0 },
+                job_id: None,
             });
         Ok(Some(Job {
             name: get("name").unwrap_or_default().to_string(),
@@ -364,5 +380,10 @@ fn parse_opts(o: &Value) -> JobOptions {
         }
         _ => Backoff::Fixed { delay: 0 },
     };
-    JobOptions { attempts, backoff }
+    let job_id = o.get("jobId").and_then(Value::as_str).map(str::to_string);
+    JobOptions {
+        attempts,
+        backoff,
+        job_id,
+    }
 }

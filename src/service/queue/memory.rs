@@ -3,7 +3,7 @@
 //! Webhook deliveries are also kept in the database, so the service
 //! re-enqueues unprocessed ones after a restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,9 @@ use super::{FailOutcome, Job, JobOptions, QueueCounts};
 #[derive(Default)]
 struct State {
     next_id: u64,
+    /// Every job id this queue has held, so that adding a custom id again
+    /// adds nothing (as BullMQ does while the job is kept).
+    known: HashSet<String>,
     waiting: VecDeque<Job>,
     delayed: Vec<(Instant, Job)>,
     active: HashMap<String, Job>,
@@ -36,7 +39,10 @@ impl MemoryQueue {
     pub fn add(&self, name: &str, data: &Value, opts: &JobOptions) -> String {
         let mut s = self.state.lock().expect("queue lock");
         s.next_id += 1;
-        let id = s.next_id.to_string();
+        let id = opts.job_id.clone().unwrap_or_else(|| s.next_id.to_string());
+        if !s.known.insert(id.clone()) {
+            return id;
+        }
         s.waiting.push_back(Job {
             id: id.clone(),
             name: name.to_string(),

@@ -13,12 +13,17 @@ use serde_json::Value;
 pub use bullmq::BullmqQueue;
 pub use memory::MemoryQueue;
 
-/// How a job is retried.
+/// How a job is identified and retried.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobOptions {
     /// Total attempts, the first included (BullMQ `attempts`).
     pub attempts: u32,
     pub backoff: Backoff,
+    /// A job id of the producer's choosing (BullMQ `jobId`): adding a job
+    /// whose id already exists adds nothing, so an add can be repeated
+    /// safely. Not an integer, and without `:`, as BullMQ requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -26,6 +31,17 @@ impl Default for JobOptions {
         JobOptions {
             attempts: 5,
             backoff: Backoff::Exponential { delay: 1000 },
+            job_id: None,
+        }
+    }
+}
+
+impl JobOptions {
+    /// The defaults, under a job id of the producer's choosing.
+    pub fn with_id(job_id: impl Into<String>) -> Self {
+        JobOptions {
+            job_id: Some(job_id.into()),
+            ..JobOptions::default()
         }
     }
 }
@@ -109,6 +125,8 @@ impl Queue {
         }
     }
 
+    /// Add a job; with `opts.job_id` set and a job of that id already in the
+    /// queue (in any state), nothing is added and that id is returned.
     pub async fn add(
         &self,
         name: &str,
