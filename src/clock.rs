@@ -6,11 +6,21 @@
 use chrono::{DateTime, Utc};
 
 /// Now, or the instant pinned by `COPILOT_NOW`.
+/// A `COPILOT_NOW` that is not RFC 3339 is said once on stderr and ignored.
 pub fn now() -> DateTime<Utc> {
-    std::env::var("COPILOT_NOW")
-        .ok()
-        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+    let Ok(text) = std::env::var("COPILOT_NOW") else {
+        return Utc::now();
+    };
+    match DateTime::parse_from_rfc3339(text.trim()) {
+        Ok(t) => t.with_timezone(&Utc),
+        Err(e) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!("COPILOT_NOW is not an RFC 3339 instant ({e}); using the real clock")
+            });
+            Utc::now()
+        }
+    }
 }
 
 /// Who is acting, for the ledger and the audit log.

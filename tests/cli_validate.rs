@@ -380,3 +380,88 @@ fn prometheus_url_with_an_inline_password() {
     assert!(err.contains("password written inline"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn durations_beyond_ten_years_are_refused_where_they_are_written() {
+    rejects(
+        "gates/bake.yaml",
+        "min: 24h",
+        "min: 100000000d",
+        &["gates/bake.yaml:7:8", "longer than 3650d"],
+    );
+    rejects(
+        "gates/queue-health.yaml",
+        "window: 24h",
+        "window: 100000000d",
+        &[
+            "gates/queue-health.yaml:",
+            "`100000000d` is longer than 3650d",
+        ],
+    );
+    // The gates that computed with them answer instead of panicking.
+    let p = Project::init();
+    p.edit("gates/bake.yaml", "min: 24h", "min: 100000000d");
+    let out = p
+        .copilot(["gate", "run", "production", "--gate", "bake"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = p
+        .copilot(["promote", "local", "staging", "--bake", "100000000d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn a_huge_definition_is_refused_quickly_and_briefly() {
+    let p = Project::init();
+    let name = "g".repeat(50 * 1024 * 1024);
+    p.write("gates/huge.yaml", &format!("name: {name}\nkind: bake\n"));
+    p.write(
+        "gates/long-name.yaml",
+        &format!("name: {}\nkind: bake\n", "g".repeat(900 * 1024)),
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("gates/huge.yaml:1:1") && err.contains("at most 1 MiB"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(
+        err.contains("gates/long-name.yaml:1:7"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    // Echoed values are cut: the report stays a few lines, whatever the input.
+    assert!(err.len() < 10_000, "{} bytes of errors", err.len());
+}
+
+#[test]
+fn yaml_limits_are_said_in_words() {
+    let p = Project::init();
+    // A billion-laughs style file trips the YAML reader's limits.
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        text.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+            p = i - 1
+        ));
+    }
+    text.push_str("name: bomb\nkind: bake\n");
+    p.write("gates/bomb.yaml", &text);
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gates/bomb.yaml:"), "{err}");
+    assert!(
+        !err.contains("Nodes {") && !err.contains("budget breached"),
+        "{err}"
+    );
+    assert!(
+        err.contains("than the YAML reader allows") || err.contains("aliases"),
+        "{err}"
+    );
+}

@@ -8,6 +8,7 @@ mod analysis_sources;
 mod bullmq_interop;
 mod cli_basics;
 mod cli_validate;
+mod definition_properties;
 mod gates_cli;
 mod gates_peers;
 mod ledger_store;

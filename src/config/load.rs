@@ -80,7 +80,12 @@ fn report_yaml_error(file: &SourceFile, err: &serde_saphyr::Error, diags: &mut D
             column: l.column(),
         })
         .unwrap_or(Loc { line: 1, column: 1 });
-    match err.without_snippet() {
+    // Through the wrappers (snippets, aliases) to what actually went wrong.
+    let mut inner = err;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    match inner {
         E::SerdeUnknownField {
             field, expected, ..
         } => diags.error(

@@ -70,6 +70,11 @@ pub fn parse_zone(text: &str) -> Result<FixedOffset, ParseWindowError> {
         .ok_or_else(|| allow_err(format!("`{t}` is not a UTC offset")))
 }
 
+/// `at` as a wall-clock time in `zone`; `None` past the calendar's ends.
+fn local_time(at: DateTime<Utc>, zone: FixedOffset) -> Option<chrono::NaiveDateTime> {
+    at.naive_utc().checked_add_offset(zone)
+}
+
 /// A recurring weekly window in which deploys are allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowWindow {
@@ -164,7 +169,9 @@ impl AllowWindow {
 
     /// Whether `at` falls inside the window.
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
-        let local = at.with_timezone(&self.zone);
+        let Some(local) = local_time(at, self.zone) else {
+            return false;
+        };
         let day = local.weekday().num_days_from_monday() as usize;
         let time = local.time();
         self.days[day] && time >= self.start && time < self.end
@@ -284,7 +291,7 @@ impl Freeze {
 
     /// Whether `at` falls inside the freeze.
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
-        self.covers(at.with_timezone(&self.zone).date_naive())
+        local_time(at, self.zone).is_some_and(|t| self.covers(t.date()))
     }
 }
 
