@@ -209,3 +209,76 @@ async fn the_router_splits_traffic_exactly() {
     provider.remove(Slot::Green).await.unwrap();
     assert_eq!(provider.status().await.unwrap().slots.len(), 1);
 }
+
+#[tokio::test]
+async fn a_relative_root_deploys_and_serves() {
+    let arena = Arc::new(LocalArena::new());
+    let a = arena.clone();
+    // Run from the project's parent with `--root <its name>`: the router and
+    // the services run in the project, not where the caller stands.
+    let out = tokio::task::spawn_blocking(move || {
+        let root = a.p.root().to_path_buf();
+        crate::common::copilot()
+            .current_dir(root.parent().unwrap())
+            .args(["--root", root.file_name().unwrap().to_str().unwrap()])
+            .args(["deploy", "local", "--release", "v1"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        served_release(&arena.url("/health")).await.as_deref(),
+        Some("v1")
+    );
+}
+
+#[tokio::test]
+async fn a_switch_that_fails_leaves_only_what_the_ledger_shows_serving() {
+    let arena = Arc::new(LocalArena::new());
+    let a = arena.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        a.p.copilot(["deploy", "local", "--release", "v1"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // The router can no longer persist its routes: it refuses every change.
+    let routes = arena.p.path(".copilot/local/local/routes.json");
+    std::fs::remove_file(&routes).unwrap();
+    std::fs::create_dir(&routes).unwrap();
+    let a = arena.clone();
+    let (code, doc) =
+        tokio::task::spawn_blocking(move || a.p.json(["deploy", "local", "--release", "v2"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 3, "{doc}");
+    // v1 still serves, and the colour v2 was started in is gone again.
+    assert_eq!(
+        served_release(&arena.url("/health")).await.as_deref(),
+        Some("v1")
+    );
+    let state: Value =
+        serde_json::from_str(&arena.p.read(".copilot/local/local/state.json")).unwrap();
+    let slots = state["slots"].as_object().unwrap();
+    assert_eq!(slots.len(), 1, "{state}");
+    assert_eq!(slots.values().next().unwrap()["version"], "v1");
+    let a = arena.clone();
+    let (_, history) = tokio::task::spawn_blocking(move || a.p.json(["history", "local"]))
+        .await
+        .unwrap();
+    let last = &history["deployments"][0];
+    assert_eq!(last["state"], "failed", "{history}");
+    std::fs::remove_dir(&routes).unwrap();
+}
