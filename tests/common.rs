@@ -92,9 +92,8 @@ impl Project {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("copilot"));
-        cmd.env_clear()
+        hermetic(&mut cmd)
             .env("COPILOT_ACTOR", "tester")
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .current_dir(self.root())
             .args(args)
             .stdout(std::process::Stdio::piped())
@@ -134,20 +133,55 @@ impl Project {
     }
 }
 
+/// Variables a hermetic command keeps: `PATH`, and a clock faked for the
+/// whole process tree by libfaketime, so that the suite can be run at another
+/// date (`faketime '2031-03-07 16:20' target/debug/deps/integration-*`).
+pub const PASSED_THROUGH: &[&str] = &[
+    "PATH",
+    "LD_PRELOAD",
+    "FAKETIME",
+    "FAKETIME_DONT_FAKE_MONOTONIC",
+];
+
+/// `cmd` with an empty environment but for [`PASSED_THROUGH`].
+pub fn hermetic(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env_clear().envs(
+        PASSED_THROUGH
+            .iter()
+            .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+    )
+}
+
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pass_through(cmd: &mut Command) {
+    for k in PASSED_THROUGH {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+}
+
 /// The `copilot` binary with an empty environment but for a fixed actor.
 pub fn copilot() -> Command {
     let mut cmd = Command::cargo_bin("copilot").expect("binary");
-    cmd.env_clear()
-        .env("COPILOT_ACTOR", "tester")
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env_clear().env("COPILOT_ACTOR", "tester");
+    pass_through(&mut cmd);
     cmd
 }
 
 /// The `copilot-service` binary with an empty environment.
 pub fn copilot_service() -> Command {
     let mut cmd = Command::cargo_bin("copilot-service").expect("binary");
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env_clear();
+    pass_through(&mut cmd);
     cmd
 }
 

@@ -431,8 +431,22 @@ async fn alerts_gate_against_alertmanager() {
     assert!(r["summary"].as_str().unwrap().contains("QueueBacklog"));
     assert_eq!(r["evidence"]["firing"][0]["labels"]["arena"], "canary");
 
-    // Silenced, it no longer blocks.
-    let now = chrono::Utc::now();
+    // Silenced, it no longer blocks. The silence starts by Alertmanager's
+    // clock (when it says the alert started), whatever this process's is.
+    let active: Value = client()
+        .get(format!(
+            "{}/api/v2/alerts?filter=arena%3D%22canary%22",
+            am.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339(active[0]["startsAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let silence = json!({
         "matchers": [{ "name": "alertname", "value": "QueueBacklog", "isRegex": false, "isEqual": true }],
         "startsAt": now.to_rfc3339(), "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
@@ -608,6 +622,13 @@ async fn backup_gate_reads_a_dump_folder() {
     let (code, _) = gate(&p, &["production", "--gate", "backup"], &[]).await;
     assert_eq!(code, 1, "an empty folder has no backup");
     p.write("backups/prod-2026-11-22.dump", "PGDMP");
+    // Dated by this process's clock, which the gate shares (the kernel's may
+    // differ when the suite runs under a faked clock).
+    let f = std::fs::File::options()
+        .write(true)
+        .open(p.path("backups/prod-2026-11-22.dump"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
     let (code, doc) = gate(&p, &["production", "--gate", "backup"], &[]).await;
     assert_eq!(code, 0, "{doc}");
     // Two days old: too old.

@@ -49,6 +49,23 @@ impl LocalArena {
     }
 }
 
+/// `copilot deploy local --release RELEASE`, off the runtime's threads; it must succeed.
+async fn deploy(arena: &Arc<LocalArena>, release: &str) {
+    let (a, release) = (arena.clone(), release.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        a.p.copilot(["deploy", "local", "--release", &release])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Drop for LocalArena {
     fn drop(&mut self) {
         let _ = self.p.copilot(["down", "local"]).output();
@@ -65,19 +82,7 @@ async fn served_release(url: &str) -> Option<String> {
 #[tokio::test]
 async fn deploy_switches_colours_without_failed_requests() {
     let arena = Arc::new(LocalArena::new());
-    let a = arena.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        a.p.copilot(["deploy", "local", "--release", "v1"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy(&arena, "v1").await;
     assert_eq!(
         served_release(&arena.url("/health")).await.as_deref(),
         Some("v1")
@@ -241,19 +246,7 @@ async fn a_relative_root_deploys_and_serves() {
 #[tokio::test]
 async fn a_switch_that_fails_leaves_only_what_the_ledger_shows_serving() {
     let arena = Arc::new(LocalArena::new());
-    let a = arena.clone();
-    let first = tokio::task::spawn_blocking(move || {
-        a.p.copilot(["deploy", "local", "--release", "v1"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    deploy(&arena, "v1").await;
     // The router can no longer persist its routes: it refuses every change.
     let routes = arena.p.path(".copilot/local/local/routes.json");
     std::fs::remove_file(&routes).unwrap();
@@ -281,4 +274,52 @@ async fn a_switch_that_fails_leaves_only_what_the_ledger_shows_serving() {
     let last = &history["deployments"][0];
     assert_eq!(last["state"], "failed", "{history}");
     std::fs::remove_dir(&routes).unwrap();
+}
+
+/// The environment a running process was started with.
+fn environ(pid: u64) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn started_processes_get_only_the_environment_they_are_given() {
+    let arena = Arc::new(LocalArena::new());
+    let a = arena.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        a.p.copilot(["deploy", "local", "--release", "v1"])
+            .env("AWS_SECRET_ACCESS_KEY", "do-not-leak-0123")
+            .env("SOME_TOKEN", "do-not-leak-4567")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state: Value =
+        serde_json::from_str(&arena.p.read(".copilot/local/local/state.json")).unwrap();
+    let router = state["router"]["pid"].as_u64().unwrap();
+    let service = state["slots"].as_object().unwrap().values().next().unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    for (what, pid) in [("router", router), ("service", service)] {
+        let env = environ(pid);
+        assert!(
+            !env.iter().any(|v| v.contains("do-not-leak")),
+            "the {what} inherited the CLI's secrets: {env:?}"
+        );
+        assert!(
+            env.iter().any(|v| v.starts_with("PATH=")),
+            "{what}: {env:?}"
+        );
+    }
+    // The service gets what the arena gives it.
+    assert!(environ(service).iter().any(|v| v == "COPILOT_RELEASE=v1"));
 }

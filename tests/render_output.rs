@@ -157,3 +157,20 @@ fn dockerfile_builds_the_service_from_files_that_exist() {
     assert!(dockerfile.matches("\nFROM ").count() >= 2, "multi-stage");
     assert!(repo.join(".dockerignore").is_file());
 }
+
+#[test]
+fn a_folder_that_cannot_be_written_is_a_dependency_failure() {
+    let p = Project::init();
+    // A path below a regular file cannot be created, whoever runs the test.
+    p.write("not-a-folder", "");
+    let out = p.path("not-a-folder/render");
+    let (code, doc) = p.json(["render", "production", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 3, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot create"),
+        "{doc}"
+    );
+}

@@ -9,14 +9,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use crate::common::Project;
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::common::free_port;
 
 /// The analysis of the production arena, on probes.
 const PROBE_ANALYSIS: &str = "    interval: 30s\n    min_samples: 20\n    metrics:\n\

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use crate::common::{free_port, hermetic};
 use crate::service_support::{SECRET, drop_queue, eventually, redis_url, unique_queue, webhook};
 
 /// A TCP proxy to Redis that, once armed with a byte pattern, stops
@@ -110,14 +111,6 @@ struct ServiceProcess {
     base: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl ServiceProcess {
     async fn start(dir: &Path, extra: &[(&str, &str)]) -> ServiceProcess {
         let port = free_port();
@@ -128,8 +121,7 @@ impl ServiceProcess {
             .open(dir.join("service.log"))
             .unwrap();
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("copilot-service"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        hermetic(&mut cmd)
             .env("PORT", port.to_string())
             .env("BIND_ADDRESS", "127.0.0.1")
             .env("DATABASE_URL", &db)
@@ -237,6 +229,13 @@ async fn bullmq_a_delivery_killed_between_record_and_enqueue_is_processed_once()
         deliver(&svc.base, "evt-before", Duration::from_secs(5)).await,
         Some(200)
     );
+    // Processed, so that no job is in a worker's hands at the kill (one would
+    // only come back when its lock expires: BullMQ's stalled-job recovery).
+    let before = vec!["evt-before".to_string()];
+    eventually("the first delivery is processed", || async {
+        processed(&db, &before).await == 1
+    })
+    .await;
     // The next one's enqueue never reaches Redis: the proxy holds it.
     proxy.arm("evt-killed");
     let base = svc.base.clone();

@@ -212,7 +212,6 @@ pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 /// "did you mean `x`?" for a word that is close to one of `candidates`.
 /// Words longer than any name are never close (and comparing them costs
 /// time in proportion to their length).
-
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,

@@ -83,8 +83,17 @@ fn stop_pid(pid: u32) {
 }
 
 /// Variables of the CLI's environment a started process keeps: how to find
-/// programs and how to log, nothing that can hold a secret.
-const PASSED_THROUGH: &[&str] = &["PATH", "TZ", "RUST_LOG", "RUST_BACKTRACE"];
+/// programs, how to log, and a clock faked for the whole process tree
+/// (libfaketime); nothing that can hold a secret.
+const PASSED_THROUGH: &[&str] = &[
+    "PATH",
+    "TZ",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "LD_PRELOAD",
+    "FAKETIME",
+    "FAKETIME_DONT_FAKE_MONOTONIC",
+];
 
 /// The Prometheus `file_sd` targets of an arena's running colours, in its directory.
 pub const PROMETHEUS_TARGETS: &str = "prometheus-targets.json";
