@@ -49,27 +49,30 @@ impl LocalArena {
     }
 }
 
-/// `copilot deploy local --release RELEASE`, off the runtime's threads; it must succeed.
-async fn deploy(arena: &Arc<LocalArena>, release: &str) {
-    let (a, release) = (arena.clone(), release.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        a.p.copilot(["deploy", "local", "--release", &release])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+/// A command built from the arena's project, run off the runtime's threads;
+/// it must succeed.
+async fn run_ok<F>(arena: &Arc<LocalArena>, command: F) -> std::process::Output
+where
+    F: FnOnce(&Project) -> assert_cmd::Command + Send + 'static,
+{
+    let a = arena.clone();
+    let out = tokio::task::spawn_blocking(move || command(&a.p).output().unwrap())
+        .await
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
-impl Drop for LocalArena {
-    fn drop(&mut self) {
-        let _ = self.p.copilot(["down", "local"]).output();
-    }
+/// `copilot deploy local --release RELEASE`; it must succeed.
+async fn deploy(arena: &Arc<LocalArena>, release: &'static str) {
+    run_ok(arena, move |p| {
+        p.copilot(["deploy", "local", "--release", release])
+    })
+    .await;
 }
 
 async fn served_release(url: &str) -> Option<String> {
@@ -108,19 +111,10 @@ async fn deploy_switches_colours_without_failed_requests() {
             }
         })
     };
-    let a = arena.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        a.p.copilot(["--output", "json", "deploy", "local", "--release", "v2"])
-            .output()
-            .unwrap()
+    let out = run_ok(&arena, |p| {
+        p.copilot(["--output", "json", "deploy", "local", "--release", "v2"])
     })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
@@ -218,25 +212,17 @@ async fn the_router_splits_traffic_exactly() {
 #[tokio::test]
 async fn a_relative_root_deploys_and_serves() {
     let arena = Arc::new(LocalArena::new());
-    let a = arena.clone();
     // Run from the project's parent with `--root <its name>`: the router and
     // the services run in the project, not where the caller stands.
-    let out = tokio::task::spawn_blocking(move || {
-        let root = a.p.root().to_path_buf();
-        crate::common::copilot()
-            .current_dir(root.parent().unwrap())
+    run_ok(&arena, |p| {
+        let root = p.root();
+        let mut cmd = crate::common::copilot();
+        cmd.current_dir(root.parent().unwrap())
             .args(["--root", root.file_name().unwrap().to_str().unwrap()])
-            .args(["deploy", "local", "--release", "v1"])
-            .output()
-            .unwrap()
+            .args(["deploy", "local", "--release", "v1"]);
+        cmd
     })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    .await;
     assert_eq!(
         served_release(&arena.url("/health")).await.as_deref(),
         Some("v1")
@@ -288,21 +274,13 @@ fn environ(pid: u64) -> Vec<String> {
 #[tokio::test]
 async fn started_processes_get_only_the_environment_they_are_given() {
     let arena = Arc::new(LocalArena::new());
-    let a = arena.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        a.p.copilot(["deploy", "local", "--release", "v1"])
-            .env("AWS_SECRET_ACCESS_KEY", "do-not-leak-0123")
-            .env("SOME_TOKEN", "do-not-leak-4567")
-            .output()
-            .unwrap()
+    run_ok(&arena, |p| {
+        let mut cmd = p.copilot(["deploy", "local", "--release", "v1"]);
+        cmd.env("AWS_SECRET_ACCESS_KEY", "do-not-leak-0123")
+            .env("SOME_TOKEN", "do-not-leak-4567");
+        cmd
     })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    .await;
     let state: Value =
         serde_json::from_str(&arena.p.read(".copilot/local/local/state.json")).unwrap();
     let router = state["router"]["pid"].as_u64().unwrap();
