@@ -49,6 +49,12 @@ impl LocalArena {
     }
 }
 
+impl Drop for LocalArena {
+    fn drop(&mut self) {
+        let _ = self.p.copilot(["down", "local"]).output();
+    }
+}
+
 /// A command built from the arena's project, run off the runtime's threads;
 /// it must succeed.
 async fn run_ok<F>(arena: &Arc<LocalArena>, command: F) -> std::process::Output
