@@ -30,6 +30,7 @@
 //!   points at the live colour; canary weights by replica ratio; rollback
 //!   flips the selector back or scales the previous ReplicaSet.
 
+pub mod http;
 pub mod local;
 
 use std::collections::BTreeMap;
