@@ -135,7 +135,7 @@ impl Project {
 
 /// Variables a hermetic command keeps: `PATH`, and a clock faked for the
 /// whole process tree by libfaketime, so that the suite can be run at another
-/// date (`faketime '2031-03-07 16:20' target/debug/deps/integration-*`).
+/// date (`LD_PRELOAD=.../libfaketime.so.1 FAKETIME=+165628800 target/debug/deps/integration-*`).
 pub const PASSED_THROUGH: &[&str] = &[
     "PATH",
     "LD_PRELOAD",
