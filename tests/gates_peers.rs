@@ -433,17 +433,11 @@ async fn alerts_gate_against_alertmanager() {
 
     // Silenced, it no longer blocks. The silence starts by Alertmanager's
     // clock (when it says the alert started), whatever this process's is.
-    let active: Value = client()
-        .get(format!(
-            "{}/api/v2/alerts?filter=arena%3D%22canary%22",
-            am.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let active: Value = get_json(&format!(
+        "{}/api/v2/alerts?filter=arena%3D%22canary%22",
+        am.url
+    ))
+    .await;
     let now = chrono::DateTime::parse_from_rfc3339(active[0]["startsAt"].as_str().unwrap())
         .unwrap()
         .with_timezone(&chrono::Utc);

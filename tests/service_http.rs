@@ -55,14 +55,7 @@ async fn webhook_is_verified_deduplicated_and_processed() {
         }
     })
     .await;
-    let counts: Value = client()
-        .get(svc.url("/api/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts: Value = get_json(&svc.url("/api/queue")).await;
     assert_eq!(counts["counts"]["completed"], 1, "{counts}");
     let metrics = client()
         .get(svc.url("/metrics"))
@@ -143,14 +136,7 @@ async fn webhook_rejections_are_4xx() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let counts: Value = client()
-        .get(svc.url("/api/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts: Value = get_json(&svc.url("/api/queue")).await;
     assert_eq!(
         counts["counts"]["completed"].as_u64().unwrap()
             + counts["counts"]["waiting"].as_u64().unwrap(),
@@ -393,14 +379,7 @@ async fn flags_come_from_the_database_through_a_cache() {
     use copilot::service::flags::Flags;
     let svc =
         TestService::start(&[("COPILOT_FLAGS", r#"{"reviews":true,"darkMode":false}"#)]).await;
-    let doc: Value = client()
-        .get(svc.url("/api/flags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&svc.url("/api/flags")).await;
     assert_eq!(doc["flags"]["reviews"], true);
     assert_eq!(doc["flags"]["darkMode"], false);
     assert_eq!(doc["arena"], "test");
@@ -409,14 +388,7 @@ async fn flags_come_from_the_database_through_a_cache() {
     let pool = svc.running.state.pool.clone();
     let writer = Flags::new(pool.clone(), "test", std::time::Duration::from_secs(300));
     writer.set("reviews", false).await.unwrap();
-    let doc: Value = client()
-        .get(svc.url("/api/flags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&svc.url("/api/flags")).await;
     assert_eq!(doc["source"], "cache");
     assert_eq!(doc["flags"]["reviews"], true);
 
@@ -456,14 +428,7 @@ async fn health_endpoints_report_each_dependency() {
     let doc: Value = r.json().await.unwrap();
     assert_eq!(doc["status"], "degraded");
     assert_eq!(doc["feeds"][0]["ok"], false);
-    let health: Value = client()
-        .get(svc.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&svc.url("/health")).await;
     assert_eq!(health["release"], "v-test");
     let metrics = client().get(svc.url("/metrics")).send().await.unwrap();
     assert!(
@@ -489,14 +454,7 @@ async fn health_endpoints_report_each_dependency() {
 #[tokio::test]
 async fn redis_health_and_database_failure() {
     let svc = TestService::start(&[("REDIS_URL", &redis_url())]).await;
-    let doc: Value = client()
-        .get(svc.url("/health/cache"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&svc.url("/health/cache")).await;
     assert_eq!(doc["cache"], "redis");
     assert_eq!(doc["status"], "ok");
     svc.running.state.pool.close().await;
@@ -606,14 +564,7 @@ async fn the_service_runs_on_postgresql() {
     )
     .await
     .unwrap();
-    let doc: Value = client()
-        .get(svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com")).await;
     assert!(
         doc["recommendations"]
             .as_array()
@@ -622,14 +573,7 @@ async fn the_service_runs_on_postgresql() {
             .any(|r| r["rule"] == "core_update_in_progress"),
         "{doc}"
     );
-    let flags: Value = client()
-        .get(svc.url("/api/flags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let flags: Value = get_json(&svc.url("/api/flags")).await;
     assert_eq!(flags["flags"]["reviews"], true);
     svc.stop().await;
 }

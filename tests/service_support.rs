@@ -73,6 +73,18 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// `GET url`, its body as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A webhook request with every required header, signed with `signature`.
 pub fn webhook(base: &str, body: &str, signature: &str, event_id: &str) -> reqwest::RequestBuilder {
     client()

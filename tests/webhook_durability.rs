@@ -22,7 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use crate::common::{free_port, hermetic};
-use crate::service_support::{SECRET, drop_queue, eventually, redis_url, unique_queue, webhook};
+use crate::service_support::{
+    SECRET, drop_queue, eventually, get_json, redis_url, unique_queue, webhook,
+};
 
 /// A TCP proxy to Redis that, once armed with a byte pattern, stops
 /// forwarding the connection on which the client sends it.
@@ -369,12 +371,7 @@ async fn memory_every_delivery_answered_200_is_processed_once_after_a_kill_under
     .await;
     // The restarted queue ran each delivery not processed before the kill
     // exactly once: its count of completed jobs is that number, no more.
-    let counts: Value = reqwest::get(format!("{}/api/queue", svc.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts = get_json(&format!("{}/api/queue", svc.base)).await;
     assert_eq!(
         counts["counts"]["completed"].as_u64(),
         Some((events.len() - done_before) as u64),
