@@ -28,20 +28,11 @@ pub fn describe(e: reqwest::Error) -> String {
 
 /// The same, for an error that is only borrowed (its URL, if any, is kept out).
 pub fn describe_ref(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(&format!(" for url ({url})"), "");
+    let text = crate::providers::http::error_chain(e);
+    match e.url() {
+        Some(url) => text.replace(&format!(" for url ({url})"), ""),
+        None => text,
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A request that got no answer.

@@ -351,16 +351,30 @@ fn platform_message(text: &str, status: StatusCode) -> String {
 }
 
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_string()
+    let what = if e.is_timeout() {
+        "timed out"
     } else if e.is_connect() {
-        "cannot connect".to_string()
+        "cannot connect"
     } else {
-        "request failed".to_string()
+        "request failed"
     };
-    let mut source = std::error::Error::source(e);
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{what}: {}", error_chain(cause)),
+        None => what.to_string(),
+    }
+}
+
+/// An error and its causes on one line ("a: b: c"), each cause said once
+/// even where an error repeats its source in its own text.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
-        text = format!("{text}: {s}");
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = s.source();
     }
     text

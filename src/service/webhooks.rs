@@ -169,22 +169,17 @@ pub async fn receive(
         Ok(n) => n,
         Err(e) => {
             tracing::error!("cannot record webhook delivery: {e}");
-            return reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "error",
-                "storage unavailable, retry later",
-                &state,
-            );
+            return storage_unavailable(&state);
         }
     };
-    let data = json!({
-        "event_id": event_id,
-        "webhook_id": webhook_id,
-        "topic": topic,
-        "shop": shop,
-        "api_version": api_version,
-        "payload": payload_json,
-    });
+    let data = job_data(
+        &event_id,
+        &webhook_id,
+        &topic,
+        &shop,
+        &api_version,
+        payload_json,
+    );
     if !inserted {
         // A retry. If what was recorded is still waiting to be processed,
         // its job may never have reached the queue (the first attempt died
@@ -202,12 +197,7 @@ pub async fn receive(
             Ok(_) => {}
             Err(e) => {
                 tracing::error!("cannot read webhook delivery {event_id}: {e}");
-                return reject(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "error",
-                    "storage unavailable, retry later",
-                    &state,
-                );
+                return storage_unavailable(&state);
             }
         }
     }
@@ -232,6 +222,35 @@ pub async fn receive(
             )
         }
     }
+}
+
+fn storage_unavailable(state: &AppState) -> Response {
+    reject(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "error",
+        "storage unavailable, retry later",
+        state,
+    )
+}
+
+/// What a delivery's job carries, whether it is enqueued on receipt, on a
+/// retry or at start.
+fn job_data(
+    event_id: &str,
+    webhook_id: &str,
+    topic: &str,
+    shop: &str,
+    api_version: &str,
+    payload: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "event_id": event_id,
+        "webhook_id": webhook_id,
+        "topic": topic,
+        "shop": shop,
+        "api_version": api_version,
+        "payload": payload,
+    })
 }
 
 /// The status of a delivery recorded but not processed yet.
@@ -321,16 +340,12 @@ pub async fn pending_deliveries(pool: &Pool) -> Result<Vec<serde_json::Value>, s
     ).fetch_all(p).await)?;
     Ok(rows
         .into_iter()
-        .map(|(event_id, webhook_id, topic, shop, api_version, payload)| {
-            json!({
-                "event_id": event_id,
-                "webhook_id": webhook_id,
-                "topic": topic,
-                "shop": shop,
-                "api_version": api_version,
-                "payload": serde_json::from_str::<serde_json::Value>(&payload).unwrap_or(serde_json::Value::Null),
-            })
-        })
+        .map(
+            |(event_id, webhook_id, topic, shop, api_version, payload)| {
+                let payload = serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
+                job_data(&event_id, &webhook_id, &topic, &shop, &api_version, payload)
+            },
+        )
         .collect())
 }
 
