@@ -11,6 +11,7 @@ pub mod db;
 pub mod gates;
 pub mod ledger;
 pub mod model;
+pub mod progress;
 pub mod prometheus;
 pub mod providers;
 pub mod render;

@@ -181,6 +181,8 @@ pub struct Capabilities {
     pub settings: &'static [&'static str],
     /// Settings that must be present.
     pub required_settings: &'static [&'static str],
+    /// The secret stores whose references the platform attaches itself.
+    pub secret_stores: &'static [SecretStore],
 }
 
 impl Capabilities {
@@ -220,16 +222,95 @@ impl Arena {
 #[derive(Clone, Debug, Serialize)]
 pub struct Provider {
     pub kind: ProviderKind,
-    /// Provider-specific settings (app, region, cluster, namespace, port, ...).
-    pub settings: BTreeMap<String, serde_json::Value>,
+    /// The settings of `kind`, checked by that provider's rules.
+    pub settings: ProviderSettings,
     /// Number of instances per colour.
     pub instances: u32,
+    /// How long a platform operation (instances starting and passing their
+    /// checks, a release command) may take before copilot gives up on it.
+    pub ready_timeout: Duration,
 }
 
-impl Provider {
-    pub fn setting(&self, key: &str) -> Option<&str> {
-        self.settings.get(key).and_then(|v| v.as_str())
+/// Each provider's settings, as its rules in `providers::<kind>` checked
+/// them. The types are data only; what is valid is the provider's to say.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum ProviderSettings {
+    Local(LocalSettings),
+    Fly(FlySettings),
+    Render(RenderSettings),
+    Ecs(EcsSettings),
+    Kubernetes(KubernetesSettings),
+}
+
+impl ProviderSettings {
+    /// `name=value` pairs, for people.
+    pub fn describe(&self) -> Vec<String> {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let Some(map) = value.as_object() else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect()
     }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LocalSettings {
+    /// The loopback port of the arena's router.
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FlySettings {
+    pub app: String,
+    pub org: Option<String>,
+    /// Where machines run; `instances` machines per colour in each.
+    pub regions: Vec<String>,
+    /// Where the app's traffic enters (`https://<app>.fly.dev` unless set).
+    pub url: String,
+    /// Run once in a temporary machine of the new release before it starts.
+    pub release_command: Option<String>,
+    /// Volumes mounted into each machine (`name:/path`).
+    pub mounts: Vec<FlyMount>,
+    /// The port the service listens on inside the machine.
+    pub internal_port: u16,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FlyMount {
+    pub volume: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RenderSettings {
+    pub service: String,
+    pub region: Option<String>,
+    pub plan: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EcsSettings {
+    pub cluster: String,
+    pub service: String,
+    pub region: Option<String>,
+    pub listener: Option<String>,
+    pub target_groups: BTreeMap<String, String>,
+    pub family: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KubernetesSettings {
+    pub namespace: String,
+    pub deployment: String,
+    pub context: Option<String>,
+    pub service: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -227,7 +227,7 @@ proptest! {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, text).unwrap();
         }
-        match copilot::config::load_project(dir.path(), copilot::providers::capabilities, false) {
+        match copilot::config::load_project(dir.path(), &copilot::providers::RULES, false) {
             Ok(loaded) => {
                 // What the commands do with an accepted project must not panic either.
                 for arena in loaded.project.arenas.values() {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use copilot::providers::local::LocalProvider;
-use copilot::providers::{Provider, Slot};
+use copilot::providers::{Op, Provider, Slot};
 use serde_json::Value;
 
 use crate::common::Project;
@@ -190,7 +190,7 @@ async fn the_router_splits_traffic_exactly() {
     )
     .unwrap();
     provider
-        .set_traffic(&[(Slot::Blue, 90), (Slot::Green, 10)])
+        .set_traffic(&Op::by_hand("test"), &[(Slot::Blue, 90), (Slot::Green, 10)])
         .await
         .unwrap();
     let client = reqwest::Client::new();
@@ -206,12 +206,20 @@ async fn the_router_splits_traffic_exactly() {
     assert_eq!(status.slot(Slot::Blue).unwrap().weight, 90);
     assert!(status.slots.iter().all(|s| s.healthy));
     // A colour that still takes traffic cannot be removed.
-    assert!(provider.remove(Slot::Green).await.is_err());
+    assert!(
+        provider
+            .remove(&Op::by_hand("test"), Slot::Green)
+            .await
+            .is_err()
+    );
     provider
-        .set_traffic(&[(Slot::Blue, 100), (Slot::Green, 0)])
+        .set_traffic(&Op::by_hand("test"), &[(Slot::Blue, 100), (Slot::Green, 0)])
         .await
         .unwrap();
-    provider.remove(Slot::Green).await.unwrap();
+    provider
+        .remove(&Op::by_hand("test"), Slot::Green)
+        .await
+        .unwrap();
     assert_eq!(provider.status().await.unwrap().slots.len(), 1);
 }
 

@@ -668,7 +668,7 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
 
 #[test]
 fn status_reports_a_split_the_ledger_does_not_show() {
-    use copilot::providers::{Provider, local::LocalProvider};
+    use copilot::providers::{Op, Provider, local::LocalProvider};
     let a = Arenas::new();
     assert_eq!(a.promote("v1").0, 0);
     assert_eq!(a.promote("v2").0, 0);
@@ -688,7 +688,10 @@ fn status_reports_a_split_the_ledger_does_not_show() {
     block_on(async {
         let s = provider.status().await.unwrap();
         let weights: Vec<_> = s.slots.iter().map(|x| (x.slot, 50)).collect();
-        provider.set_traffic(&weights).await.unwrap();
+        provider
+            .set_traffic(&Op::by_hand("test"), &weights)
+            .await
+            .unwrap();
     });
     let (_, status) = a.run(&["status", "stage"]);
     let arena = &status["arenas"][0];

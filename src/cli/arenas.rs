@@ -87,15 +87,7 @@ fn describe(a: &Arena) -> String {
     if let Some(t) = &a.target {
         let _ = writeln!(s, "lane into   {t}");
     }
-    let settings: Vec<String> = a
-        .provider
-        .settings
-        .iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => format!("{k}={s}"),
-            other => format!("{k}={other}"),
-        })
-        .collect();
+    let settings = a.provider.settings.describe();
     let _ = writeln!(
         s,
         "provider    {} x{} {}",

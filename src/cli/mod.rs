@@ -393,7 +393,7 @@ impl Context {
     /// Load and check the project's definitions.
     pub fn project(&self) -> Result<(PathBuf, Loaded), CliError> {
         let root = self.root()?;
-        let loaded = config::load_project(&root, providers::capabilities, false)?;
+        let loaded = config::load_project(&root, &providers::RULES, false)?;
         Ok((root, loaded))
     }
 

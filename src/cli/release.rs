@@ -55,7 +55,7 @@ pub fn digest_from_image(image: &str) -> Option<String> {
 /// The folder of the project's migrations gate, when the definitions load
 /// and it exists: what a release records unless told otherwise.
 async fn default_migrations(root: &std::path::Path) -> Option<Vec<crate::ledger::MigrationRecord>> {
-    let loaded = config::load_project(root, crate::providers::capabilities, false).ok()?;
+    let loaded = config::load_project(root, &crate::providers::RULES, false).ok()?;
     let params = crate::gates::migrations::params_for(&loaded.project, None)?;
     let dir = root.join(params.migrations);
     if !dir.is_dir() {

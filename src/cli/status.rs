@@ -8,7 +8,7 @@ use crate::ledger::Ledger;
 use std::collections::BTreeMap;
 
 use crate::model::{Arena, ProviderKind};
-use crate::providers::{ArenaStatus, Provider};
+use crate::providers::{self, ArenaStatus, Provider};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,15 +43,30 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     ))
 }
 
-/// What the provider itself reports, where copilot can ask it (local arenas
-/// that have run something); `None` otherwise.
+/// What the provider itself reports, where copilot can ask it (a provider
+/// built in, with its credentials, that runs something for the arena);
+/// `None` otherwise. A lane is reported with the arena it deploys into.
 async fn observe(root: &std::path::Path, a: &Arena) -> Option<ArenaStatus> {
-    if a.provider.kind != ProviderKind::Local || a.deploys_into() != a.name {
+    if a.deploys_into() != a.name {
         return None;
     }
-    let provider = super::deploy::local_provider(root, a).ok()?;
-    let status = provider.status().await.ok()?;
-    (!status.slots.is_empty()).then_some(status)
+    // The local provider starts nothing until something is deployed.
+    if a.provider.kind == ProviderKind::Local && !root.join(".copilot/local").join(&a.name).is_dir()
+    {
+        return None;
+    }
+    let provider = providers::open(root, a).ok()?;
+    match provider.status().await {
+        Ok(status) => (!status.slots.is_empty() || !status.drift.is_empty()).then_some(status),
+        Err(e) => {
+            tracing::warn!(
+                "cannot ask the {} provider about {}: {e}",
+                a.provider.kind,
+                a.name
+            );
+            None
+        }
+    }
 }
 
 /// Slot -> (release, weight) of the slots carrying traffic.
@@ -127,7 +142,7 @@ async fn arena_status(
             .map(|x| {
                 (
                     x.slot.to_string(),
-                    json!({ "release": x.version, "weight": x.weight, "healthy": x.healthy }),
+                    json!({ "release": x.version, "weight": x.weight, "healthy": x.healthy, "instances": x.instances }),
                 )
             })
             .collect();
@@ -151,6 +166,18 @@ async fn arena_status(
             ));
         }
     }
+    for x in observed.iter().flat_map(|o| &o.slots) {
+        let n = x.instances;
+        if n.desired > 1 || n.healthy < n.desired {
+            s.push_str(&format!(
+                "  {:<9} {} {}/{} instances healthy ({} started)\n",
+                x.slot, x.version, n.healthy, n.desired, n.started
+            ));
+        }
+    }
+    for d in observed.iter().flat_map(|o| &o.drift) {
+        s.push_str(&format!("  drift     {}: {}\n", d.instance, d.what));
+    }
     if let Some(l) = &lock {
         s.push_str(&format!(
             "  locked    by {} ({}): {}\n",
@@ -172,6 +199,7 @@ async fn arena_status(
         "traffic": traffic.map(|t| t.split.0),
         "observed": observed_split,
         "drift": drift,
+        "platform_drift": observed.as_ref().map(|o| o.drift.clone()).unwrap_or_default(),
         "lock": lock,
         "window": { "open": in_window, "freezes": in_freeze },
     });

@@ -16,7 +16,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let root = ctx.root()?;
-    let loaded = match config::load_project(&root, providers::capabilities, args.strict) {
+    let loaded = match config::load_project(&root, &providers::RULES, args.strict) {
         Ok(l) => l,
         Err(ConfigError::Invalid { diagnostics }) => return Err(failure(diagnostics)),
         Err(e) => return Err(e.into()),

@@ -219,35 +219,55 @@ pub struct ProviderSection {
     /// local: the loopback port of the arena's router.
     #[serde(default)]
     pub port: Option<At<u32>>,
+    /// fly: several regions (instances per region), instead of `region`.
+    #[serde(default)]
+    pub regions: Option<At<Vec<At<String>>>>,
+    /// fly: where the app's traffic enters [default: `https://<app>.fly.dev`].
+    #[serde(default)]
+    pub url: Option<At<String>>,
+    /// fly: a command run once in a machine of the new release before it starts (migrations).
+    #[serde(default)]
+    pub release_command: Option<At<String>>,
+    /// fly: volumes mounted into each machine, as `volume_name:/path`.
+    #[serde(default)]
+    pub mounts: Option<At<Vec<At<String>>>>,
+    /// fly: the port the service listens on inside a machine [default: 8080].
+    #[serde(default)]
+    pub internal_port: Option<At<u32>>,
+    /// How long instances may take to start and pass their checks [default: 5m; local 30s].
+    #[serde(default)]
+    pub ready_timeout: Option<At<String>>,
 }
 
 impl ProviderSection {
-    /// Every setting that is present, by its YAML name.
-    pub fn present_settings(&self) -> Vec<(&'static str, Loc, serde_json::Value)> {
-        let mut out = Vec::new();
-        let mut text = |name: &'static str, v: &Option<At<String>>| {
-            if let Some(v) = v {
-                out.push((name, v.loc, serde_json::Value::String(v.value.clone())));
-            }
-        };
-        text("app", &self.app);
-        text("org", &self.org);
-        text("region", &self.region);
-        text("service", &self.service);
-        text("plan", &self.plan);
-        text("cluster", &self.cluster);
-        text("listener", &self.listener);
-        text("family", &self.family);
-        text("namespace", &self.namespace);
-        text("context", &self.context);
-        text("deployment", &self.deployment);
-        if let Some(tg) = &self.target_groups {
-            out.push(("target_groups", tg.loc, serde_json::json!(tg.value)));
+    /// Every setting that is present, by its YAML name, with where it is.
+    pub fn present_settings(&self) -> Vec<(&'static str, Loc)> {
+        fn at<T>(name: &'static str, v: &Option<At<T>>) -> Option<(&'static str, Loc)> {
+            v.as_ref().map(|v| (name, v.loc))
         }
-        if let Some(p) = &self.port {
-            out.push(("port", p.loc, serde_json::json!(p.value)));
-        }
-        out
+        [
+            at("app", &self.app),
+            at("org", &self.org),
+            at("region", &self.region),
+            at("regions", &self.regions),
+            at("url", &self.url),
+            at("release_command", &self.release_command),
+            at("mounts", &self.mounts),
+            at("internal_port", &self.internal_port),
+            at("service", &self.service),
+            at("plan", &self.plan),
+            at("cluster", &self.cluster),
+            at("listener", &self.listener),
+            at("target_groups", &self.target_groups),
+            at("family", &self.family),
+            at("namespace", &self.namespace),
+            at("context", &self.context),
+            at("deployment", &self.deployment),
+            at("port", &self.port),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

@@ -16,8 +16,8 @@ pub mod window;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use diag::{Diagnostic, Severity};
-pub use validate::CapabilitiesFn;
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use validate::{CapabilitiesFn, ProviderRules, SettingsInput};
 
 use crate::model::Project;
 

@@ -7,14 +7,43 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::FixedOffset;
 
-use super::def::{ArenaFile, At, GateFileAny, MetricSection, Scalar, StrategySection};
+use super::def::{
+    ArenaFile, At, GateFileAny, Loc, MetricSection, ProviderSection, Scalar, StrategySection,
+};
 use super::diag::{Diagnostics, SourceFile, did_you_mean};
 use super::duration::Duration;
 use super::window::{AllowWindow, Freeze, parse_zone};
 use crate::model::*;
 
-/// Looks up what a provider can do; supplied by the providers layer.
-pub type CapabilitiesFn = fn(ProviderKind) -> &'static Capabilities;
+/// What the providers layer says of each provider: what it can do, and its
+/// own rules for its settings (`providers::RULES`). Definitions are checked
+/// against them without this layer knowing any platform.
+pub struct ProviderRules {
+    pub capabilities: fn(ProviderKind) -> &'static Capabilities,
+    /// Check the `provider:` section of an arena (settings common to all
+    /// providers and unknown names are checked before) and build its settings.
+    pub settings: fn(&SettingsInput<'_>, &mut Diagnostics) -> Option<ProviderSettings>,
+}
+
+impl ProviderRules {
+    pub fn capabilities(&self, kind: ProviderKind) -> &'static Capabilities {
+        (self.capabilities)(kind)
+    }
+}
+
+/// What a provider's rules see of an arena.
+pub struct SettingsInput<'a> {
+    pub file: &'a SourceFile,
+    pub section: &'a ProviderSection,
+    /// Where `provider:` is.
+    pub at: Loc,
+    /// The arena's strategy, when it names one.
+    pub strategy: Option<StrategyKind>,
+    pub instances: u32,
+}
+
+/// The rules [`check`] applies: supplied by the providers layer.
+pub type CapabilitiesFn = &'static ProviderRules;
 
 /// Parsed files of a project, before cross-checking.
 pub struct Parsed<'a> {
@@ -173,7 +202,8 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
             );
             continue;
         };
-        let Some(provider) = check_provider(file, provider_at, caps, diags) else {
+        let strategy_kind = a.strategy.as_ref().map(|s| s.value.kind.value);
+        let Some(provider) = check_provider(file, provider_at, strategy_kind, caps, diags) else {
             continue;
         };
         let strategy = match &a.strategy {
@@ -286,19 +316,17 @@ fn check_file_name(file: &SourceFile, name: &At<String>, diags: &mut Diagnostics
 
 fn check_provider(
     file: &SourceFile,
-    at: &At<super::def::ProviderSection>,
+    at: &At<ProviderSection>,
+    strategy: Option<StrategyKind>,
     caps: CapabilitiesFn,
     diags: &mut Diagnostics,
 ) -> Option<Provider> {
     let p = &at.value;
     let kind = p.kind.value;
-    let cap = caps(kind);
-    let mut settings = BTreeMap::new();
+    let cap = caps.capabilities(kind);
     let mut ok = true;
-    for (name, loc, value) in p.present_settings() {
-        if cap.settings.contains(&name) {
-            settings.insert(name.to_string(), value);
-        } else {
+    for (name, loc) in p.present_settings() {
+        if !cap.settings.contains(&name) {
             ok = false;
             diags.error(
                 file,
@@ -309,7 +337,7 @@ fn check_provider(
         }
     }
     for required in cap.required_settings {
-        if !settings.contains_key(*required) {
+        if !p.present_settings().iter().any(|(n, _)| n == required) {
             ok = false;
             diags.error(
                 file,
@@ -318,30 +346,6 @@ fn check_provider(
                 format!("add `{required}:` under `provider:`"),
             );
         }
-    }
-    if let Some(tg) = &p.target_groups {
-        for colour in tg.value.keys() {
-            if colour != "blue" && colour != "green" {
-                ok = false;
-                diags.error(
-                    file,
-                    tg.loc,
-                    format!("unknown colour `{colour}` in target_groups"),
-                    "name the target groups `blue` and `green`",
-                );
-            }
-        }
-    }
-    if let Some(port) = &p.port
-        && !(1024..=65535).contains(&port.value)
-    {
-        ok = false;
-        diags.error(
-            file,
-            port.loc,
-            format!("port {} is out of range", port.value),
-            "use a port from 1024 to 65535",
-        );
     }
     let instances = match &p.instances {
         Some(n) if n.value == 0 => {
@@ -352,10 +356,42 @@ fn check_provider(
         Some(n) => n.value,
         None => 1,
     };
-    ok.then_some(Provider {
+    let default_timeout = if kind == ProviderKind::Local {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(300)
+    };
+    let ready_timeout = match &p.ready_timeout {
+        Some(t) => match duration(file, t, "ready_timeout", diags) {
+            Some(d) if d.as_std().is_zero() => {
+                ok = false;
+                diags.error(file, t.loc, "`ready_timeout` must be longer than 0s", None);
+                default_timeout
+            }
+            Some(d) => d,
+            None => {
+                ok = false;
+                default_timeout
+            }
+        },
+        None => default_timeout,
+    };
+    if !ok {
+        return None;
+    }
+    let input = SettingsInput {
+        file,
+        section: p,
+        at: at.loc,
+        strategy,
+        instances,
+    };
+    let settings = (caps.settings)(&input, diags)?;
+    Some(Provider {
         kind,
         settings,
         instances,
+        ready_timeout,
     })
 }
 
@@ -368,7 +404,7 @@ fn check_strategy(
 ) -> Option<Strategy> {
     let s = &at.value;
     let kind = s.kind.value;
-    let cap = caps(provider.kind);
+    let cap = caps.capabilities(provider.kind);
     let mut ok = true;
     if !cap.supports(kind) {
         ok = false;

@@ -106,6 +106,8 @@ pub struct Step {
     pub outcome: Option<Json<Value>>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The platform's handle of what the step started, once it took it.
+    pub handle: Option<Json<Value>>,
 }
 
 /// The traffic split of an arena as last recorded.
@@ -366,7 +368,7 @@ impl Ledger {
     ) -> Result<Step> {
         let sql = "INSERT INTO deployment_steps (deployment_id, seq, name, state, intent, started_at) \
                    VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_steps WHERE deployment_id = $1), $2, 'started', $3, $4) \
-                   RETURNING deployment_id, seq, name, state, intent, outcome, started_at, finished_at";
+                   RETURNING deployment_id, seq, name, state, intent, outcome, started_at, finished_at, handle";
         Ok(on_pool!(&self.pool, pool => sqlx::query_as::<_, Step>(sql)
             .bind(deployment_id)
             .bind(name)
@@ -397,6 +399,33 @@ impl Ledger {
         Ok(())
     }
 
+    /// Record the platform's handle of what a started step set going, before
+    /// the step waits for it.
+    pub async fn record_handle(&self, deployment_id: &str, seq: i32, handle: &Value) -> Result<()> {
+        on_pool!(&self.pool, pool => sqlx::query("UPDATE deployment_steps SET handle = $1 WHERE deployment_id = $2 AND seq = $3")
+            .bind(Json(handle))
+            .bind(deployment_id)
+            .bind(seq)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The last handle recorded for `release_id` running in `arena`: what
+    /// the platform knows that release as (for a rollback to it).
+    pub async fn last_handle(&self, arena: &str, release_id: &str) -> Result<Option<Value>> {
+        let sql = "SELECT s.handle FROM deployment_steps s JOIN deployments d ON d.id = s.deployment_id \
+                   WHERE d.arena = $1 AND d.release_id = $2 AND s.handle IS NOT NULL \
+                   ORDER BY d.seq DESC, s.seq DESC LIMIT 1";
+        let row: Option<(Json<Value>,)> = on_pool!(&self.pool, pool => sqlx::query_as(sql)
+            .bind(arena)
+            .bind(release_id)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(row.map(|(h,)| h.0))
+    }
+
     /// Close the steps a killed command left `started`: they end `interrupted`
     /// (their intent stays; the command that takes over says what it does).
     pub async fn interrupt_steps(
@@ -418,7 +447,7 @@ impl Ledger {
     }
 
     pub async fn steps(&self, deployment_id: &str) -> Result<Vec<Step>> {
-        let sql = "SELECT deployment_id, seq, name, state, intent, outcome, started_at, finished_at FROM deployment_steps WHERE deployment_id = $1 ORDER BY seq";
+        let sql = "SELECT deployment_id, seq, name, state, intent, outcome, started_at, finished_at, handle FROM deployment_steps WHERE deployment_id = $1 ORDER BY seq";
         Ok(
             on_pool!(&self.pool, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?,
         )

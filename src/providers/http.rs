@@ -163,11 +163,42 @@ impl ApiClient {
         body: Option<&Value>,
         idempotency_key: Option<&str>,
     ) -> Result<ApiResponse, ApiError> {
+        let key = idempotency_key.map(|k| (IDEMPOTENCY_KEY, k));
+        self.request(
+            method,
+            path,
+            body,
+            key.as_slice(),
+            idempotency_key.is_some(),
+        )
+        .await
+    }
+
+    /// The same, with extra headers (a platform's lease nonce), not retried
+    /// for a POST unless it never left.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ApiError> {
+        self.request(method, path, body, headers, false).await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        idempotent: bool,
+    ) -> Result<ApiResponse, ApiError> {
         let request = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let safe_to_repeat = matches!(
             method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE
-        ) || idempotency_key.is_some();
+        ) || idempotent;
         let deadline = Instant::now() + self.policy.total;
         let mut attempt = 0u32;
         loop {
@@ -190,8 +221,8 @@ impl ApiClient {
                 value.set_sensitive(true);
                 req = req.header(reqwest::header::AUTHORIZATION, value);
             }
-            if let Some(key) = idempotency_key {
-                req = req.header(IDEMPOTENCY_KEY, key);
+            for (name, value) in headers {
+                req = req.header(*name, *value);
             }
             if let Some(body) = body {
                 req = req.json(body);

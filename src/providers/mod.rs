@@ -30,14 +30,26 @@
 //!   points at the live colour; canary weights by replica ratio; rollback
 //!   flips the selector back or scales the previous ReplicaSet.
 
+pub mod ecs;
+pub mod fly;
 pub mod http;
+pub mod kubernetes;
 pub mod local;
+pub mod render;
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Capabilities, ProviderKind, StrategyKind, TrafficSplit};
+use crate::config::{Diagnostics, ProviderRules, SettingsInput};
+use crate::model::{
+    Arena, Capabilities, ProviderKind, ProviderSettings, SecretRef, SecretStore, StrategyKind,
+    TrafficSplit,
+};
+pub use crate::progress::Progress;
 
 /// A place a release runs in an arena: a colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,9 +74,26 @@ impl Slot {
     }
 }
 
-impl std::fmt::Display for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A secret a release needs: a value copilot resolved (`env:`, `file:`), or a
+/// reference into the platform's own store, which the platform attaches.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Value(String),
+    Platform(SecretRef),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Value(_) => f.write_str("Value(<redacted>)"),
+            Secret::Platform(r) => write!(f, "Platform({r})"),
+        }
     }
 }
 
@@ -74,8 +103,32 @@ pub struct ReleaseSpec {
     pub release_id: String,
     pub version: String,
     pub image: String,
-    /// Variables for the service; secret values included, never logged.
+    /// Plain variables.
     pub env: BTreeMap<String, String>,
+    /// Secret variables, by name; values are never logged.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// How many instances a colour should have, has started, and has passing checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub desired: u32,
+    pub started: u32,
+    pub healthy: u32,
+}
+
+impl Counts {
+    pub fn all_healthy(&self) -> bool {
+        self.desired > 0 && self.healthy >= self.desired
+    }
+}
+
+/// A colour's instances in one region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionCounts {
+    pub region: String,
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// What runs in a slot, as the platform reports it.
@@ -84,11 +137,32 @@ pub struct SlotStatus {
     pub slot: Slot,
     pub release_id: String,
     pub version: String,
-    /// Where the slot answers directly (for gates against the idle colour).
+    /// What the instances run, as the platform says.
+    #[serde(default)]
+    pub image: String,
+    /// Where the slot answers directly (gates against the idle colour),
+    /// with `headers` that pin a request to it where the platform routes by
+    /// header (Fly's `fly-force-instance-id`).
     pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Every desired instance is started and passes its checks.
     pub healthy: bool,
+    #[serde(default)]
+    pub instances: Counts,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionCounts>,
     /// Percent of the arena's traffic this slot receives.
     pub weight: u8,
+}
+
+/// Something the platform runs that copilot did not put there, or that
+/// differs from what copilot put there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// The instance (machine id, task, pod).
+    pub instance: String,
+    pub what: String,
 }
 
 /// Everything a provider reports about an arena.
@@ -97,6 +171,8 @@ pub struct ArenaStatus {
     pub slots: Vec<SlotStatus>,
     /// Where the arena's traffic enters (the router, load balancer, app URL).
     pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
 }
 
 impl ArenaStatus {
@@ -112,44 +188,307 @@ impl ArenaStatus {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{action} failed: {message}")]
-    Failed { action: String, message: String },
-    #[error("the {0} provider is not built into this copilot yet")]
-    NotImplemented(ProviderKind),
+/// The platform's own name for an operation it carries out (machine ids and
+/// a launch id, a deploy id, a task definition revision, a ReplicaSet
+/// revision). The ledger records it before copilot waits, so a command
+/// killed while waiting resumes waiting on the same operation.
+pub type Handle = serde_json::Value;
+
+/// What the executor decides from, not from message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ErrorKind {
+    /// A connection error, a timeout of one request or a 5xx: it may work later.
+    Retryable,
+    /// The platform asked to slow down (and said for how long, when it did).
+    Throttled { retry_after_ms: Option<u64> },
+    /// The credentials are missing, wrong, or lack a permission.
+    Unauthorised,
+    /// The app, service or resource does not exist.
+    NotFound,
+    /// Someone else holds it (a lease, a lock), or it changed meanwhile.
+    Conflict,
+    /// The platform rolled the release back on its own.
+    RolledBack,
+    /// A wait ran out: instances never started or never passed their checks.
+    TimedOut,
+    /// The release itself failed on the platform: its instances exit, or
+    /// its release command did not succeed.
+    ReleaseFailed,
+    /// The platform carried the operation out and it failed (an image that
+    /// exits, a release command that fails, a request the platform refuses).
+    Failed,
+    /// Not usable from here: configuration, credentials or binaries missing.
+    Unavailable,
 }
 
-/// The interface every provider implements.
-#[allow(async_fn_in_trait)]
-pub trait Provider {
-    fn capabilities(&self) -> &'static Capabilities;
-    /// Start `release` in `slot` without sending it traffic; return once it answers its health check.
-    async fn deploy(&self, slot: Slot, release: &ReleaseSpec) -> Result<SlotStatus, ProviderError>;
-    /// What runs where, and the current split.
-    async fn status(&self) -> Result<ArenaStatus, ProviderError>;
-    /// Send `weights` percent of traffic to each slot (summing to 100).
-    /// Where the platform can switch at once (a router, a listener, a
-    /// selector), `[(new, 100), (old, 0)]` is that instant switch.
-    async fn set_traffic(&self, weights: &[(Slot, u8)]) -> Result<(), ProviderError>;
-    /// Bring back `release`, which ran here before, into `slot` by the
-    /// platform's own rollback where it has one (Render's rollback of a
-    /// deploy, an ECS service's previous task definition, a Kubernetes
-    /// ReplicaSet scaled back up), without sending it traffic. `Ok(None)`
-    /// means there is none, and copilot deploys the release itself.
-    async fn restore(
+/// A provider operation that did not succeed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{action}: {message}")]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    /// What copilot was doing (`create machine 3 of 4 in green`).
+    pub action: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ProviderError {
+    pub fn new(kind: ErrorKind, action: impl Into<String>, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            action: action.into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+    pub fn failed(action: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Failed, action, message)
+    }
+    pub fn unavailable(action: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, action, message)
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    /// The same error, said of a larger action.
+    pub fn during(mut self, action: impl fmt::Display) -> Self {
+        self.action = format!("{action}: {}", self.action);
+        self
+    }
+}
+
+impl From<http::ApiError> for ProviderError {
+    fn from(e: http::ApiError) -> Self {
+        use http::ApiErrorKind as A;
+        let kind = match e.kind {
+            A::Retryable => ErrorKind::Retryable,
+            A::Throttled { retry_after } => ErrorKind::Throttled {
+                retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+            },
+            A::Unauthorised => ErrorKind::Unauthorised,
+            A::NotFound => ErrorKind::NotFound,
+            A::Conflict => ErrorKind::Conflict,
+            A::Failed => ErrorKind::Failed,
+        };
+        let request = e.request.clone();
+        let mut message = e.to_string();
+        if let Some(rest) = message.strip_prefix(&format!("{request} ")) {
+            message = rest.to_string();
+        }
+        ProviderError::new(kind, request, message)
+    }
+}
+
+/// One provider operation as the executor asks for it.
+pub struct Op<'a> {
+    /// Derived from the deployment and its step: the same operation asked
+    /// again (a retry, a resume) carries the same key, so the platform (or
+    /// the provider, by what it tagged) does it once.
+    pub key: String,
+    pub progress: &'a dyn Progress,
+    /// How long waits on the platform may take.
+    pub timeout: std::time::Duration,
+}
+
+impl Op<'static> {
+    /// An operation outside any deployment (tools, tests), said nowhere.
+    pub fn by_hand(key: &str) -> Self {
+        Op {
+            key: key.to_string(),
+            progress: &crate::progress::Silent,
+            timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// The interface every provider implements. Futures are `Send`, so a
+/// rollout can run on any runtime thread; the one [`Platform`] enum puts
+/// every provider behind one type.
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+    /// Where the arena's traffic enters.
+    fn url(&self) -> String;
+    /// Fill in what the platform supplies itself (the local provider's
+    /// development webhook secret); refuse secrets it cannot attach.
+    fn prepare(&self, _release: &mut ReleaseSpec) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    /// What runs where, the split, and what runs that copilot did not start.
+    fn status(&self) -> impl Future<Output = Result<ArenaStatus, ProviderError>> + Send;
+    /// Start `release` in `slot` without sending it traffic, and return the
+    /// platform's handle of the operation as soon as the platform took it.
+    /// Asked again with the same key, it returns the same operation.
+    fn launch(
         &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+    ) -> impl Future<Output = Result<Handle, ProviderError>> + Send;
+    /// Wait, within `op.timeout`, until what `handle` started is healthy.
+    /// On failure nothing of it is left running.
+    fn wait_ready(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+        handle: &Handle,
+    ) -> impl Future<Output = Result<SlotStatus, ProviderError>> + Send;
+    /// Send `weights` percent of traffic to each slot (summing to 100) and
+    /// return the split achieved (a number of machines cannot always carry
+    /// 10%). `[(new, 100), (old, 0)]` is the instant switch.
+    fn set_traffic(
+        &self,
+        op: &Op<'_>,
+        weights: &[(Slot, u8)],
+    ) -> impl Future<Output = Result<Vec<(Slot, u8)>, ProviderError>> + Send;
+    /// Bring back `release`, which ran here before under the `recorded`
+    /// handle, into `slot` by the platform's own means (Render's rollback,
+    /// an ECS task definition revision, a ReplicaSet scaled back up), out of
+    /// service. `Ok(None)`: there is none, and copilot launches it anew.
+    fn restore(
+        &self,
+        _op: &Op<'_>,
         _slot: Slot,
         _release: &ReleaseSpec,
-    ) -> Result<Option<SlotStatus>, ProviderError> {
-        Ok(None)
+        _recorded: Option<&Handle>,
+    ) -> impl Future<Output = Result<Option<Handle>, ProviderError>> + Send {
+        async { Ok(None) }
     }
-    /// Take a slot out: stop it, after moving its traffic away.
-    async fn remove(&self, slot: Slot) -> Result<(), ProviderError>;
+    /// Take a slot out: stop it; it must carry no traffic.
+    fn remove(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
     /// Stop everything this provider started for the arena.
-    async fn down(&self) -> Result<(), ProviderError>;
+    fn down(&self) -> impl Future<Output = Result<(), ProviderError>> + Send;
+}
+
+/// Every provider this copilot was built with, behind one type.
+pub enum Platform {
+    Local(local::LocalProvider),
+    #[cfg(feature = "fly")]
+    Fly(fly::FlyProvider),
+}
+
+macro_rules! each {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            Platform::Local($p) => $e,
+            #[cfg(feature = "fly")]
+            Platform::Fly($p) => $e,
+        }
+    };
+}
+
+impl Provider for Platform {
+    fn kind(&self) -> ProviderKind {
+        each!(self, p => p.kind())
+    }
+    fn url(&self) -> String {
+        each!(self, p => p.url())
+    }
+    fn prepare(&self, release: &mut ReleaseSpec) -> Result<(), ProviderError> {
+        each!(self, p => p.prepare(release))
+    }
+    async fn status(&self) -> Result<ArenaStatus, ProviderError> {
+        each!(self, p => p.status().await)
+    }
+    async fn launch(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+    ) -> Result<Handle, ProviderError> {
+        each!(self, p => p.launch(op, slot, release).await)
+    }
+    async fn wait_ready(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+        handle: &Handle,
+    ) -> Result<SlotStatus, ProviderError> {
+        each!(self, p => p.wait_ready(op, slot, release, handle).await)
+    }
+    async fn set_traffic(
+        &self,
+        op: &Op<'_>,
+        weights: &[(Slot, u8)],
+    ) -> Result<Vec<(Slot, u8)>, ProviderError> {
+        each!(self, p => p.set_traffic(op, weights).await)
+    }
+    async fn restore(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+        recorded: Option<&Handle>,
+    ) -> Result<Option<Handle>, ProviderError> {
+        each!(self, p => p.restore(op, slot, release, recorded).await)
+    }
+    async fn remove(&self, op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
+        each!(self, p => p.remove(op, slot).await)
+    }
+    async fn down(&self) -> Result<(), ProviderError> {
+        each!(self, p => p.down().await)
+    }
+}
+
+/// The provider of arena `a`, built from its typed settings. `root` is the
+/// project (the local provider keeps its state there).
+pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
+    let arena = a.deploys_into();
+    match &a.provider.settings {
+        ProviderSettings::Local(s) => Ok(Platform::Local(local::LocalProvider::new(
+            root, arena, s.port,
+        )?)),
+        #[cfg(feature = "fly")]
+        ProviderSettings::Fly(s) => Ok(Platform::Fly(fly::FlyProvider::from_env(
+            arena,
+            s,
+            a.provider.instances,
+        )?)),
+        _ => Err(ProviderError::unavailable(
+            format!("drive the {} provider", a.provider.kind),
+            format!(
+                "this copilot was built without the {} provider",
+                a.provider.kind
+            ),
+        )
+        .with_hint(format!(
+            "build copilot with `--features {}` (all providers are in the default build)",
+            a.provider.kind
+        ))),
+    }
+}
+
+/// Each provider's rules for its settings.
+fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<ProviderSettings> {
+    match input.section.kind.value {
+        ProviderKind::Local => local::settings(input, diags),
+        ProviderKind::Fly => fly::settings(input, diags),
+        ProviderKind::Render => render::settings(input, diags),
+        ProviderKind::Ecs => ecs::settings(input, diags),
+        ProviderKind::Kubernetes => kubernetes::settings(input, diags),
+    }
+}
+
+/// What definitions are checked against.
+pub static RULES: ProviderRules = ProviderRules {
+    capabilities,
+    settings,
+};
+
+/// A required text setting (its presence is checked before the rules run).
+pub(crate) fn text(v: &Option<crate::config::def::At<String>>) -> String {
+    v.as_ref().map(|v| v.value.clone()).unwrap_or_default()
+}
+
+pub(crate) fn opt_text(v: &Option<crate::config::def::At<String>>) -> Option<String> {
+    v.as_ref().map(|v| v.value.clone())
 }
 
 use StrategyKind::{BlueGreen, Canary, Immediate, Rolling};
@@ -160,14 +499,25 @@ static LOCAL: Capabilities = Capabilities {
     instant_rollback: true,
     settings: &["port"],
     required_settings: &[],
+    secret_stores: &[],
 };
 
 static FLY: Capabilities = Capabilities {
     strategies: &[Rolling, Immediate, BlueGreen, Canary],
     traffic_split: TrafficSplit::ByInstanceCount,
     instant_rollback: true,
-    settings: &["app", "org", "region"],
+    settings: &[
+        "app",
+        "org",
+        "region",
+        "regions",
+        "url",
+        "release_command",
+        "mounts",
+        "internal_port",
+    ],
     required_settings: &["app"],
+    secret_stores: &[SecretStore::Fly],
 };
 
 static RENDER: Capabilities = Capabilities {
@@ -178,6 +528,7 @@ static RENDER: Capabilities = Capabilities {
     instant_rollback: false,
     settings: &["service", "region", "plan"],
     required_settings: &["service"],
+    secret_stores: &[SecretStore::Render],
 };
 
 static ECS: Capabilities = Capabilities {
@@ -193,6 +544,7 @@ static ECS: Capabilities = Capabilities {
         "family",
     ],
     required_settings: &["cluster", "service"],
+    secret_stores: &[SecretStore::AwsSecretsManager, SecretStore::AwsSsm],
 };
 
 static KUBERNETES: Capabilities = Capabilities {
@@ -201,6 +553,7 @@ static KUBERNETES: Capabilities = Capabilities {
     instant_rollback: true,
     settings: &["namespace", "context", "deployment", "service"],
     required_settings: &["namespace", "deployment"],
+    secret_stores: &[SecretStore::Kubernetes],
 };
 
 /// What the provider of `kind` can do.

@@ -1,32 +1,26 @@
 //! Rollouts: a strategy expanded into steps and executed against a provider,
 //! each step's intent written to the ledger before it acts and its outcome
 //! after; traffic shifts bake under analysis and roll back automatically.
+//!
+//! [`executor::Executor`] owns a deployment from start to end (the arena's
+//! lease, the journal, gates, provider calls, rollback, resume and abort);
+//! [`Rollout`] is the part of it that moves one release in.
 
 pub mod analysis;
+pub mod executor;
 pub mod schema;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Lease, Ledger, LedgerError};
 use crate::model::{Arena, OnFail, StrategyKind};
-use crate::providers::{Provider, ProviderError, ReleaseSpec, Slot, SlotStatus};
+pub use crate::progress::Progress;
+use crate::providers::{
+    Handle, Op, Platform, Provider, ProviderError, ReleaseSpec, Slot, SlotStatus,
+};
 use analysis::{Bake, BakeVerdict, Target};
-
-/// Where a rollout tells people what it does: lines, and waits of known
-/// length (bakes) that a terminal can draw as a bar.
-pub trait Progress: Sync {
-    /// One thing that happened.
-    fn line(&self, text: &str);
-    /// A wait begins; `total` when its length is known.
-    fn begin(&self, _label: &str, _total: Option<Duration>) {}
-    /// Time passes (called often; for bars).
-    fn tick(&self, _elapsed: Duration) {}
-    /// Where the wait stands after a measurement.
-    fn update(&self, _elapsed: Duration, _status: &str) {}
-    fn finish(&self) {}
-}
 
 /// How a rollout ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +30,19 @@ pub enum End {
     RolledBack(String),
     /// Waiting for a person: an alert, or too little data to decide.
     Paused(String),
+    /// Nothing changed: the `before` gates did not let the release in.
+    Refused(String, Refusal),
+}
+
+/// Why `before` gates refused a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A blocking gate (a window, a freeze, an approval) said no.
+    Blocked,
+    GateFailed,
+    /// A gate could not reach what it measures.
+    Dependency,
+    Inconclusive,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,48 +51,110 @@ pub enum RolloutError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The request cannot be carried out as asked (nothing live, no earlier release).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        hint: Option<String>,
+    },
+    /// Another process took the arena's lease over: this one stops.
+    #[error("the lease on {0} was taken over by another process; this rollout stopped")]
+    LeaseLost(String),
+}
+
+impl RolloutError {
+    pub fn invalid(message: impl Into<String>, hint: Option<String>) -> Self {
+        RolloutError::Invalid {
+            message: message.into(),
+            hint,
+        }
+    }
 }
 
 /// Everything a rollout needs.
-pub struct Rollout<'a, P: Provider> {
+pub struct Rollout<'a> {
     pub ledger: &'a Ledger,
-    pub provider: &'a P,
+    pub provider: &'a Platform,
     pub arena: &'a Arena,
     pub deployment_id: &'a str,
     pub release: ReleaseSpec,
     /// Overrides every bake duration (demos, tests).
     pub bake: Option<Duration>,
-    pub http: reqwest::Client,
     pub progress: &'a dyn Progress,
+    /// The arena's lease: every step checks it is still held.
+    pub lease: &'a Lease,
 }
 
-fn split_json(new: Slot, new_version: &str, old: Option<&SlotStatus>, w: u8) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        new.to_string(),
-        json!({ "release": new_version, "weight": w }),
-    );
-    if let Some(o) = old {
-        m.insert(
-            o.slot.to_string(),
-            json!({ "release": o.version, "weight": 100 - w }),
-        );
+/// A split as the ledger records it: per colour, its release and weight.
+pub fn split_json(parts: &[(Slot, &str, u8)]) -> Value {
+    parts
+        .iter()
+        .map(|(slot, version, w)| (slot.to_string(), json!({ "release": version, "weight": w })))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// The achieved split, with what was asked next to each weight that differs.
+fn achieved_json(asked: &[(Slot, &str, u8)], achieved: &[(Slot, u8)]) -> Value {
+    asked
+        .iter()
+        .map(|(slot, version, w)| {
+            let got = achieved
+                .iter()
+                .find(|(s, _)| s == slot)
+                .map_or(*w, |(_, g)| *g);
+            let mut v = json!({ "release": version, "weight": got });
+            if got != *w {
+                v["requested"] = json!(w);
+            }
+            (slot.to_string(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// An HTTP client that sends `slot`'s pinning headers with every request.
+pub fn client_for(slot: &SlotStatus) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &slot.headers {
+        if let (Ok(k), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+            reqwest::header::HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
     }
-    Value::Object(m)
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client builds")
 }
 
-impl<P: Provider> Rollout<'_, P> {
-    async fn step<T>(
+impl Rollout<'_> {
+    /// The provider operation of step `name`: its idempotency key comes from
+    /// the deployment and the step, so a retry or a resume asks for the same one.
+    pub fn op(&self, name: &str) -> Op<'_> {
+        Op {
+            key: format!("{}/{name}", self.deployment_id),
+            progress: self.progress,
+            timeout: self.arena.provider.ready_timeout.as_std(),
+        }
+    }
+
+    pub async fn step<T>(
         &self,
         name: &str,
         intent: Value,
-        act: impl std::future::Future<Output = Result<(T, Value), RolloutError>>,
+        act: impl AsyncFnOnce(i32) -> Result<(T, Value), RolloutError>,
     ) -> Result<T, RolloutError> {
+        if self.lease.is_lost() {
+            return Err(RolloutError::LeaseLost(self.arena.deploys_into().into()));
+        }
         let s = self
             .ledger
             .start_step(self.deployment_id, name, &intent, crate::clock::now())
             .await?;
-        match act.await {
+        match act(s.seq).await {
             Ok((v, outcome)) => {
                 self.ledger
                     .finish_step(
@@ -99,12 +168,16 @@ impl<P: Provider> Rollout<'_, P> {
                 Ok(v)
             }
             Err(e) => {
+                let mut outcome = json!({ "error": e.to_string() });
+                if let RolloutError::Provider(p) = &e {
+                    outcome["kind"] = serde_json::to_value(p.kind).unwrap_or_default();
+                }
                 self.ledger
                     .finish_step(
                         self.deployment_id,
                         s.seq,
                         "failed",
-                        &json!({ "error": e.to_string() }),
+                        &outcome,
                         crate::clock::now(),
                     )
                     .await?;
@@ -113,14 +186,83 @@ impl<P: Provider> Rollout<'_, P> {
         }
     }
 
-    async fn shift(&self, new: Slot, old: Option<&SlotStatus>, w: u8) -> Result<(), RolloutError> {
-        let mut weights = vec![(new, w)];
+    /// Start the release in `slot` as step `name`: the platform's handle is
+    /// recorded as soon as it has one, then the step waits for health. With
+    /// `recorded`, an earlier command's handle, it only waits (resume);
+    /// with `restore`, the handle the older release ran as (rollback).
+    pub async fn start_colour(
+        &self,
+        name: &str,
+        slot: Slot,
+        recorded: Option<&Handle>,
+        restore: Option<&Handle>,
+    ) -> Result<SlotStatus, RolloutError> {
+        let intent = json!({ "slot": slot, "release": self.release.version });
+        self.progress.begin(
+            &format!("deploying {} into {slot}", self.release.version),
+            None,
+        );
+        let started = self
+            .step(name, intent, async |seq| {
+                let op = self.op(name);
+                let handle = match recorded {
+                    Some(h) => h.clone(),
+                    None => {
+                        let restored = match restore {
+                            Some(r) => {
+                                self.provider
+                                    .restore(&op, slot, &self.release, Some(r))
+                                    .await?
+                            }
+                            None => None,
+                        };
+                        match restored {
+                            Some(h) => h,
+                            None => self.provider.launch(&op, slot, &self.release).await?,
+                        }
+                    }
+                };
+                self.ledger
+                    .record_handle(self.deployment_id, seq, &handle)
+                    .await?;
+                let s = self
+                    .provider
+                    .wait_ready(&op, slot, &self.release, &handle)
+                    .await?;
+                let outcome = json!({
+                    "slot": s.slot, "url": s.url, "healthy": s.healthy,
+                    "instances": s.instances, "handle": handle,
+                });
+                Ok((s, outcome))
+            })
+            .await;
+        self.progress.finish();
+        started
+    }
+
+    /// Send `w` percent to the new colour (the rest to the old), as step
+    /// `name`; the ledger records the split achieved next to the one asked.
+    pub async fn shift_as(
+        &self,
+        name: &str,
+        new: Slot,
+        old: Option<&SlotStatus>,
+        w: u8,
+        extra: Value,
+    ) -> Result<Vec<(Slot, u8)>, RolloutError> {
+        let mut asked = vec![(new, self.release.version.as_str(), w)];
         if let Some(o) = old {
-            weights.push((o.slot, 100 - w));
+            asked.push((o.slot, o.version.as_str(), 100 - w));
         }
-        let split = split_json(new, &self.release.version, old, w);
-        self.step(&format!("shift-{w}"), json!({ "weights": split }), async {
-            self.provider.set_traffic(&weights).await?;
+        let requested = split_json(&asked);
+        let mut intent = json!({ "weights": requested });
+        if let Value::Object(extra) = extra {
+            intent.as_object_mut().expect("object").extend(extra);
+        }
+        self.step(name, intent, async |_| {
+            let weights: Vec<(Slot, u8)> = asked.iter().map(|(s, _, w)| (*s, *w)).collect();
+            let achieved = self.provider.set_traffic(&self.op(name), &weights).await?;
+            let split = achieved_json(&asked, &achieved);
             self.ledger
                 .set_traffic(
                     self.arena.deploys_into(),
@@ -129,7 +271,43 @@ impl<P: Provider> Rollout<'_, P> {
                     crate::clock::now(),
                 )
                 .await?;
-            Ok(((), json!({ "weights": split })))
+            Ok((
+                achieved,
+                json!({ "weights": split, "requested": requested }),
+            ))
+        })
+        .await
+    }
+
+    async fn shift(&self, new: Slot, old: Option<&SlotStatus>, w: u8) -> Result<(), RolloutError> {
+        let achieved = self
+            .shift_as(&format!("shift-{w}"), new, old, w, Value::Null)
+            .await?;
+        if let Some((_, got)) = achieved.iter().find(|(s, _)| *s == new)
+            && *got != w
+        {
+            self.progress.line(&format!(
+                "the platform carries {got}% (not {w}%) on {}",
+                self.release.version
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stop `slot` as step `name` (it carries no traffic).
+    pub async fn retire(
+        &self,
+        name: &str,
+        slot: Slot,
+        why: Option<&str>,
+    ) -> Result<(), RolloutError> {
+        let mut intent = json!({ "slot": slot });
+        if let Some(why) = why {
+            intent["why"] = json!(why);
+        }
+        self.step(name, intent, async |_| {
+            self.provider.remove(&self.op(name), slot).await?;
+            Ok(((), json!({ "stopped": slot })))
         })
         .await
     }
@@ -144,85 +322,69 @@ impl<P: Provider> Rollout<'_, P> {
         let Some(o) = old else {
             return Ok(());
         };
-        let split = split_json(o.slot, &o.version, None, 100);
-        let mut full = split.clone();
-        if let Some(m) = full.as_object_mut() {
-            m.insert(
-                new.to_string(),
-                json!({ "release": self.release.version, "weight": 0 }),
-            );
-        }
+        let asked = [
+            (o.slot, o.version.as_str(), 100),
+            (new, self.release.version.as_str(), 0),
+        ];
+        let full = split_json(&asked);
         self.step(
             "rollback",
             json!({ "reason": why, "weights": full }),
-            async {
-                self.provider
-                    .set_traffic(&[(o.slot, 100), (new, 0)])
+            async |_| {
+                let achieved = self
+                    .provider
+                    .set_traffic(&self.op("rollback"), &[(o.slot, 100), (new, 0)])
                     .await?;
+                let split = achieved_json(&asked, &achieved);
                 self.ledger
                     .set_traffic(
                         self.arena.deploys_into(),
-                        &full,
+                        &split,
                         Some(self.deployment_id),
                         crate::clock::now(),
                     )
                     .await?;
-                Ok(((), json!({ "weights": full })))
+                Ok(((), json!({ "weights": split })))
             },
         )
         .await
     }
 
     /// Deploy into the idle colour, then shift traffic step by step with analysis.
+    /// `recorded`: the handle of an earlier, interrupted start of this deployment.
     pub async fn run(
         &self,
         idle: Slot,
         old: Option<&SlotStatus>,
-        after_gates: impl AsyncFnOnce(&str) -> Result<bool, RolloutError>,
+        recorded: Option<&Handle>,
+        after_gates: impl AsyncFnOnce(&SlotStatus) -> Result<bool, RolloutError>,
     ) -> Result<End, RolloutError> {
-        self.progress.begin(
-            &format!("deploying {} into {idle}", self.release.version),
-            None,
-        );
         let started = self
-            .step(
-                "deploy-idle",
-                json!({ "slot": idle, "release": self.release.version }),
-                async {
-                    let s = self.provider.deploy(idle, &self.release).await?;
-                    let outcome = json!({ "slot": s.slot, "url": s.url, "healthy": s.healthy });
-                    Ok((s, outcome))
-                },
-            )
-            .await;
-        self.progress.finish();
-        let started = started?;
+            .start_colour("deploy-idle", idle, recorded, None)
+            .await?;
         self.progress.line(&format!(
             "{idle} is healthy at {}; running after gates against it",
             started.url
         ));
-        if !after_gates(&started.url).await? {
-            self.step("retire-new", json!({ "slot": idle }), async {
-                self.provider.remove(idle).await?;
-                Ok(((), json!({ "stopped": idle })))
-            })
-            .await?;
+        if !after_gates(&started).await? {
+            self.retire("retire-new", idle, None).await?;
             return Ok(End::RolledBack(
                 "after gates failed against the new colour".into(),
             ));
         }
-        self.advance(idle, &started.url, old, 0).await
+        self.advance(&started, old, 0).await
     }
 
     /// Shift traffic to the new colour through the steps above `from` percent,
     /// baking each; `from` is what the new colour already carries (resume).
     pub async fn advance(
         &self,
-        idle: Slot,
-        new_url: &str,
+        new: &SlotStatus,
         old: Option<&SlotStatus>,
         from: u8,
     ) -> Result<End, RolloutError> {
+        let idle = new.slot;
+        let probe = client_for(new);
         // A first release has nothing to share traffic with: it takes it all.
         let steps = match (self.arena.strategy.kind, old) {
             (StrategyKind::BlueGreen | StrategyKind::Canary, Some(_)) => {
@@ -255,12 +417,12 @@ impl<P: Provider> Rollout<'_, P> {
                 .step(
                     &format!("bake-{}", step.weight),
                     json!({ "duration_ms": duration.as_millis() as u64, "weight": step.weight }),
-                    async {
+                    async |_| {
                         let r = Bake {
-                            http: &self.http,
+                            http: &probe,
                             arena: self.arena,
                             target: Target {
-                                url: new_url,
+                                url: &new.url,
                                 slot: idle,
                                 release: &self.release.version,
                                 weight: step.weight,
@@ -306,11 +468,7 @@ impl<P: Provider> Rollout<'_, P> {
                             self.roll_back(idle, old, &why).await?;
                             // The failed release must not stay around as a rollback target.
                             if old.is_some() {
-                                self.step("retire-new", json!({ "slot": idle }), async {
-                                    self.provider.remove(idle).await?;
-                                    Ok(((), json!({ "stopped": idle })))
-                                })
-                                .await?;
+                                self.retire("retire-new", idle, None).await?;
                             }
                             return Ok(End::RolledBack(why));
                         }
@@ -334,12 +492,7 @@ impl<P: Provider> Rollout<'_, P> {
         }
         // Blue-green keeps the old colour on standby for an instant rollback.
         if let (Some(o), false) = (old, self.arena.strategy.kind == StrategyKind::BlueGreen) {
-            let slot = o.slot;
-            self.step("retire-old", json!({ "slot": slot }), async {
-                self.provider.remove(slot).await?;
-                Ok(((), json!({ "stopped": slot })))
-            })
-            .await?;
+            self.retire("retire-old", o.slot, None).await?;
         }
         Ok(End::Succeeded)
     }

@@ -14,9 +14,34 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ArenaStatus, Provider, ProviderError, ReleaseSpec, Slot, SlotStatus, capabilities};
-use crate::model::{Capabilities, ProviderKind};
+use super::{
+    ArenaStatus, Counts, ErrorKind, Handle, Op, Provider, ProviderError, ReleaseSpec, Secret, Slot,
+    SlotStatus,
+};
+use crate::config::{Diagnostics, SettingsInput};
+use crate::model::{LocalSettings, ProviderKind, ProviderSettings};
 use router::{Backend, Routes};
+
+/// The router's port when an arena names none.
+pub const DEFAULT_PORT: u16 = 7400;
+
+/// The local provider's rules: a port for the router, not a privileged one.
+pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<ProviderSettings> {
+    let port = match &input.section.port {
+        Some(p) if !(1024..=65535).contains(&p.value) => {
+            diags.error(
+                input.file,
+                p.loc,
+                format!("port {} is out of range", p.value),
+                "use a port from 1024 to 65535",
+            );
+            return None;
+        }
+        Some(p) => p.value as u16,
+        None => DEFAULT_PORT,
+    };
+    Some(ProviderSettings::Local(LocalSettings { port }))
+}
 
 /// A process this provider started.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -32,6 +57,9 @@ struct SlotProc {
     release_id: String,
     version: String,
     log: PathBuf,
+    /// The operation that started it: launching again with it is a no-op.
+    #[serde(default)]
+    key: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -55,6 +83,9 @@ pub struct LocalProvider {
     copilot_bin: PathBuf,
     service_bin: PathBuf,
     http: reqwest::Client,
+    /// Services started by this process, so that one that exits is reaped
+    /// and seen as exited (not a zombie that `kill -0` still finds).
+    children: std::sync::Mutex<BTreeMap<u32, std::process::Child>>,
 }
 
 fn alive(pid: u32) -> bool {
@@ -113,10 +144,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn failed(action: &str, message: impl Into<String>) -> ProviderError {
-    ProviderError::Failed {
-        action: action.into(),
-        message: message.into(),
-    }
+    ProviderError::failed(action, message)
 }
 
 /// The last lines of a log, for error messages.
@@ -130,8 +158,9 @@ impl LocalProvider {
     /// The provider of `arena`, rooted in the project at `root`; the service
     /// binary is `copilot-service` next to this executable (or `COPILOT_SERVICE_BIN`).
     pub fn new(root: &Path, arena: &str, port: u16) -> Result<Self, ProviderError> {
-        let copilot_bin =
-            std::env::current_exe().map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let copilot_bin = std::env::current_exe().map_err(|e| {
+            ProviderError::unavailable("find the copilot executable", e.to_string())
+        })?;
         let service_bin = std::env::var_os("COPILOT_SERVICE_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| copilot_bin.with_file_name("copilot-service"));
@@ -147,10 +176,13 @@ impl LocalProvider {
         service_bin: PathBuf,
     ) -> Result<Self, ProviderError> {
         if !service_bin.is_file() {
-            return Err(ProviderError::Unavailable(format!(
-                "copilot-service is not at {} (build it with `cargo build --bin copilot-service`, or set COPILOT_SERVICE_BIN)",
-                service_bin.display()
-            )));
+            return Err(ProviderError::unavailable(
+                "find copilot-service",
+                format!("it is not at {}", service_bin.display()),
+            )
+            .with_hint(
+                "build it with `cargo build --bin copilot-service`, or set COPILOT_SERVICE_BIN",
+            ));
         }
         // The router and the services run in the root, not where the caller
         // stands: every path they are given must be absolute.
@@ -170,6 +202,7 @@ impl LocalProvider {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("client"),
+            children: Default::default(),
         })
     }
 
@@ -207,11 +240,6 @@ impl LocalProvider {
             &serde_json::to_string_pretty(&targets).expect("targets serialize"),
         )
         .map_err(|e| failed("write the Prometheus targets", e.to_string()))
-    }
-
-    /// Where the arena's traffic enters.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The development webhook secret of this arena, created on first use.
@@ -352,14 +380,83 @@ impl LocalProvider {
     }
 }
 
-impl Provider for LocalProvider {
-    fn capabilities(&self) -> &'static Capabilities {
-        capabilities(ProviderKind::Local)
+impl LocalProvider {
+    /// Whether the service `pid` still runs; reaps it when this process started it.
+    fn running(&self, pid: u32) -> bool {
+        let mut children = self.children.lock().expect("children lock");
+        match children.get_mut(&pid) {
+            Some(child) => match child.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    children.remove(&pid);
+                    false
+                }
+            },
+            None => alive(pid),
+        }
     }
 
-    async fn deploy(&self, slot: Slot, release: &ReleaseSpec) -> Result<SlotStatus, ProviderError> {
+    fn slot_status(&self, slot: Slot, p: &SlotProc, healthy: bool, weight: u8) -> SlotStatus {
+        let n = u32::from(healthy);
+        SlotStatus {
+            slot,
+            release_id: p.release_id.clone(),
+            version: p.version.clone(),
+            image: String::new(),
+            url: format!("http://127.0.0.1:{}", p.proc.port),
+            headers: BTreeMap::new(),
+            healthy,
+            instances: Counts {
+                desired: 1,
+                started: u32::from(self.running(p.proc.pid)),
+                healthy: n,
+            },
+            regions: Vec::new(),
+            weight,
+        }
+    }
+}
+
+impl Provider for LocalProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Local
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn prepare(&self, release: &mut ReleaseSpec) -> Result<(), ProviderError> {
+        // A development secret, kept in the arena's local folder, unless one is given.
+        if !matches!(
+            release.secrets.get("SHOPIFY_WEBHOOK_SECRET"),
+            Some(Secret::Value(_))
+        ) {
+            release.secrets.insert(
+                "SHOPIFY_WEBHOOK_SECRET".into(),
+                Secret::Value(self.dev_secret()?),
+            );
+        }
+        // Nothing here can read a platform's store: such secrets are left out.
+        release.secrets.retain(|_, s| matches!(s, Secret::Value(_)));
+        Ok(())
+    }
+
+    async fn launch(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+    ) -> Result<Handle, ProviderError> {
         let mut state = self.load();
         self.ensure_router(&mut state).await?;
+        if let Some(p) = state.slots.get(&slot)
+            && p.key == op.key
+            && p.release_id == release.release_id
+            && self.running(p.proc.pid)
+        {
+            return Ok(serde_json::json!({ "pid": p.proc.pid, "port": p.proc.port }));
+        }
         // The slot is idle by contract: whatever ran there is replaced.
         if let Some(old) = state.slots.remove(&slot) {
             stop_pid(old.proc.pid);
@@ -372,12 +469,21 @@ impl Provider for LocalProvider {
         // One log per start: the evidence of a deployment quotes only its own run.
         let _ = std::fs::remove_file(&log);
         let mut env = release.env.clone();
+        for (name, secret) in &release.secrets {
+            if let Secret::Value(v) = secret {
+                env.insert(name.clone(), v.clone());
+            }
+        }
         env.insert("PORT".into(), port.to_string());
         env.insert("BIND_ADDRESS".into(), "127.0.0.1".into());
         env.insert("COPILOT_ARENA".into(), self.arena.clone());
         env.insert("COPILOT_RELEASE".into(), release.version.clone());
-        let mut child = self.spawn(&self.service_bin, &["serve"], &env, &log)?;
+        let child = self.spawn(&self.service_bin, &["serve"], &env, &log)?;
         let pid = child.id();
+        self.children
+            .lock()
+            .expect("children lock")
+            .insert(pid, child);
         // Recorded before waiting: if this command dies now, the next deploy
         // into the slot, or `down`, still finds and stops the process.
         state.slots.insert(
@@ -386,34 +492,49 @@ impl Provider for LocalProvider {
                 proc: Proc { pid, port },
                 release_id: release.release_id.clone(),
                 version: release.version.clone(),
-                log: log.clone(),
+                log,
+                key: op.key.clone(),
             },
         );
         self.save(&state)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.healthy(port).await {
-            let exited = child.try_wait().ok().flatten().is_some();
+        Ok(serde_json::json!({ "pid": pid, "port": port }))
+    }
+
+    async fn wait_ready(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+        _handle: &Handle,
+    ) -> Result<SlotStatus, ProviderError> {
+        let mut state = self.load();
+        let Some(p) = state.slots.get(&slot).cloned() else {
+            return Err(failed(
+                &format!("start {} in {slot}", release.version),
+                "its process is gone",
+            ));
+        };
+        let deadline = Instant::now() + op.timeout;
+        while !self.healthy(p.proc.port).await {
+            let exited = !self.running(p.proc.pid);
             if exited || Instant::now() > deadline {
-                stop_pid(pid);
+                stop_pid(p.proc.pid);
                 state.slots.remove(&slot);
                 self.save(&state)?;
-                let why = if exited {
-                    tail(&log, 8)
+                let action = format!("start {} in {slot}", release.version);
+                return Err(if exited {
+                    ProviderError::new(ErrorKind::ReleaseFailed, action, tail(&p.log, 8))
                 } else {
-                    "not healthy after 30s".to_string()
-                };
-                return Err(failed(&format!("start {} in {slot}", release.version), why));
+                    ProviderError::new(
+                        ErrorKind::TimedOut,
+                        action,
+                        format!("not healthy after {}s", op.timeout.as_secs()),
+                    )
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(SlotStatus {
-            slot,
-            release_id: release.release_id.clone(),
-            version: release.version.clone(),
-            url: format!("http://127.0.0.1:{port}"),
-            healthy: true,
-            weight: 0,
-        })
+        Ok(self.slot_status(slot, &p, true, 0))
     }
 
     async fn status(&self) -> Result<ArenaStatus, ProviderError> {
@@ -428,14 +549,8 @@ impl Provider for LocalProvider {
                 .find(|b| b.slot == slot.as_str())
                 .and_then(|b| (b.weight * 100).checked_div(total))
                 .map_or(0, |w| w as u8);
-            slots.push(SlotStatus {
-                slot: *slot,
-                release_id: p.release_id.clone(),
-                version: p.version.clone(),
-                url: format!("http://127.0.0.1:{}", p.proc.port),
-                healthy: alive(p.proc.pid) && self.healthy(p.proc.port).await,
-                weight,
-            });
+            let healthy = self.running(p.proc.pid) && self.healthy(p.proc.port).await;
+            slots.push(self.slot_status(*slot, p, healthy, weight));
         }
         Ok(ArenaStatus {
             slots,
@@ -444,10 +559,15 @@ impl Provider for LocalProvider {
                 .as_ref()
                 .filter(|r| alive(r.pid))
                 .map(|_| self.url()),
+            drift: Vec::new(),
         })
     }
 
-    async fn set_traffic(&self, weights: &[(Slot, u8)]) -> Result<(), ProviderError> {
+    async fn set_traffic(
+        &self,
+        _op: &Op<'_>,
+        weights: &[(Slot, u8)],
+    ) -> Result<Vec<(Slot, u8)>, ProviderError> {
         let mut state = self.load();
         let router = self.ensure_router(&mut state).await?;
         let mut backends = Vec::new();
@@ -477,10 +597,11 @@ impl Provider for LocalProvider {
                 format!("router answered {}", resp.status()),
             ));
         }
-        Ok(())
+        // The router splits exactly.
+        Ok(weights.to_vec())
     }
 
-    async fn remove(&self, slot: Slot) -> Result<(), ProviderError> {
+    async fn remove(&self, _op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
         let mut state = self.load();
         let routes = self.routes(&state).await;
         if routes
@@ -495,6 +616,10 @@ impl Provider for LocalProvider {
         }
         if let Some(p) = state.slots.remove(&slot) {
             stop_pid(p.proc.pid);
+            self.children
+                .lock()
+                .expect("children lock")
+                .remove(&p.proc.pid);
         }
         self.save(&state)
     }
