@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: start PostgreSQL and Redis, install the
-# real bullmq npm package, Alertmanager and Prometheus, then run every test.
+# real bullmq npm package, Stoplight Prism (which holds the emulated platform
+# APIs to their official descriptions), Alertmanager and Prometheus, then run
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +12,10 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 # npm ci refuses a lock file written with omit-lockfile-registry-resolved when
 # it lacks other platforms' optional packages; npm install then follows the lock.
-npm ci --prefix tests/bullmq --no-audit --no-fund --loglevel=error \
-    || npm install --prefix tests/bullmq --no-save --no-audit --no-fund --loglevel=error
+for dir in tests/bullmq tests/prism; do
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error \
+        || npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error
+done
 # Alertmanager (alerts gate) and Prometheus (analysis queries); the tests
 # start their own instances on loopback.
 packages=()

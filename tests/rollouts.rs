@@ -414,11 +414,16 @@ fn served_by_router(port: u16, n: usize) -> Option<String> {
 }
 
 fn active_steps(p: &Project) -> Option<usize> {
+    active_steps_in(p, "stage")
+}
+
+/// How many steps the deployment in progress in `arena` has begun.
+pub fn active_steps_in(p: &Project, arena: &str) -> Option<usize> {
     block_on(async {
         let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(p.root()))
             .await
             .ok()?;
-        let d = ledger.active_deployment("stage").await.ok()??;
+        let d = ledger.active_deployment(arena).await.ok()??;
         Some(ledger.steps(&d.deployment.id).await.ok()?.len())
     })
 }

@@ -9,6 +9,10 @@ mod bullmq_interop;
 mod cli_basics;
 mod cli_validate;
 mod definition_properties;
+#[cfg(feature = "fly")]
+mod fly_emulator;
+#[cfg(feature = "fly")]
+mod fly_provider;
 mod gates_cli;
 mod gates_peers;
 mod ledger_store;

@@ -44,6 +44,23 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The default, with one attempt's timeout from
+    /// `COPILOT_PROVIDER_REQUEST_TIMEOUT` (`10s`, `500ms`) when set: a slow
+    /// network, or a test that stalls a platform on purpose.
+    pub fn from_env() -> Self {
+        let mut p = RetryPolicy::default();
+        if let Some(t) = std::env::var("COPILOT_PROVIDER_REQUEST_TIMEOUT")
+            .ok()
+            .and_then(|t| t.parse::<crate::config::duration::Duration>().ok())
+            .filter(|t| !t.as_std().is_zero())
+        {
+            p.request_timeout = t.as_std();
+        }
+        p
+    }
+}
+
 /// What went wrong, as far as the caller's next move is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApiErrorKind {

@@ -4,6 +4,7 @@
 //! service with one message naming it. Secret values are wrapped in
 //! [`Secret`], whose `Debug` and `Display` never show them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -125,9 +126,21 @@ impl ServiceConfig {
     }
 
     /// Read the configuration through `get` (tests pass a map).
+    ///
+    /// `COPILOT_SECRET_ALIASES=NAME=STORED,...` reads `NAME` from the
+    /// variable `STORED` when `NAME` itself is unset: a platform that gives
+    /// a secret to the process under its own name (Fly's app secrets) can
+    /// serve a variable of another name.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let aliases: BTreeMap<String, String> = get("COPILOT_SECRET_ALIASES")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(name, stored)| (name.trim().to_string(), stored.trim().to_string()))
+            .collect();
         let get = |k: &str| {
             get(k)
+                .or_else(|| aliases.get(k).and_then(|stored| get(stored)))
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
@@ -336,6 +349,23 @@ mod tests {
         assert_eq!(with(&[("DATABASE_URL", "mysql://x")]), "DATABASE_URL");
         assert_eq!(with(&[("APP_URL", "ftp://x")]), "APP_URL");
         assert_eq!(with(&[("COPILOT_FLAGS", "{\"a\": 1}")]), "COPILOT_FLAGS");
+    }
+
+    #[test]
+    fn an_alias_reads_a_secret_stored_under_another_name() {
+        let mut v: Vec<(&str, &str)> = BASE
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "SHOPIFY_WEBHOOK_SECRET")
+            .collect();
+        v.push((
+            "COPILOT_SECRET_ALIASES",
+            "SHOPIFY_WEBHOOK_SECRET=DEV_HOOK_SECRET",
+        ));
+        v.push(("DEV_HOOK_SECRET", "aliased-secret"));
+        let c = cfg(&v).unwrap();
+        assert_eq!(c.webhook_secrets.len(), 1);
+        assert_eq!(c.webhook_secrets[0].expose(), "aliased-secret");
     }
 
     #[test]

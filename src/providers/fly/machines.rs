@@ -152,7 +152,7 @@ impl FlyProvider {
             .filter(|b| !b.trim().is_empty())
             .unwrap_or_else(|| FLY_API_BASE.to_string());
         Ok(FlyProvider {
-            api: ApiClient::new(&base, Some(token), RetryPolicy::default()),
+            api: ApiClient::new(&base, Some(token), RetryPolicy::from_env()),
             arena: arena.to_string(),
             s: s.clone(),
             instances,
@@ -257,6 +257,7 @@ impl FlyProvider {
     /// then reported as a conflict naming the machine.
     async fn with_lease<T>(
         &self,
+        patience: Duration,
         id: &str,
         why: &str,
         f: impl AsyncFnOnce(&str) -> Result<T, ProviderError>,
@@ -278,7 +279,7 @@ impl FlyProvider {
                     break r.body["nonce"].as_str().unwrap_or_default().to_string();
                 }
                 Err(e) if e.kind == ApiErrorKind::Conflict => {
-                    if started.elapsed() + pause > LEASE_PATIENCE {
+                    if started.elapsed() + pause > patience {
                         return Err(ProviderError::new(
                             ErrorKind::Conflict,
                             format!("lease machine {id}"),
@@ -875,7 +876,7 @@ impl Provider for FlyProvider {
 
     async fn set_traffic(
         &self,
-        _op: &Op<'_>,
+        op: &Op<'_>,
         weights: &[(Slot, u8)],
     ) -> Result<Vec<(Slot, u8)>, ProviderError> {
         let ms = self.ours().await?;
@@ -913,6 +914,7 @@ impl Provider for FlyProvider {
             }
             let verb = if *on { "uncordon" } else { "cordon" };
             self.with_lease(
+                op.timeout.min(LEASE_PATIENCE),
                 &m.id,
                 &format!("{verb} for {}", self.arena),
                 async |nonce| self.leased_post(&m.id, verb, nonce).await,

@@ -1,0 +1,682 @@
+//! The Fly provider against the emulated Fly (`fly_emulator`): every
+//! request copilot makes and every answer it reads passes through Prism with
+//! Fly's official Machines API description, and every machine is a real
+//! `copilot-service` process carrying real traffic through the emulated proxy.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::Project;
+use crate::fly_emulator::{Fault, FlyEmulator};
+
+const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
+     \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n\
+     \x20     - { name: health, path: /health, consecutive_failures: 3, on_fail: remove }\n";
+
+/// A Fly arena definition on app `app` of `fly`.
+fn fly_arena(
+    name: &str,
+    tier: &str,
+    from: Option<&str>,
+    app: &str,
+    fly: &FlyEmulator,
+    body: &str,
+) -> String {
+    format!(
+        "name: {name}\ntier: {tier}\n{from}provider:\n  kind: fly\n  app: {app}\n  url: {url}\n  ready_timeout: 20s\n{body}\
+         env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\", APP_URL: \"{url}\" }}\n\
+         \x20 secrets: {{ SHOPIFY_WEBHOOK_SECRET: \"fly:SHOPIFY_WEBHOOK_SECRET\" }}\n",
+        from = from
+            .map(|f| format!("promotes_from: {f}\n"))
+            .unwrap_or_default(),
+        url = fly.app_url(app),
+    )
+}
+
+/// A project whose `staging` (blue-green, 2 machines) and `canary` (canary
+/// 25 -> 50 -> 100 over 4 machines) run on two apps of the emulated Fly.
+struct FlyArenas {
+    p: Project,
+    fly: FlyEmulator,
+}
+
+const STAGING: &str = "copilot-staging";
+const CANARY: &str = "copilot-canary";
+
+fn secrets() -> Vec<(&'static str, &'static str)> {
+    vec![("SHOPIFY_WEBHOOK_SECRET", "fly-kept-secret")]
+}
+
+impl FlyArenas {
+    fn new(staging_extra: &str) -> FlyArenas {
+        let s = secrets();
+        let fly = FlyEmulator::start(&[(STAGING, &s), (CANARY, &s)]);
+        let p = Project::init();
+        p.write(
+            "arenas/staging.yaml",
+            &fly_arena(
+                "staging",
+                "staging",
+                Some("local"),
+                STAGING,
+                &fly,
+                &format!(
+                    "  region: dfw\n  instances: 2\n{staging_extra}strategy:\n  kind: blue-green\n  steps: [{{ weight: 100, bake: 5m }}]\n  analysis:\n{PROBE_ANALYSIS}gates:\n  after: [health]\n"
+                ),
+            ),
+        );
+        p.write(
+            "arenas/canary.yaml",
+            &fly_arena(
+                "canary",
+                "canary",
+                Some("staging"),
+                CANARY,
+                &fly,
+                &format!(
+                    "  regions: [dfw]\n  instances: 4\nstrategy:\n  kind: canary\n  steps: [{{ weight: 25, bake: 5m }}, {{ weight: 50, bake: 5m }}, {{ weight: 100 }}]\n  analysis:\n{PROBE_ANALYSIS}gates:\n  after: [health]\n"
+                ),
+            ),
+        );
+        // Production and the hotfix lane are other platforms; out of the way.
+        for f in ["production", "hotfix", "preview"] {
+            let _ = std::fs::remove_file(p.path(&format!("arenas/{f}.yaml")));
+        }
+        let out = p.copilot(["validate"]).output().unwrap();
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        for (image, env) in [
+            ("registry.fly.io/copilot:v1", None),
+            ("registry.fly.io/copilot:v2", None),
+            (
+                "registry.fly.io/copilot:v2-broken",
+                Some("COPILOT_FAULT_5XX_RATE=0.5"),
+            ),
+            ("registry.fly.io/copilot:never-starts", None),
+            ("registry.fly.io/copilot:unhealthy", None),
+            (
+                "registry.fly.io/copilot:crashes",
+                Some("SHOPIFY_API_VERSION=not-a-version"),
+            ),
+        ] {
+            let mut cmd = p.copilot(["release", "create", "--image", image]);
+            if let Some(e) = env {
+                cmd.args(["--env", e]);
+            }
+            cmd.assert().success();
+        }
+        FlyArenas { p, fly }
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, Value) {
+        let mut cmd = self.p.copilot(["--output", "json"]);
+        for (k, v) in self.fly.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(args).output().unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: stdout is not JSON ({e}): {}\n{}",
+                crate::common::stdout(&out),
+                crate::common::stderr(&out)
+            )
+        });
+        (code, doc)
+    }
+
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let env: Vec<(&str, String)> = self.fly.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.p.spawn(args, &env)
+    }
+}
+
+/// Machines of `app` in service, by release version.
+fn serving(fly: &FlyEmulator, app: &str) -> Vec<String> {
+    let mut v: Vec<String> = fly
+        .machines(app)
+        .into_iter()
+        .filter(|(_, _, _, state, cordoned)| state == "started" && !cordoned)
+        .map(|(_, _, version, _, _)| version)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Requests sent through an app's proxy while a test runs: (time, release, ok).
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(Instant, String, bool)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(url: &str) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, v, url) = (stop.clone(), seen.clone(), format!("{url}/health"));
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let http = reqwest::Client::new();
+                while !s.load(Ordering::Relaxed) {
+                    let r = http.get(&url).send().await;
+                    let (release, ok) = match r {
+                        Ok(r) if r.status().is_success() => {
+                            let body: Value = r.json().await.unwrap_or_default();
+                            (body["release"].as_str().unwrap_or("?").to_string(), true)
+                        }
+                        Ok(r) => (format!("status {}", r.status()), false),
+                        Err(e) => (e.to_string(), false),
+                    };
+                    v.lock().unwrap().push((Instant::now(), release, ok));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        });
+        Traffic {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> Vec<(Instant, String, bool)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn no_violations(fly: &FlyEmulator) {
+    assert!(fly.checked_by_prism() > 0, "no request went through Prism");
+    let v = fly.violations();
+    assert!(
+        v.is_empty(),
+        "Prism found requests or answers off the spec:\n{}",
+        v.join("\n")
+    );
+}
+
+#[test]
+fn blue_green_then_canary_on_fly_with_traffic_flowing() {
+    let a = FlyArenas::new("");
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
+    let (code, doc) = a.run(&["promote", "staging", "canary", "--yes", "--bake", "1s"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(serving(&a.fly, CANARY), ["v1", "v1", "v1", "v1"]);
+
+    // v2: blue-green in staging while its traffic flows.
+    let staging_traffic = Traffic::start(a.fly.app_url(STAGING));
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    let seen = staging_traffic.stop();
+    assert!(seen.len() > 20, "{} requests", seen.len());
+    let failed: Vec<_> = seen.iter().filter(|(_, _, ok)| !ok).collect();
+    assert!(
+        failed.is_empty(),
+        "failed requests during the switch: {failed:?}"
+    );
+    assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"]);
+    // The old colour stays as the standby, out of service.
+    let standby: Vec<_> = a
+        .fly
+        .machines(STAGING)
+        .into_iter()
+        .filter(|m| m.2 == "v1")
+        .collect();
+    assert_eq!(standby.len(), 2, "{standby:?}");
+    assert!(
+        standby.iter().all(|m| m.4),
+        "the standby is cordoned: {standby:?}"
+    );
+
+    // v2: canary 25 -> 50 -> 100 over 4 machines, observed through the proxy.
+    let canary_traffic = Traffic::start(a.fly.app_url(CANARY));
+    let (code, doc) = a.run(&["promote", "staging", "canary", "--yes", "--bake", "2s"]);
+    assert_eq!(code, 0, "{doc}");
+    let seen = canary_traffic.stop();
+    let failed: Vec<_> = seen.iter().filter(|(_, _, ok)| !ok).collect();
+    assert!(
+        failed.is_empty(),
+        "failed requests during the canary: {failed:?}"
+    );
+    assert_eq!(serving(&a.fly, CANARY), ["v2", "v2", "v2", "v2"]);
+    // The old colour is gone: a canary retires it.
+    assert!(a.fly.machines(CANARY).iter().all(|m| m.2 == "v2"));
+
+    // The split seen while each weight baked is the machine ratio.
+    let steps = crate::rollouts::ledger_steps(&a.p, doc["deployment"].as_str().unwrap());
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "deploy-idle",
+            "shift-25",
+            "bake-25",
+            "shift-50",
+            "bake-50",
+            "shift-100",
+            "bake-100",
+            "retire-old"
+        ]
+    );
+    let t0 = seen.first().unwrap().0;
+    let wall0 = steps[0].started_at;
+    for weight in [25u32, 50] {
+        let bake = steps
+            .iter()
+            .find(|s| s.name == format!("bake-{weight}"))
+            .unwrap();
+        let from = t0 + (bake.started_at - wall0).to_std().unwrap() + Duration::from_millis(300);
+        let to = t0 + (bake.finished_at.unwrap() - wall0).to_std().unwrap();
+        let window: Vec<_> = seen
+            .iter()
+            .filter(|(t, _, _)| *t >= from && *t <= to)
+            .collect();
+        let v2 = window.iter().filter(|(_, r, _)| r == "v2").count();
+        assert!(window.len() > 20, "{} requests at {weight}%", window.len());
+        let share = v2 as f64 * 100.0 / window.len() as f64;
+        assert!(
+            (share - f64::from(weight)).abs() < 12.0,
+            "{share:.0}% of {} requests on v2 at {weight}%",
+            window.len()
+        );
+    }
+    // The ledger has the split achieved (one of four machines: 25%).
+    let shift = steps.iter().find(|s| s.name == "shift-25").unwrap();
+    let outcome = &shift.outcome.as_ref().unwrap().0;
+    let mut weights: Vec<u64> = outcome["weights"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["weight"].as_u64().unwrap())
+        .collect();
+    weights.sort();
+    assert_eq!(weights, [25, 75], "{outcome}");
+
+    let (_, status) = a.run(&["status", "canary"]);
+    let arena = &status["arenas"][0];
+    assert_eq!(arena["live"]["version"], "v2", "{status:#}");
+    assert_eq!(arena["drift"], false, "{status:#}");
+    no_violations(&a.fly);
+}
+
+#[test]
+fn a_failing_release_is_rolled_back_by_analysis_on_fly() {
+    let a = FlyArenas::new("");
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    assert_eq!(
+        a.run(&["promote", "staging", "canary", "--yes", "--bake", "1s"])
+            .0,
+        0
+    );
+    let (code, doc) = a.run(&[
+        "promote",
+        "staging",
+        "canary",
+        "--release",
+        "v2-broken",
+        "--yes",
+        "--bake",
+        "3s",
+    ]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["state"], "rolled-back", "{doc}");
+    assert!(
+        doc["summary"].as_str().unwrap().contains("error_rate"),
+        "{doc}"
+    );
+    assert_eq!(serving(&a.fly, CANARY), ["v1", "v1", "v1", "v1"]);
+    assert!(
+        a.fly.machines(CANARY).iter().all(|m| m.2 == "v1"),
+        "v2-broken's machines are gone: {:?}",
+        a.fly.machines(CANARY)
+    );
+    let (_, status) = a.run(&["status", "canary"]);
+    assert_eq!(status["arenas"][0]["live"]["version"], "v1", "{status:#}");
+    let (_, history) = a.run(&["history", "canary"]);
+    assert_eq!(
+        history["deployments"][0]["state"], "rolled-back",
+        "{history:#}"
+    );
+    no_violations(&a.fly);
+}
+
+#[test]
+fn killed_at_each_step_of_a_fly_blue_green_promotion_resume_or_rollback_finish_it() {
+    let a = FlyArenas::new("");
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    // deploy-idle, shift-100, bake-100.
+    for (k, recover) in (1..=3).zip(["resume", "rollback", "resume"]) {
+        let live = a.run(&["status", "staging"]).1["arenas"][0]["live"]["version"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let next = if live == "v1" { "v2" } else { "v1" };
+        let mut child = a.spawn(&[
+            "promote",
+            "local",
+            "staging",
+            "--release",
+            next,
+            "--yes",
+            "--bake",
+            "3s",
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while crate::rollouts::active_steps_in(&a.p, "staging").unwrap_or(0) < k {
+            assert!(Instant::now() < deadline, "step {k} never started");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "promote ended before step {k}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // At step 1, kill it while it waits for machines it already created.
+        if k == 1 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !a.fly.machines(STAGING).iter().any(|m| m.2 == next) {
+                assert!(
+                    Instant::now() < deadline,
+                    "no machine of {next} was created"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let args: Vec<&str> = if recover == "resume" {
+            vec!["resume", "staging", "--bake", "1s"]
+        } else {
+            vec!["rollback", "staging"]
+        };
+        let (code, doc) = a.run(&args);
+        assert_eq!(code, 0, "{recover} after a kill at step {k}: {doc}");
+        let expected = if recover == "resume" {
+            next
+        } else {
+            live.as_str()
+        };
+        assert_eq!(
+            serving(&a.fly, STAGING),
+            [expected, expected],
+            "after {recover} at step {k}"
+        );
+        // No duplicate or orphan machines: two per colour at most, one release per colour.
+        let ms = a.fly.machines(STAGING);
+        for colour in ["blue", "green"] {
+            let here: Vec<_> = ms.iter().filter(|m| m.1 == colour).collect();
+            assert!(here.len() <= 2, "{colour}: {here:?}");
+            assert!(
+                here.windows(2).all(|w| w[0].2 == w[1].2),
+                "{colour} runs two releases: {here:?}"
+            );
+        }
+        let (_, status) = a.run(&["status", "staging"]);
+        let s = &status["arenas"][0];
+        assert_eq!(s["live"]["version"], expected, "{status:#}");
+        assert_eq!(s["drift"], false, "ledger and Fly agree: {status:#}");
+        if recover == "rollback" {
+            a.p.copilot(["unlock", "staging"]).assert().success();
+        }
+    }
+    no_violations(&a.fly);
+}
+
+#[test]
+fn platform_faults_are_retried_or_end_with_their_exit_code_and_nothing_half_done() {
+    let a = FlyArenas::new("");
+    // 429 with Retry-After, a burst of 503s and an answer too late: retried, done.
+    a.fly.inject(&[
+        Fault::Status(429, Some(1)),
+        Fault::Status(503, None),
+        Fault::Status(503, None),
+        Fault::Stall(Duration::from_secs(5)),
+    ]);
+    let started = Instant::now();
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    assert_eq!(a.fly.pending_faults(), 0);
+    assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
+
+    // A lease someone holds briefly is waited for.
+    a.fly.hold_leases_for(Duration::from_secs(2));
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"]);
+
+    // One held for longer than the arena waits: blocked (4), naming a machine; v2 serves.
+    a.fly.hold_leases_for(Duration::from_secs(600));
+    a.p.edit(
+        "arenas/staging.yaml",
+        "ready_timeout: 20s",
+        "ready_timeout: 5s",
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    a.p.edit(
+        "arenas/staging.yaml",
+        "ready_timeout: 5s",
+        "ready_timeout: 20s",
+    );
+    assert_eq!(code, 4, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lease on machine"),
+        "{doc}"
+    );
+    assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"]);
+    a.fly.hold_leases_for(Duration::ZERO);
+
+    // An image that never starts, and one whose checks never pass: the wait
+    // runs out (5), its machines are destroyed, v2 keeps serving.
+    for image in ["never-starts", "unhealthy"] {
+        let before = a.fly.machines(STAGING).len();
+        let (code, doc) = a.deploy_with_short_timeout(image);
+        assert_eq!(code, 5, "{image}: {doc}");
+        assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"], "{image}");
+        assert_eq!(
+            a.fly.machines(STAGING).len(),
+            before,
+            "{image}: nothing left behind"
+        );
+    }
+    // One that exits: the release failed (1), with the exit code.
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "crashes"]);
+    assert_eq!(code, 1, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit code"),
+        "{doc}"
+    );
+    assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"]);
+    let (_, history) = a.run(&["history", "staging"]);
+    assert_eq!(history["deployments"][0]["state"], "failed", "{history:#}");
+    no_violations(&a.fly);
+}
+
+impl FlyArenas {
+    /// Deploy `image`'s release into staging with a short `ready_timeout`.
+    fn deploy_with_short_timeout(&self, image: &str) -> (i32, Value) {
+        self.p.edit(
+            "arenas/staging.yaml",
+            "ready_timeout: 20s",
+            "ready_timeout: 3s",
+        );
+        let out = self.run(&["deploy", "staging", "--release", image]);
+        self.p.edit(
+            "arenas/staging.yaml",
+            "ready_timeout: 3s",
+            "ready_timeout: 20s",
+        );
+        out
+    }
+}
+
+#[test]
+fn bad_settings_and_credentials_get_clear_errors() {
+    let a = FlyArenas::new("");
+    // No token: exit 3, the hint names the variable, never a value.
+    let out =
+        a.p.copilot(["--output", "json", "deploy", "staging", "--release", "v1"])
+            .env("FLY_FLAPS_BASE_URL", &a.fly.api)
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("FLY_API_TOKEN"),
+        "{doc}"
+    );
+
+    // An app Fly does not know: exit 3, naming it.
+    a.p.edit(
+        "arenas/staging.yaml",
+        "app: copilot-staging",
+        "app: copilot-nowhere",
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 3, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("copilot-nowhere"),
+        "{doc}"
+    );
+    a.p.edit(
+        "arenas/staging.yaml",
+        "app: copilot-nowhere",
+        "app: copilot-staging",
+    );
+
+    // A region Fly rejects: exit 3, and nothing is left created.
+    a.p.edit("arenas/staging.yaml", "region: dfw", "region: xyz");
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 3, "{doc}");
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains("xyz"),
+        "{doc}"
+    );
+    assert!(
+        a.fly.machines(STAGING).is_empty(),
+        "{:?}",
+        a.fly.machines(STAGING)
+    );
+    a.p.edit("arenas/staging.yaml", "region: xyz", "region: dfw");
+
+    // Volumes cannot take a blue-green rollout: validate says so, where.
+    a.p.edit(
+        "arenas/staging.yaml",
+        "  instances: 2\n",
+        "  instances: 2\n  mounts: [\"data:/data\"]\n",
+    );
+    let out = a.p.copilot(["validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = crate::common::stderr(&out);
+    assert!(
+        err.contains("staging.yaml:") && err.contains("volume"),
+        "{err}"
+    );
+    assert!(err.contains("rolling"), "{err}");
+    no_violations(&a.fly);
+}
+
+#[test]
+fn a_machine_made_behind_copilots_back_shows_as_drift() {
+    let a = FlyArenas::new("");
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    let id = a
+        .fly
+        .run_by_hand(STAGING, "registry.fly.io/someone-else:latest");
+    let (_, status) = a.run(&["status", "staging"]);
+    let drift = &status["arenas"][0]["platform_drift"];
+    assert!(
+        drift
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["instance"] == id.as_str()),
+        "{status:#}"
+    );
+    no_violations(&a.fly);
+}
+
+#[test]
+fn the_release_command_runs_once_before_the_new_colour_and_a_failure_stops_it() {
+    let a = FlyArenas::new("  release_command: copilot-service migrate up\n");
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    let creates = a
+        .fly
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST") && r.ends_with("/machines"))
+        .count();
+    assert_eq!(creates, 3, "one release machine, then two for the colour");
+    a.p.edit(
+        "arenas/staging.yaml",
+        "release_command: copilot-service migrate up",
+        "release_command: copilot-service migrate sideways",
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 1, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with"),
+        "{doc}"
+    );
+    assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
+    assert!(a.fly.machines(STAGING).iter().all(|m| m.2 == "v1"));
+    no_violations(&a.fly);
+}
+
+#[test]
+fn prism_refuses_requests_and_answers_that_break_the_spec() {
+    let fly = FlyEmulator::start(&[(STAGING, &[])]);
+    crate::rollouts::block_on(async {
+        let http = reqwest::Client::new();
+        // A request off the spec (an image that is not a string) never reaches the emulator.
+        let r = http
+            .post(format!("{}/v1/apps/{STAGING}/machines", fly.api))
+            .bearer_auth(&fly.token)
+            .json(&serde_json::json!({ "config": { "image": 42 } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        assert!(fly.requests().is_empty(), "{:?}", fly.requests());
+        // An answer off the spec is caught on its way back.
+        fly.inject(&[Fault::OffSpec]);
+        let r = http
+            .get(format!("{}/v1/apps/{STAGING}/machines", fly.api))
+            .bearer_auth(&fly.token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_eq!(status, 500, "{}", r.text().await.unwrap_or_default());
+    });
+    assert!(!fly.violations().is_empty());
+}
