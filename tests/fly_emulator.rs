@@ -214,7 +214,9 @@ impl FlyEmulator {
                 )
                 .route(
                     "/v1/apps/{app}/machines/{id}",
-                    get(show_machine).delete(destroy_machine),
+                    get(show_machine)
+                        .post(update_machine)
+                        .delete(destroy_machine),
                 )
                 .route("/v1/apps/{app}/machines/{id}/wait", get(wait_machine))
                 .route("/v1/apps/{app}/machines/{id}/cordon", post(cordon))
@@ -522,7 +524,17 @@ fn new_vm(
         }),
         dir,
     };
-    if !vm.image().contains("never-starts") {
+    boot(w, &mut vm);
+    w.vms.insert(id.clone(), vm);
+    id
+}
+
+/// Start a machine's process from its config, as flyd boots its VM.
+fn boot(w: &World, vm: &mut Vm) {
+    if vm.image().contains("never-starts") {
+        return;
+    }
+    {
         let mut cmd = Command::new(&w.service_bin);
         let init: Vec<String> = vm.config["init"]["cmd"]
             .as_array()
@@ -552,7 +564,7 @@ fn new_vm(
                     .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
             )
             // Fly gives a machine every app secret, under its own name.
-            .envs(w.apps[app].iter())
+            .envs(w.apps[&vm.app].iter())
             .envs(
                 vm.config["env"]
                     .as_object()
@@ -570,8 +582,6 @@ fn new_vm(
         vm.child = Some(cmd.spawn().expect("start a machine's process"));
         vm.state = "starting".into();
     }
-    w.vms.insert(id.clone(), vm);
-    id
 }
 
 async fn create_machine(
@@ -622,6 +632,37 @@ async fn show_machine(
         Some(v) => ok(v.json()),
         None => err(StatusCode::NOT_FOUND, "machine not found"),
     }
+}
+
+/// Update Machine: the new config replaces the old one and the machine
+/// restarts on it (a rolling deploy's step).
+async fn update_machine(
+    State(w): State<Shared>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut guard = w.lock().unwrap();
+    let w = &mut *guard;
+    if let Some(r) = unknown_app(w, &app) {
+        return r;
+    }
+    let Some(mut vm) = w.vms.remove(&id) else {
+        return err(StatusCode::NOT_FOUND, "machine not found");
+    };
+    if let Some(r) = lease_refusal(&vm, &headers) {
+        w.vms.insert(id, vm);
+        return r;
+    }
+    stop_vm(&mut vm);
+    vm.config = body["config"].clone();
+    vm.state = "created".into();
+    vm.check = None;
+    vm.port = free_port();
+    boot(w, &mut vm);
+    let answer = vm.json();
+    w.vms.insert(id, vm);
+    ok(answer)
 }
 
 fn stop_vm(vm: &mut Vm) {

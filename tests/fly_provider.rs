@@ -50,8 +50,15 @@ fn secrets() -> Vec<(&'static str, &'static str)> {
     vec![("SHOPIFY_WEBHOOK_SECRET", "fly-kept-secret")]
 }
 
+const BLUE_GREEN: &str = "strategy:\n  kind: blue-green\n  steps: [{ weight: 100, bake: 5m }]\n";
+
 impl FlyArenas {
     fn new(staging_extra: &str) -> FlyArenas {
+        Self::with_strategy(staging_extra, BLUE_GREEN)
+    }
+
+    /// Staging with `extra` provider settings and `strategy` (a YAML block).
+    fn with_strategy(staging_extra: &str, strategy: &str) -> FlyArenas {
         let s = secrets();
         let fly = FlyEmulator::start(&[(STAGING, &s), (CANARY, &s)]);
         let p = Project::init();
@@ -64,7 +71,7 @@ impl FlyArenas {
                 STAGING,
                 &fly,
                 &format!(
-                    "  region: dfw\n  instances: 2\n{staging_extra}strategy:\n  kind: blue-green\n  steps: [{{ weight: 100, bake: 5m }}]\n  analysis:\n{PROBE_ANALYSIS}gates:\n  after: [health]\n"
+                    "  region: dfw\n  instances: 2\n{staging_extra}{strategy}  analysis:\n{PROBE_ANALYSIS}gates:\n  after: [health]\n"
                 ),
             ),
         );
@@ -679,4 +686,37 @@ fn prism_refuses_requests_and_answers_that_break_the_spec() {
         assert_eq!(status, 500, "{}", r.text().await.unwrap_or_default());
     });
     assert!(!fly.violations().is_empty());
+}
+
+#[test]
+fn rolling_on_fly_updates_the_live_machines_in_place_one_at_a_time() {
+    let a = FlyArenas::with_strategy(
+        "  mounts: [\"data:/data\"]\n",
+        "strategy:\n  kind: rolling\n",
+    );
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    let before: Vec<String> = a.fly.machines(STAGING).into_iter().map(|m| m.0).collect();
+    assert_eq!(before.len(), 2);
+    let traffic = Traffic::start(a.fly.app_url(STAGING));
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    let seen = traffic.stop();
+    let failed: Vec<_> = seen.iter().filter(|(_, _, ok)| !ok).collect();
+    assert!(
+        failed.is_empty(),
+        "failed requests during the rolling update: {failed:?}"
+    );
+    assert!(seen.iter().any(|(_, r, _)| r == "v1") && seen.iter().any(|(_, r, _)| r == "v2"));
+    // The same machines (and so their volumes), now on v2; none added.
+    let after: Vec<String> = a.fly.machines(STAGING).into_iter().map(|m| m.0).collect();
+    assert_eq!(after, before);
+    assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"]);
+    let updates = a
+        .fly
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST") && before.iter().any(|id| r.ends_with(id.as_str())))
+        .count();
+    assert_eq!(updates, 2, "one update per machine");
+    no_violations(&a.fly);
 }

@@ -450,6 +450,7 @@ pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
             arena,
             s,
             a.provider.instances,
+            a.strategy.kind,
         )?)),
         _ => Err(ProviderError::unavailable(
             format!("drive the {} provider", a.provider.kind),

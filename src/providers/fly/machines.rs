@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::model::{FlySettings, ProviderKind};
+use crate::model::{FlySettings, ProviderKind, StrategyKind};
 use crate::providers::http::{ApiClient, ApiError, ApiErrorKind, RetryPolicy};
 use crate::providers::{
     ArenaStatus, Counts, Drift, ErrorKind, Handle, Op, Provider, ProviderError, RegionCounts,
@@ -37,7 +37,12 @@ const LAUNCH: &str = "copilot_launch";
 /// `service` for a colour's machines, `release-command` for the one-off.
 const ROLE: &str = "copilot_role";
 
-/// How long a lease held by someone else is waited for before giving up.
+/// A lease is held around one call: a copilot killed while holding one
+/// leaves it for this long at most.
+const LEASE_TTL_SECS: u64 = 10;
+
+/// How long a lease held by someone else is waited for before giving up
+/// (longer than [`LEASE_TTL_SECS`], so one left by a killed copilot expires first).
 const LEASE_PATIENCE: Duration = Duration::from_secs(20);
 
 pub struct FlyProvider {
@@ -45,6 +50,13 @@ pub struct FlyProvider {
     arena: String,
     s: FlySettings,
     instances: u32,
+    /// Rolling and immediate update the live machines in place, as `fly
+    /// deploy` does; blue-green and canary start a second colour beside them.
+    strategy: StrategyKind,
+    /// The configs machines had before this process updated them in place,
+    /// to put back when the update fails. Kept in memory only: configs
+    /// hold the values of `env:`/`file:` secrets.
+    replaced: std::sync::Mutex<BTreeMap<String, Value>>,
 }
 
 /// A machine as the API describes it (the fields copilot reads).
@@ -136,7 +148,12 @@ fn q(v: &str) -> String {
 impl FlyProvider {
     /// The provider of `arena` on the app the settings name, with the token
     /// from `FLY_API_TOKEN` and the API at `FLY_FLAPS_BASE_URL` (as flyctl).
-    pub fn from_env(arena: &str, s: &FlySettings, instances: u32) -> Result<Self, ProviderError> {
+    pub fn from_env(
+        arena: &str,
+        s: &FlySettings,
+        instances: u32,
+        strategy: StrategyKind,
+    ) -> Result<Self, ProviderError> {
         let token = std::env::var("FLY_API_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty())
@@ -156,6 +173,8 @@ impl FlyProvider {
             arena: arena.to_string(),
             s: s.clone(),
             instances,
+            strategy,
+            replaced: Default::default(),
         })
     }
 
@@ -270,7 +289,9 @@ impl FlyProvider {
                 .send(
                     Method::POST,
                     &self.path(&format!("/machines/{}/lease", q(id))),
-                    Some(&json!({ "ttl": 60, "description": format!("copilot: {why}") })),
+                    Some(
+                        &json!({ "ttl": LEASE_TTL_SECS, "description": format!("copilot: {why}") }),
+                    ),
                     None,
                 )
                 .await
@@ -549,6 +570,191 @@ impl FlyProvider {
             .collect())
     }
 
+    /// Rolling (one machine at a time, each started and passing its checks
+    /// before the next) or immediate (all at once): the live machines take
+    /// the new config where they are, volumes and all, and are re-tagged
+    /// with the new colour. Machines this key already updated are skipped.
+    async fn update_in_place(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+        mut live: Vec<Machine>,
+    ) -> Result<Handle, ProviderError> {
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        let config = self.config(op, slot, release);
+        let ids: Vec<String> = live.iter().map(|m| m.id.clone()).collect();
+        for m in &live {
+            if m.meta(LAUNCH) == Some(op.key.as_str()) {
+                continue;
+            }
+            let previous = self
+                .call(
+                    Method::GET,
+                    &format!("/machines/{}", q(&m.id)),
+                    None,
+                    "read a machine",
+                )
+                .await?["config"]
+                .clone();
+            self.with_lease(
+                op.timeout.min(LEASE_PATIENCE),
+                &m.id,
+                &format!("update for {}", self.arena),
+                async |nonce| {
+                    self.api
+                        .send_with(
+                            Method::POST,
+                            &self.path(&format!("/machines/{}", q(&m.id))),
+                            Some(&json!({ "config": config, "region": m.region })),
+                            &[("fly-machine-lease-nonce", nonce)],
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(api_err(format!("update machine {}", m.id)))
+                },
+            )
+            .await?;
+            self.replaced
+                .lock()
+                .expect("replaced lock")
+                .insert(m.id.clone(), previous);
+            op.progress.line(&format!(
+                "{}: machine {} updated to {}",
+                self.s.app, m.id, release.version
+            ));
+            if self.strategy == StrategyKind::Rolling {
+                let one = json!({ "machines": [m.id], "in_place": true });
+                self.wait_for(
+                    op,
+                    &format!("update machine {} to {}", m.id, release.version),
+                    &one,
+                )
+                .await?;
+            }
+        }
+        Ok(json!({ "app": self.s.app, "launch": op.key, "machines": ids, "in_place": true }))
+    }
+
+    /// Put machines updated in place back on the config they had.
+    async fn revert(&self, ids: &[String]) {
+        let previous: Vec<(String, Value)> = {
+            let mut replaced = self.replaced.lock().expect("replaced lock");
+            ids.iter()
+                .filter_map(|id| replaced.remove(id).map(|c| (id.clone(), c)))
+                .collect()
+        };
+        for (id, config) in previous {
+            let path = self.path(&format!("/machines/{}", q(&id)));
+            if let Err(e) = self
+                .api
+                .send(
+                    Method::POST,
+                    &path,
+                    Some(&json!({ "config": config })),
+                    None,
+                )
+                .await
+            {
+                tracing::warn!("could not put machine {id} back on its previous config: {e}");
+            }
+        }
+    }
+
+    /// Wait, within `op.timeout`, until the machines of `handle` are
+    /// started and pass their checks.
+    async fn wait_for(
+        &self,
+        op: &Op<'_>,
+        action: &str,
+        handle: &Handle,
+    ) -> Result<(), ProviderError> {
+        let ids = machine_ids(handle);
+        let started_at = Instant::now();
+        let deadline = started_at + op.timeout;
+        op.progress.begin(action, Some(op.timeout));
+        let outcome: Result<(), ProviderError> = async {
+            loop {
+                let mut ms = Vec::new();
+                for id in &ids {
+                    ms.push(self.machine(id).await?);
+                }
+                let started = ms.iter().filter(|m| m.started()).count();
+                let healthy = ms.iter().filter(|m| m.healthy()).count();
+                op.progress.update(
+                    started_at.elapsed(),
+                    &format!(
+                        "{started}/{} started, {healthy}/{} passing checks",
+                        ids.len(),
+                        ids.len()
+                    ),
+                );
+                if let Some(dead) = ms
+                    .iter()
+                    .find(|m| matches!(m.state.as_str(), "stopped" | "failed" | "destroyed"))
+                {
+                    return Err(ProviderError::new(
+                        ErrorKind::ReleaseFailed,
+                        action.to_string(),
+                        format!(
+                            "machine {} is {}{}",
+                            dead.id,
+                            dead.state,
+                            dead.exit_code()
+                                .map(|c| format!(" (exit code {c})"))
+                                .unwrap_or_default()
+                        ),
+                    )
+                    .with_hint(format!(
+                        "its output: `fly logs -a {} -i {}`",
+                        self.s.app, dead.id
+                    )));
+                }
+                if healthy == ids.len() {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    let what = if started < ids.len() {
+                        format!("{started} of {} machines started", ids.len())
+                    } else {
+                        format!("{healthy} of {} machines pass their checks", ids.len())
+                    };
+                    return Err(ProviderError::new(
+                        ErrorKind::TimedOut,
+                        action.to_string(),
+                        format!("{what} after {}s", op.timeout.as_secs()),
+                    )
+                    .with_hint("raise `ready_timeout` under `provider:` if starts are slow"));
+                }
+                // Block on the first machine not yet started, else poll the checks.
+                match ms.iter().find(|m| !m.started()) {
+                    Some(m) => {
+                        let wait = deadline
+                            .saturating_duration_since(Instant::now())
+                            .as_secs()
+                            .clamp(1, 60);
+                        let _ = self
+                            .api
+                            .send(
+                                Method::GET,
+                                &self.path(&format!(
+                                    "/machines/{}/wait?state=started&timeout={wait}",
+                                    q(&m.id)
+                                )),
+                                None,
+                                None,
+                            )
+                            .await;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        }
+        .await;
+        op.progress.finish();
+        outcome
+    }
+
     fn slot_status(&self, slot: Slot, ms: &[&Machine], total_in_service: usize) -> SlotStatus {
         let first = ms.first();
         let in_service = ms.iter().filter(|m| !m.cordoned && m.healthy()).count();
@@ -592,6 +798,16 @@ impl FlyProvider {
             weight,
         }
     }
+}
+
+/// The machine ids a launch handle names.
+fn machine_ids(handle: &Handle) -> Vec<String> {
+    handle["machines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
 }
 
 /// A command line split as a shell would on spaces and simple quotes.
@@ -702,6 +918,18 @@ impl Provider for FlyProvider {
         if let Some(cmd) = &self.s.release_command {
             self.release_command(op, cmd, release).await?;
         }
+        let live: Vec<Machine> = here
+            .iter()
+            .filter(|m| m.colour() == Some(slot.other()) || m.meta(LAUNCH) == Some(op.key.as_str()))
+            .cloned()
+            .collect();
+        if matches!(
+            self.strategy,
+            StrategyKind::Rolling | StrategyKind::Immediate
+        ) && !live.is_empty()
+        {
+            return self.update_in_place(op, slot, release, live).await;
+        }
         // Asked again with the same key, the machines it made are kept.
         let mine: Vec<Machine> = here
             .into_iter()
@@ -770,102 +998,19 @@ impl Provider for FlyProvider {
         release: &ReleaseSpec,
         handle: &Handle,
     ) -> Result<SlotStatus, ProviderError> {
-        let ids: Vec<String> = handle["machines"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        let ids = machine_ids(handle);
         let action = format!("start {} in {slot}", release.version);
-        let started_at = Instant::now();
-        let deadline = started_at + op.timeout;
-        op.progress.begin(&action, Some(op.timeout));
-        let outcome: Result<(), ProviderError> = async {
-            loop {
-                let mut ms = Vec::new();
-                for id in &ids {
-                    ms.push(self.machine(id).await?);
-                }
-                let started = ms.iter().filter(|m| m.started()).count();
-                let healthy = ms.iter().filter(|m| m.healthy()).count();
-                op.progress.update(
-                    started_at.elapsed(),
-                    &format!(
-                        "{started}/{} started, {healthy}/{} passing checks",
-                        ids.len(),
-                        ids.len()
-                    ),
-                );
-                if let Some(dead) = ms
-                    .iter()
-                    .find(|m| matches!(m.state.as_str(), "stopped" | "failed" | "destroyed"))
-                {
-                    return Err(ProviderError::new(
-                        ErrorKind::ReleaseFailed,
-                        action.clone(),
-                        format!(
-                            "machine {} is {}{}",
-                            dead.id,
-                            dead.state,
-                            dead.exit_code()
-                                .map(|c| format!(" (exit code {c})"))
-                                .unwrap_or_default()
-                        ),
-                    )
-                    .with_hint(format!(
-                        "its output: `fly logs -a {} -i {}`",
-                        self.s.app, dead.id
-                    )));
-                }
-                if healthy == ids.len() {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    let what = if started < ids.len() {
-                        format!("{started} of {} machines started", ids.len())
-                    } else {
-                        format!("{healthy} of {} machines pass their checks", ids.len())
-                    };
-                    return Err(ProviderError::new(
-                        ErrorKind::TimedOut,
-                        action.clone(),
-                        format!("{what} after {}s", op.timeout.as_secs()),
-                    )
-                    .with_hint("raise `ready_timeout` under `provider:` if starts are slow"));
-                }
-                // Block on the first machine not yet started, else poll the checks.
-                match ms.iter().find(|m| !m.started()) {
-                    Some(m) => {
-                        let wait = deadline
-                            .saturating_duration_since(Instant::now())
-                            .as_secs()
-                            .clamp(1, 60);
-                        let _ = self
-                            .api
-                            .send(
-                                Method::GET,
-                                &self.path(&format!(
-                                    "/machines/{}/wait?state=started&timeout={wait}",
-                                    q(&m.id)
-                                )),
-                                None,
-                                None,
-                            )
-                            .await;
-                    }
-                    None => tokio::time::sleep(Duration::from_millis(250)).await,
-                }
-            }
-        }
-        .await;
-        op.progress.finish();
-        if let Err(e) = outcome {
+        if let Err(e) = self.wait_for(op, &action, handle).await {
             // Nothing of a failed start stays: the live colour is untouched.
-            let made = self
-                .machines_of_launch(&op.key, true)
-                .await
-                .unwrap_or_default();
-            let _ = self.destroy_all(&made).await;
+            if handle["in_place"].as_bool() == Some(true) {
+                self.revert(&ids).await;
+            } else {
+                let made = self
+                    .machines_of_launch(&op.key, true)
+                    .await
+                    .unwrap_or_default();
+                let _ = self.destroy_all(&made).await;
+            }
             return Err(e);
         }
         let ms = self.ours().await?;
