@@ -1,17 +1,40 @@
 //! How fast `copilot rollback` puts the previous release back after a
-//! completed blue-green promotion on the local provider. Prints figures; no
-//! assertion. `cargo bench --bench rollback` (COPILOT_BENCH_ROUNDS, default 5).
+//! completed blue-green deployment: on the local provider, and on the
+//! emulated Fly of the tests (through Prism, like every Fly request in the
+//! tests). Prints figures; no assertion. `cargo bench --bench rollback`
+//! (COPILOT_BENCH_ROUNDS, default 5).
 
 use std::process::Command;
 use std::time::Instant;
 
+/// What the emulated Fly needs from the test harness.
+mod common {
+    pub const PASSED_THROUGH: &[&str] = &["PATH"];
+    pub fn free_port() -> u16 {
+        super::free_port()
+    }
+}
+
+#[allow(dead_code)]
+#[path = "../tests/fly_emulator.rs"]
+mod fly_emulator;
+
 fn copilot(root: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    copilot_with(root, args, &[])
+}
+
+fn copilot_with(
+    root: &std::path::Path,
+    args: &[&str],
+    env: &[(&'static str, String)],
+) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_copilot"))
         .arg("--root")
         .arg(root)
         .args(["--output", "json"])
         .args(args)
         .env("COPILOT_ACTOR", "bench")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("copilot runs");
     assert!(
@@ -30,11 +53,90 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn report(what: &str, wall: &mut [f64], switch: &mut [f64]) {
+    let (wmin, wmed, wmax) = stats(wall);
+    let (smin, smed, smax) = stats(switch);
+    println!("{what}");
+    println!(
+        "  whole command (process start to exit): min {wmin:.0} ms, median {wmed:.0} ms, max {wmax:.0} ms"
+    );
+    println!(
+        "  traffic switch:                        min {smin:.1} ms, median {smed:.1} ms, max {smax:.1} ms"
+    );
+}
+
 fn main() {
     let rounds: usize = std::env::var("COPILOT_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    local(rounds);
+    fly(rounds);
+}
+
+/// Blue-green on the emulated Fly: 2 machines per colour, the standby cordoned.
+fn fly(rounds: usize) {
+    let fly = fly_emulator::FlyEmulator::start(&[(
+        "copilot-bench",
+        &[("SHOPIFY_WEBHOOK_SECRET", "bench")],
+    )]);
+    let env = fly.env();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    copilot(root, &["init", root.to_str().unwrap()]);
+    for f in ["staging", "canary", "production", "hotfix", "preview"] {
+        let _ = std::fs::remove_file(root.join(format!("arenas/{f}.yaml")));
+    }
+    std::fs::write(
+        root.join("arenas/fly.yaml"),
+        format!(
+            "name: fly\ntier: staging\nprovider: {{ kind: fly, app: copilot-bench, region: dfw, instances: 2, url: \"{url}\" }}\n\
+             strategy:\n  kind: blue-green\n  steps: [{{ weight: 100 }}]\n\
+             env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\" }}\n\
+             \x20 secrets: {{ SHOPIFY_WEBHOOK_SECRET: \"fly:SHOPIFY_WEBHOOK_SECRET\" }}\n",
+            url = fly.app_url("copilot-bench"),
+        ),
+    )
+    .unwrap();
+    for v in ["v1", "v2"] {
+        copilot(
+            root,
+            &[
+                "release",
+                "create",
+                "--image",
+                &format!("registry.fly.io/copilot:{v}"),
+            ],
+        );
+    }
+    let (mut wall, mut switch) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for v in ["v1", "v2"] {
+            copilot_with(root, &["deploy", "fly", "--release", v], &env);
+        }
+        let t = Instant::now();
+        let doc = copilot_with(root, &["rollback", "fly", "--reason", "bench"], &env);
+        wall.push(t.elapsed().as_secs_f64() * 1000.0);
+        switch.push(doc["switch_ms"].as_f64().unwrap_or(f64::NAN));
+        assert_eq!(doc["redeployed"], false);
+        copilot(root, &["unlock", "fly"]);
+    }
+    copilot_with(root, &["down", "fly"], &env);
+    report(
+        &format!(
+            "rollback after a completed blue-green deployment, {rounds} rounds (emulated Fly through Prism: uncordon 2 machines, cordon 2, each under its lease)"
+        ),
+        &mut wall,
+        &mut switch,
+    );
+}
+
+fn local(rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     copilot(root, &["init", root.to_str().unwrap()]);
@@ -85,19 +187,11 @@ fn main() {
     }
     copilot(root, &["down", "stage"]);
     copilot(root, &["down", "local"]);
-    let stats = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[0], v[v.len() / 2], v[v.len() - 1])
-    };
-    let (wmin, wmed, wmax) = stats(&mut wall);
-    let (smin, smed, smax) = stats(&mut switch);
-    println!(
-        "rollback after a completed blue-green promotion, {rounds} rounds (local provider, SQLite ledger)"
-    );
-    println!(
-        "  whole command (process start to exit): min {wmin:.0} ms, median {wmed:.0} ms, max {wmax:.0} ms"
-    );
-    println!(
-        "  traffic switch at the router:          min {smin:.1} ms, median {smed:.1} ms, max {smax:.1} ms"
+    report(
+        &format!(
+            "rollback after a completed blue-green promotion, {rounds} rounds (local provider, SQLite ledger)"
+        ),
+        &mut wall,
+        &mut switch,
     );
 }

@@ -251,7 +251,7 @@ impl ProviderSettings {
             return Vec::new();
         };
         map.iter()
-            .filter(|(_, v)| !v.is_null())
+            .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
             .map(|(k, v)| match v {
                 serde_json::Value::String(s) => format!("{k}={s}"),
                 other => format!("{k}={other}"),

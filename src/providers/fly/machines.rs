@@ -196,19 +196,23 @@ impl FlyProvider {
             .map_err(api_err(action))
     }
 
+    fn no_such_app(&self) -> ProviderError {
+        ProviderError::new(
+            ErrorKind::NotFound,
+            format!("find Fly app {}", self.s.app),
+            format!(
+                "there is no app `{}` (or the token cannot see it)",
+                self.s.app
+            ),
+        )
+        .with_hint("check `app:` in the arena, or create it with `fly apps create`")
+    }
+
     /// The app exists and the token can see it.
     async fn check_app(&self) -> Result<(), ProviderError> {
         match self.api.send(Method::GET, &self.path(""), None, None).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind == ApiErrorKind::NotFound => Err(ProviderError::new(
-                ErrorKind::NotFound,
-                format!("find Fly app {}", self.s.app),
-                format!(
-                    "there is no app `{}` (or the token cannot see it)",
-                    self.s.app
-                ),
-            )
-            .with_hint("check `app:` in the arena, or create it with `fly apps create`")),
+            Err(e) if e.kind == ApiErrorKind::NotFound => Err(self.no_such_app()),
             Err(e) => Err(ProviderError::from(e).during(format!("find Fly app {}", self.s.app))),
         }
     }
@@ -222,11 +226,11 @@ impl FlyProvider {
             if let Some(c) = &cursor {
                 path.push_str(&format!("&cursor={}", q(c)));
             }
-            let resp = self
-                .api
-                .send(Method::GET, &path, None, None)
-                .await
-                .map_err(api_err("list machines"))?;
+            let resp = match self.api.send(Method::GET, &path, None, None).await {
+                Ok(r) => r,
+                Err(e) if e.kind == ApiErrorKind::NotFound => return Err(self.no_such_app()),
+                Err(e) => return Err(ProviderError::from(e).during("list machines")),
+            };
             let page: Vec<Machine> = serde_json::from_value(resp.body).map_err(|e| {
                 ProviderError::failed("list machines", format!("unexpected answer: {e}"))
             })?;
