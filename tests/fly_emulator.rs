@@ -134,6 +134,8 @@ struct World {
     foreign_leases_until: Option<Instant>,
     /// `METHOD /path` of every API request.
     requests: Vec<String>,
+    /// Processes of replaced machines, asked to stop and finishing what they serve.
+    retiring: Vec<Child>,
     root: PathBuf,
     service_bin: PathBuf,
 }
@@ -192,6 +194,7 @@ impl FlyEmulator {
             faults: VecDeque::new(),
             foreign_leases_until: None,
             requests: Vec::new(),
+            retiring: Vec::new(),
             root: dir.path().to_path_buf(),
             service_bin: assert_cmd::cargo::cargo_bin("copilot-service"),
         }));
@@ -390,6 +393,10 @@ impl Drop for FlyEmulator {
         let _ = self.prism.kill();
         let _ = self.prism.wait();
         if let Ok(mut w) = self.world.lock() {
+            for mut c in std::mem::take(&mut w.retiring) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
             for vm in w.vms.values_mut() {
                 if let Some(mut c) = vm.child.take() {
                     let _ = c.kill();
@@ -654,7 +661,14 @@ async fn update_machine(
         w.vms.insert(id, vm);
         return r;
     }
-    stop_vm(&mut vm);
+    // As flyd does: the old process gets SIGTERM and finishes what it
+    // serves; the machine boots again on the new config.
+    if let Some(child) = vm.child.take() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        w.retiring.push(child);
+    }
     vm.config = body["config"].clone();
     vm.state = "created".into();
     vm.check = None;
@@ -838,6 +852,7 @@ async fn supervise(w: Shared) {
     loop {
         let probes: Vec<(String, u16, bool, bool)> = {
             let mut w = w.lock().unwrap();
+            w.retiring.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
             let mut out = Vec::new();
             for v in w.vms.values_mut() {
                 if let Some(c) = &mut v.child

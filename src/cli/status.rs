@@ -142,7 +142,7 @@ async fn arena_status(
             .map(|x| {
                 (
                     x.slot.to_string(),
-                    json!({ "release": x.version, "weight": x.weight, "healthy": x.healthy, "instances": x.instances }),
+                    json!({ "release": x.version, "weight": x.weight, "healthy": x.healthy, "instances": x.instances, "regions": x.regions }),
                 )
             })
             .collect();
@@ -173,6 +173,14 @@ async fn arena_status(
                 "  {:<9} {} {}/{} instances healthy ({} started)\n",
                 x.slot, x.version, n.healthy, n.desired, n.started
             ));
+        }
+        if x.regions.len() > 1 {
+            let per: Vec<String> = x
+                .regions
+                .iter()
+                .map(|r| format!("{} {}/{}", r.region, r.counts.healthy, r.counts.desired))
+                .collect();
+            s.push_str(&format!("            by region: {}\n", per.join(", ")));
         }
     }
     for d in observed.iter().flat_map(|o| &o.drift) {

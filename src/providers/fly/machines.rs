@@ -601,11 +601,17 @@ impl FlyProvider {
                 )
                 .await?["config"]
                 .clone();
+            // Rolling: out of service while it restarts (the others carry
+            // the traffic), back in once it passes its checks.
+            let drain = self.strategy == StrategyKind::Rolling && !m.cordoned && live.len() > 1;
             self.with_lease(
                 op.timeout.min(LEASE_PATIENCE),
                 &m.id,
                 &format!("update for {}", self.arena),
                 async |nonce| {
+                    if drain {
+                        self.leased_post(&m.id, "cordon", nonce).await?;
+                    }
                     self.api
                         .send_with(
                             Method::POST,
@@ -635,6 +641,15 @@ impl FlyProvider {
                     &one,
                 )
                 .await?;
+                if drain {
+                    self.with_lease(
+                        op.timeout.min(LEASE_PATIENCE),
+                        &m.id,
+                        &format!("uncordon for {}", self.arena),
+                        async |nonce| self.leased_post(&m.id, "uncordon", nonce).await,
+                    )
+                    .await?;
+                }
             }
         }
         Ok(json!({ "app": self.s.app, "launch": op.key, "machines": ids, "in_place": true }))
