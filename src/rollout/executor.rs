@@ -317,6 +317,21 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// A deployment that cannot go on: recorded as failed, the lease let go,
+    /// and the error passed on.
+    async fn give_up<T>(
+        &self,
+        deployment: &str,
+        lease: Lease,
+        e: RolloutError,
+    ) -> Result<T, RolloutError> {
+        self.ledger
+            .set_deployment_state(deployment, "failed", clock::now())
+            .await?;
+        lease.release().await?;
+        Err(e)
+    }
+
     /// What the platform runs now.
     pub async fn status(&self) -> Result<ArenaStatus, RolloutError> {
         Ok(self.provider.status().await?)
@@ -651,13 +666,7 @@ impl<'a> Executor<'a> {
                     .await
                 {
                     Ok(s) => s,
-                    Err(e) => {
-                        self.ledger
-                            .set_deployment_state(&d.id, "failed", clock::now())
-                            .await?;
-                        lease.release().await?;
-                        return Err(e);
-                    }
+                    Err(e) => return self.give_up(&d.id, lease, e).await,
                 }
             }
         };
@@ -691,13 +700,7 @@ impl<'a> Executor<'a> {
             .await;
         let switch_ms = match switched {
             Ok(ms) => ms,
-            Err(e) => {
-                self.ledger
-                    .set_deployment_state(&d.id, "failed", clock::now())
-                    .await?;
-                lease.release().await?;
-                return Err(e);
-            }
+            Err(e) => return self.give_up(&d.id, lease, e).await,
         };
         self.ledger
             .set_deployment_state(&d.id, "succeeded", clock::now())
@@ -947,13 +950,7 @@ impl<'a> Executor<'a> {
             .await;
         let weights = match weights {
             Ok(w) => w,
-            Err(e) => {
-                self.ledger
-                    .set_deployment_state(&dep.id, "failed", clock::now())
-                    .await?;
-                lease.release().await?;
-                return Err(e);
-            }
+            Err(e) => return self.give_up(&dep.id, lease, e).await,
         };
         self.ledger
             .set_deployment_state(&dep.id, "aborted", clock::now())
