@@ -4,6 +4,8 @@
 //! [`ledger`] and [`providers`], then [`render`], and [`cli`] on top. Imports
 //! only point downwards.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -298,11 +298,18 @@ pub struct RenderSettings {
 #[derive(Clone, Debug, Serialize)]
 pub struct EcsSettings {
     pub cluster: String,
+    /// The colours are the ECS services `<service>-blue` and `<service>-green`.
     pub service: String,
     pub region: Option<String>,
+    /// The ELBv2 listener whose default forward action is weighted.
     pub listener: Option<String>,
+    /// Or a rule of it, whose forward action is weighted.
+    pub rule: Option<String>,
+    /// Target group name or ARN per colour.
     pub target_groups: BTreeMap<String, String>,
     pub family: Option<String>,
+    /// Where the arena's traffic enters [default: the load balancer's DNS name].
+    pub url: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

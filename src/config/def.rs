@@ -207,6 +207,9 @@ pub struct ProviderSection {
     /// ecs: the task definition family.
     #[serde(default)]
     pub family: Option<At<String>>,
+    /// ecs: a listener rule whose forward action is weighted, instead of the listener's default action.
+    #[serde(default)]
+    pub rule: Option<At<String>>,
     /// kubernetes: the namespace.
     #[serde(default)]
     pub namespace: Option<At<String>>,
@@ -222,7 +225,7 @@ pub struct ProviderSection {
     /// fly: several regions (instances per region), instead of `region`.
     #[serde(default)]
     pub regions: Option<At<Vec<At<String>>>>,
-    /// fly: where the app's traffic enters [default: `https://<app>.fly.dev`].
+    /// fly, ecs: where the arena's traffic enters [default: fly `https://<app>.fly.dev`, ecs the load balancer's DNS name].
     #[serde(default)]
     pub url: Option<At<String>>,
     /// fly: a command run once in a machine of the new release before it starts (migrations).
@@ -260,6 +263,7 @@ impl ProviderSection {
             at("listener", &self.listener),
             at("target_groups", &self.target_groups),
             at("family", &self.family),
+            at("rule", &self.rule),
             at("namespace", &self.namespace),
             at("context", &self.context),
             at("deployment", &self.deployment),

@@ -371,6 +371,8 @@ pub enum Platform {
     Local(local::LocalProvider),
     #[cfg(feature = "fly")]
     Fly(fly::FlyProvider),
+    #[cfg(feature = "ecs")]
+    Ecs(ecs::EcsProvider),
 }
 
 macro_rules! each {
@@ -379,6 +381,8 @@ macro_rules! each {
             Platform::Local($p) => $e,
             #[cfg(feature = "fly")]
             Platform::Fly($p) => $e,
+            #[cfg(feature = "ecs")]
+            Platform::Ecs($p) => $e,
         }
     };
 }
@@ -452,6 +456,8 @@ pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
             a.provider.instances,
             a.strategy.kind,
         )?)),
+        #[cfg(feature = "ecs")]
+        ProviderSettings::Ecs(s) => Ok(Platform::Ecs(ecs::EcsProvider::new(root, a, s))),
         _ => Err(ProviderError::unavailable(
             format!("drive the {} provider", a.provider.kind),
             format!(
@@ -543,8 +549,10 @@ static ECS: Capabilities = Capabilities {
         "listener",
         "target_groups",
         "family",
+        "rule",
+        "url",
     ],
-    required_settings: &["cluster", "service"],
+    required_settings: &["cluster", "service", "target_groups"],
     secret_stores: &[SecretStore::AwsSecretsManager, SecretStore::AwsSsm],
 };
 
