@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: start PostgreSQL and Redis, install the
 # real bullmq npm package, Stoplight Prism (which holds the emulated platform
-# APIs to their official descriptions), Alertmanager and Prometheus, then run
+# APIs to their official descriptions), moto (AWS), Alertmanager and Prometheus, then run
 # every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,12 @@ for dir in tests/bullmq tests/prism; do
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error \
         || npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error
 done
+# moto's server is the AWS the ECS provider's tests run against (ECS, ELBv2,
+# CloudWatch, RDS, Secrets Manager), in a virtualenv of its own.
+if [ ! -x target/moto/bin/moto_server ]; then
+    python3 -m venv target/moto
+    target/moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
 # Alertmanager (alerts gate) and Prometheus (analysis queries); the tests
 # start their own instances on loopback.
 packages=()

@@ -9,6 +9,10 @@ mod bullmq_interop;
 mod cli_basics;
 mod cli_validate;
 mod definition_properties;
+#[cfg(feature = "ecs")]
+mod ecs_emulator;
+#[cfg(feature = "ecs")]
+mod ecs_provider;
 #[cfg(feature = "fly")]
 mod fly_emulator;
 #[cfg(feature = "fly")]

@@ -429,10 +429,7 @@ impl Provider for EcsProvider {
             let desired = col.service.desired_count().max(0) as u32;
             let running = col.service.running_count().max(0) as u32;
             let weight = weights.get(&c.target_groups[&slot]).copied().unwrap_or(0);
-            if !col.revision.ours
-                && col.service.task_definition().is_some()
-                && (desired > 0 || weight > 0)
-            {
+            if !col.revision.ours && desired > 0 {
                 drift.push(Drift {
                     instance: name.clone(),
                     what: format!(
@@ -441,7 +438,8 @@ impl Provider for EcsProvider {
                     ),
                 });
             }
-            if desired == 0 && running == 0 && weight == 0 {
+            // A colour scaled to zero runs nothing, whatever the listener sends it.
+            if desired == 0 && running == 0 {
                 continue;
             }
             let healthy = desired > 0 && running >= desired && col.healthy_targets >= desired;
