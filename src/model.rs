@@ -146,6 +146,8 @@ word_enum! {
         Metrics => "metrics",
         /// A PromQL query against Prometheus.
         Prometheus => "prometheus",
+        /// The load balancer's per-target-group metrics in CloudWatch (ECS behind an ALB).
+        Cloudwatch => "cloudwatch",
     }
 }
 

@@ -174,9 +174,14 @@ struct Traffic {
 
 impl Traffic {
     fn start(url: &str) -> Traffic {
+        Self::to(&format!("{url}/health"))
+    }
+
+    /// Requests to `url` (the release of each is known only for `/health`).
+    fn to(url: &str) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (s, v, url) = (stop.clone(), seen.clone(), format!("{url}/health"));
+        let (s, v, url) = (stop.clone(), seen.clone(), url.to_string());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -320,4 +325,234 @@ fn blue_green_on_ecs_shifts_the_listener_with_traffic_flowing_and_rolls_back() {
     a.aws.weigh_by_hand(green, blue);
     let (_, status) = a.run(&["status", "production"]);
     assert_eq!(status["arenas"][0]["drift"], true, "{status:#}");
+}
+
+const CLOUDWATCH_ANALYSIS: &str = "    interval: 500ms\n    min_samples: 20\n    metrics:\n\
+     \x20     - { name: error_rate, source: cloudwatch, max: 0.05, window: 1m, on_fail: rollback }\n";
+
+#[test]
+fn a_release_answering_5xx_is_rolled_back_by_cloudwatch_metrics() {
+    let a = EcsArenas::new(CLOUDWATCH_ANALYSIS);
+    // Merchants' requests, through the load balancer: what CloudWatch counts.
+    let traffic = Traffic::to(&format!("{}/api/flags", a.aws.alb_url));
+    let (code, doc) = a.release("v1", "4s");
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.run(&["deploy", "canary", "--release", "v2-broken"]).0, 0);
+    let (code, doc) = a.run(&["promote", "canary", "production", "--yes", "--bake", "20s"]);
+    traffic.stop();
+    if code != 1 {
+        let steps = crate::rollouts::ledger_steps(&a.p, doc["deployment"].as_str().unwrap());
+        for s in steps {
+            eprintln!("{} {:?}", s.name, s.outcome);
+        }
+    }
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(settled(&a.aws), ["v1"]);
+    // The broken colour is scaled to zero; v1 keeps its two tasks.
+    assert_eq!(
+        running_services(&a.aws)
+            .iter()
+            .map(|(_, d)| *d)
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    let steps = crate::rollouts::ledger_steps(&a.p, doc["deployment"].as_str().unwrap());
+    let bake = steps.iter().find(|s| s.name == "bake-10").unwrap();
+    let report = &bake.outcome.as_ref().unwrap().0;
+    assert_eq!(report["metrics"][0]["source"], "cloudwatch", "{report:#}");
+    let verdict = report["verdict"].to_string();
+    assert!(verdict.contains("error_rate"), "{report:#}");
+    let (_, history) = a.run(&["history", "production"]);
+    assert_eq!(
+        history["deployments"][0]["state"], "rolled-back",
+        "{history:#}"
+    );
+    // The metrics were read from CloudWatch, put there by the ALB.
+    assert!(a.aws.requests().iter().any(|r| r == "GetMetricData"));
+}
+
+#[test]
+fn a_circuit_breaker_rollback_by_ecs_is_reported_as_such_never_as_success() {
+    let a = EcsArenas::with(PROBE_ANALYSIS, true);
+    assert_eq!(a.release("v1", "1s").0, 0);
+    assert_eq!(a.run(&["deploy", "canary", "--release", "v2"]).0, 0);
+    assert_eq!(
+        a.run(&["promote", "canary", "production", "--yes", "--bake", "1s"])
+            .0,
+        0
+    );
+    // A release whose tasks exit at once: ECS's circuit breaker rolls its
+    // colour back to the revision it ran before (v1, the standby's).
+    let (code, doc) = a.run(&["deploy", "production", "--release", "crashes"]);
+    assert_eq!(code, 1, "{doc}");
+    let message = doc["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+        + doc["summary"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ECS rolled the deployment back"),
+        "{doc:#}"
+    );
+    assert!(message.contains("circuit breaker"), "{doc:#}");
+    assert_eq!(settled(&a.aws), ["v2"]);
+    let (_, history) = a.run(&["history", "production"]);
+    let last = &history["deployments"][0];
+    assert_eq!(last["state"], "rolled-back", "{history:#}");
+    assert_eq!(last["version"], "crashes", "{history:#}");
+    let (_, status) = a.run(&["status", "production"]);
+    assert_eq!(status["arenas"][0]["live"]["version"], "v2", "{status:#}");
+}
+
+#[test]
+fn killed_at_each_step_of_an_ecs_promotion_resume_or_rollback_finish_it() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    assert_eq!(a.release("v1", "1s").0, 0);
+    assert_eq!(a.run(&["deploy", "canary", "--release", "v2"]).0, 0);
+    // deploy-idle, shift-10, bake-10, shift-50, bake-50, shift-100, bake-100.
+    for (k, recover) in [
+        (1, "resume"),
+        (3, "rollback"),
+        (5, "resume"),
+        (7, "rollback"),
+    ] {
+        let live = a.run(&["status", "production"]).1["arenas"][0]["live"]["version"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let next = if live == "v1" { "v2" } else { "v1" };
+        let mut child = a.spawn(&[
+            "promote",
+            "canary",
+            "production",
+            "--release",
+            next,
+            "--yes",
+            "--bake",
+            "3s",
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while crate::rollouts::active_steps_in(&a.p, "production").unwrap_or(0) < k {
+            assert!(Instant::now() < deadline, "step {k} never started");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "promote ended before step {k}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if k == 1 {
+            // Killed while ECS starts the tasks it was asked for.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !a
+                .aws
+                .tasks()
+                .iter()
+                .any(|t| t.0.ends_with("green") || t.0.ends_with("blue"))
+            {
+                assert!(Instant::now() < deadline, "no task started");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let args: Vec<&str> = if recover == "resume" {
+            vec!["resume", "production", "--bake", "1s"]
+        } else {
+            vec!["rollback", "production"]
+        };
+        let (code, doc) = a.run(&args);
+        assert_eq!(code, 0, "{recover} after a kill at step {k}: {doc}");
+        let expected = if recover == "resume" {
+            next
+        } else {
+            live.as_str()
+        };
+        assert_eq!(settled(&a.aws), [expected], "after {recover} at step {k}");
+        // One release per colour, no service beyond the two, the listener on one.
+        let w = a.aws.weights();
+        assert_eq!(w.values().copied().max(), Some(100), "{w:?}");
+        let (_, status) = a.run(&["status", "production"]);
+        let s = &status["arenas"][0];
+        assert_eq!(s["live"]["version"], expected, "{status:#}");
+        assert_eq!(s["drift"], false, "ledger and ECS agree: {status:#}");
+        assert_eq!(s["platform_drift"], serde_json::json!([]), "{status:#}");
+        // Every task definition in use is one copilot registered.
+        for (service, td, desired) in a.aws.services() {
+            if desired == 0 {
+                continue;
+            }
+            let tags = a.aws.block_on(async {
+                a.aws
+                    .ecs
+                    .describe_task_definition()
+                    .task_definition(&td)
+                    .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+                    .send()
+                    .await
+                    .unwrap()
+                    .tags()
+                    .len()
+            });
+            assert!(
+                tags > 0,
+                "{service} runs {td}, which copilot did not register"
+            );
+        }
+        if recover == "rollback" {
+            a.p.copilot(["unlock", "production"]).assert().success();
+        }
+    }
+}
+
+#[test]
+fn throttling_and_5xx_are_retried_and_credentials_missing_or_rejected_exit_3() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    a.aws.inject(
+        Some("UpdateService"),
+        &[Fault::Throttle, Fault::Unavailable],
+    );
+    a.aws.inject(Some("ModifyListener"), &[Fault::Throttle]);
+    a.aws.inject(
+        Some("DescribeServices"),
+        &[Fault::Unavailable, Fault::Throttle],
+    );
+    let (code, doc) = a.release("v1", "1s");
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.aws.pending_faults(), 0);
+    assert_eq!(settled(&a.aws), ["v1"]);
+
+    // No credentials anywhere in the chain.
+    let env: Vec<(&str, String)> = a
+        .aws
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .chain([
+            ("AWS_CONFIG_FILE", "/nonexistent/config".to_string()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/credentials".to_string(),
+            ),
+        ])
+        .collect();
+    let (code, doc) = a.run_with(&["status", "production"], &env);
+    assert_eq!(code, 0, "status still answers from the ledger: {doc}");
+    let (code, doc) = a.run_with(&["rollback", "production"], &env);
+    assert_eq!(code, 3, "{doc}");
+    let hint = doc["error"]["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("AWS_ACCESS_KEY_ID"), "{doc:#}");
+
+    // Credentials AWS does not know.
+    let mut env = a.aws.env();
+    env.retain(|(k, _)| *k != "AWS_ACCESS_KEY_ID");
+    env.push(("AWS_ACCESS_KEY_ID", REJECTED_KEY.to_string()));
+    let (code, doc) = a.run_with(&["rollback", "production"], &env);
+    assert_eq!(code, 3, "{doc}");
+    let text = doc.to_string();
+    assert!(
+        text.contains("security token included in the request is invalid"),
+        "{doc:#}"
+    );
+    assert!(!text.contains("emulated-secret-access-key"), "{doc:#}");
+    assert_eq!(settled(&a.aws), ["v1"], "nothing changed");
 }

@@ -525,7 +525,27 @@ fn check_strategy(
         }
     }
     let analysis = match &s.analysis {
-        Some(a) => check_analysis(file, a, diags),
+        Some(a) => check_analysis(file, a, diags).filter(|analysis| {
+            let mut ok = true;
+            for (m, def) in analysis.metrics.iter().zip(&a.value.metrics) {
+                if m.source == MetricSource::Cloudwatch && provider.kind != ProviderKind::Ecs {
+                    ok = false;
+                    diags.error(
+                        file,
+                        def.loc,
+                        format!(
+                            "metric `{}` reads CloudWatch, which has the load balancer's metrics of ECS arenas only",
+                            m.name
+                        ),
+                        format!(
+                            "on {} use `source: probe`, `metrics` or `prometheus`",
+                            provider.kind
+                        ),
+                    );
+                }
+            }
+            ok
+        }),
         None => None,
     };
     if s.analysis.is_some() && analysis.is_none() {
@@ -605,6 +625,21 @@ fn check_metric(
     let name = m.name.value.as_str();
     let source = m.source.unwrap_or(MetricSource::Probe);
     let window = opt_duration(file, &m.window, "window", diags);
+    if source == MetricSource::Cloudwatch
+        && (m.query.is_some()
+            || !matches!(
+                name,
+                "error_rate" | "p50_latency" | "p95_latency" | "p99_latency"
+            ))
+    {
+        diags.error(
+            file,
+            at.loc,
+            format!("CloudWatch has no `{name}` copilot can read"),
+            "with `source: cloudwatch` use error_rate (HTTPCode_Target_5XX_Count / RequestCount) or p50/p95/p99_latency (TargetResponseTime), without `query`",
+        );
+        return None;
+    }
     if name == "health" && source != MetricSource::Probe {
         diags.error(
             file,

@@ -356,6 +356,18 @@ pub trait Provider: Send + Sync {
     ) -> impl Future<Output = Result<Option<Handle>, ProviderError>> + Send {
         async { Ok(None) }
     }
+    /// `metric` of `slot` from the platform's own monitoring (CloudWatch for
+    /// ECS behind an ALB) over the `window` up to now: the value and the
+    /// number of requests it rests on, or `None` when the window has no data.
+    fn platform_metric(
+        &self,
+        _slot: Slot,
+        _metric: &crate::model::Metric,
+        _window: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<(f64, f64)>, String>> + Send {
+        let kind = self.kind();
+        async move { Err(format!("the {kind} provider has no platform metrics")) }
+    }
     /// Take a slot out: stop it; it must carry no traffic.
     fn remove(
         &self,
@@ -432,6 +444,14 @@ impl Provider for Platform {
         recorded: Option<&Handle>,
     ) -> Result<Option<Handle>, ProviderError> {
         each!(self, p => p.restore(op, slot, release, recorded).await)
+    }
+    async fn platform_metric(
+        &self,
+        slot: Slot,
+        metric: &crate::model::Metric,
+        window: std::time::Duration,
+    ) -> Result<Option<(f64, f64)>, String> {
+        each!(self, p => p.platform_metric(slot, metric, window).await)
     }
     async fn remove(&self, op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
         each!(self, p => p.remove(op, slot).await)

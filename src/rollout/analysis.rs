@@ -378,6 +378,8 @@ async fn scrape(http: &reqwest::Client, base: &str) -> Result<Vec<Sample>, Strin
 /// Bake the target for `duration`, measuring every interval and at the end.
 pub struct Bake<'a> {
     pub http: &'a reqwest::Client,
+    /// The platform, for metrics from its own monitoring (`source: cloudwatch`).
+    pub provider: &'a crate::providers::Platform,
     pub arena: &'a Arena,
     pub target: Target<'a>,
     pub duration: Duration,
@@ -499,6 +501,24 @@ impl Bake<'_> {
                     MetricSource::Prometheus => {
                         self.prometheus_reading(m, prometheus.as_ref(), window)
                             .await
+                    }
+                    MetricSource::Cloudwatch => {
+                        use crate::providers::Provider as _;
+                        match self
+                            .provider
+                            .platform_metric(self.target.slot, m, window)
+                            .await
+                        {
+                            Ok(Some((value, observations))) => Reading::Value {
+                                value: from_seconds(m, value),
+                                observations: Some(observations),
+                            },
+                            Ok(None) => Reading::NoData(format!(
+                                "CloudWatch has no requests to {} in the window",
+                                self.target.slot
+                            )),
+                            Err(e) => Reading::Error(e),
+                        }
                     }
                 };
                 states[i].record(m, min_samples, elapsed, reading);

@@ -151,7 +151,17 @@ fn state_of(end: &Result<End, RolloutError>) -> (&'static str, Option<String>) {
         Ok(End::RolledBack(why)) => ("rolled-back", Some(why.clone())),
         Ok(End::Paused(why)) => ("paused", Some(why.clone())),
         Ok(End::Refused(why, _)) => ("rolled-back", Some(why.clone())),
-        Err(e) => ("failed", Some(e.to_string())),
+        Err(e) => (failed_state(e), Some(e.to_string())),
+    }
+}
+
+/// How a rollout that stopped on `e` is recorded: a release the platform
+/// rolled back on its own (ECS's circuit breaker) is rolled back, not
+/// merely failed, and never succeeded.
+fn failed_state(e: &RolloutError) -> &'static str {
+    match e {
+        RolloutError::Provider(p) if p.kind == providers::ErrorKind::RolledBack => "rolled-back",
+        _ => "failed",
     }
 }
 
@@ -326,7 +336,7 @@ impl<'a> Executor<'a> {
         e: RolloutError,
     ) -> Result<T, RolloutError> {
         self.ledger
-            .set_deployment_state(deployment, "failed", clock::now())
+            .set_deployment_state(deployment, failed_state(&e), clock::now())
             .await?;
         lease.release().await?;
         Err(e)
@@ -385,10 +395,9 @@ impl<'a> Executor<'a> {
             }))
         }
         .await;
-        let state = if result.is_ok() {
-            "succeeded"
-        } else {
-            "failed"
+        let state = match &result {
+            Ok(_) => "succeeded",
+            Err(e) => failed_state(e),
         };
         self.close(
             &d.id,

@@ -420,6 +420,7 @@ impl Rollout<'_> {
                     async |_| {
                         let r = Bake {
                             http: &probe,
+                            provider: self.provider,
                             arena: self.arena,
                             target: Target {
                                 url: &new.url,

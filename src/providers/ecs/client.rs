@@ -781,6 +781,17 @@ impl Provider for EcsProvider {
         ))
     }
 
+    async fn platform_metric(
+        &self,
+        slot: Slot,
+        metric: &crate::model::Metric,
+        window: Duration,
+    ) -> Result<Option<(f64, f64)>, String> {
+        super::metrics::read(self, slot, metric, window)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn remove(&self, _op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
         let c = self.clients().await?;
         let service = self.service_name(slot);

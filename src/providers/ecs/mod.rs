@@ -10,6 +10,8 @@
 #[cfg(feature = "ecs")]
 mod client;
 #[cfg(feature = "ecs")]
+mod metrics;
+#[cfg(feature = "ecs")]
 mod taskdef;
 
 #[cfg(feature = "ecs")]
