@@ -132,18 +132,14 @@ pub struct Aws {
     world: Shared,
     plane: Arc<Mutex<Plane>>,
     moto: Child,
-    /// moto itself (for the tests' own reads and writes).
-    pub moto_url: String,
     /// Where copilot reaches AWS (the proxy).
     pub endpoint: String,
     /// Where the arena's traffic enters (the emulated ALB).
     pub alb_url: String,
     pub listener_arn: String,
     pub target_groups: BTreeMap<&'static str, String>,
-    pub lb_dimension: String,
     pub ecs: aws_sdk_ecs::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
-    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub rds: aws_sdk_rds::Client,
     _dir: tempfile::TempDir,
     runtime: Option<tokio::runtime::Runtime>,
@@ -396,25 +392,18 @@ impl Aws {
                 listener_arn.clone(),
                 target_groups.values().cloned().collect(),
             ));
-            runtime.spawn(publish_metrics(
-                plane.clone(),
-                cloudwatch.clone(),
-                lb_dimension.clone(),
-            ));
+            runtime.spawn(publish_metrics(plane.clone(), cloudwatch, lb_dimension));
         }
         Aws {
             world,
             plane,
             moto,
-            moto_url,
             endpoint: format!("http://127.0.0.1:{proxy_port}"),
             alb_url: format!("http://127.0.0.1:{alb_port}"),
             listener_arn,
             target_groups,
-            lb_dimension,
             ecs,
             elb,
-            cloudwatch,
             rds,
             _dir: dir,
             runtime: Some(runtime),

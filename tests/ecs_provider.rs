@@ -556,3 +556,61 @@ fn throttling_and_5xx_are_retried_and_credentials_missing_or_rejected_exit_3() {
     assert!(!text.contains("emulated-secret-access-key"), "{doc:#}");
     assert_eq!(settled(&a.aws), ["v1"], "nothing changed");
 }
+
+#[test]
+fn the_backup_gate_reads_rds_snapshots_fresh_passes_stale_fails() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    a.aws.block_on(async {
+        a.aws
+            .rds
+            .create_db_instance()
+            .db_instance_identifier("copilot-production")
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("copilot")
+            .master_user_password("not-a-real-password")
+            .send()
+            .await
+            .unwrap();
+        a.aws
+            .rds
+            .create_db_snapshot()
+            .db_instance_identifier("copilot-production")
+            .db_snapshot_identifier("before-v2")
+            .send()
+            .await
+            .unwrap();
+    });
+    a.p.write(
+        "gates/backup.yaml",
+        "name: backup\nkind: backup\ntimeout: 1m\nparams:\n  source: rds-snapshots\n  db_instance: copilot-production\n  max_age: 24h\n",
+    );
+    // Pinned a minute after the snapshot, then two days after it.
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    let later = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let gate = |now: &str| {
+        let mut env = a.aws.env();
+        env.push(("COPILOT_NOW", now.to_string()));
+        a.run_with(&["gate", "run", "production", "--gate", "backup"], &env)
+    };
+    let (code, doc) = gate(&soon);
+    assert_eq!(code, 0, "{doc:#}");
+    assert!(doc.to_string().contains("before-v2"), "{doc:#}");
+    let (code, doc) = gate(&later);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(
+        doc.to_string().contains("48h old, more than 24h"),
+        "{doc:#}"
+    );
+    assert!(!doc.to_string().contains("not-a-real-password"));
+    // An instance RDS does not have fails, naming it.
+    a.p.edit(
+        "gates/backup.yaml",
+        "db_instance: copilot-production",
+        "db_instance: copilot-typo",
+    );
+    let (code, doc) = gate(&soon);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(doc.to_string().contains("copilot-typo"), "{doc:#}");
+}

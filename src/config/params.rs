@@ -315,9 +315,17 @@ pub struct SmokeParams {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupParams {
-    /// `dump-dir` (newest file in `location`) or `provider` (the provider's snapshot list).
+    /// `dump-dir` (newest file in `location`), `rds-snapshots` (the newest
+    /// automated or manual snapshot of `db_instance` or `db_cluster`), or
+    /// `provider` (the provider's snapshot list).
     pub source: String,
     pub location: Option<String>,
+    /// rds-snapshots: the RDS DB instance identifier.
+    pub db_instance: Option<String>,
+    /// rds-snapshots: the Aurora DB cluster identifier.
+    pub db_cluster: Option<String>,
+    /// rds-snapshots: the region [default: the arena's].
+    pub region: Option<String>,
     pub max_age: Duration,
 }
 
@@ -326,6 +334,9 @@ impl Default for BackupParams {
         BackupParams {
             source: "provider".into(),
             location: None,
+            db_instance: None,
+            db_cluster: None,
+            region: None,
             max_age: Duration::from_secs(24 * 3600),
         }
     }

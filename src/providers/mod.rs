@@ -384,7 +384,7 @@ pub enum Platform {
     #[cfg(feature = "fly")]
     Fly(fly::FlyProvider),
     #[cfg(feature = "ecs")]
-    Ecs(ecs::EcsProvider),
+    Ecs(Box<ecs::EcsProvider>),
 }
 
 macro_rules! each {
@@ -477,7 +477,7 @@ pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
             a.strategy.kind,
         )?)),
         #[cfg(feature = "ecs")]
-        ProviderSettings::Ecs(s) => Ok(Platform::Ecs(ecs::EcsProvider::new(root, a, s))),
+        ProviderSettings::Ecs(s) => Ok(Platform::Ecs(Box::new(ecs::EcsProvider::new(root, a, s)))),
         _ => Err(ProviderError::unavailable(
             format!("drive the {} provider", a.provider.kind),
             format!(

@@ -76,7 +76,7 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
                 );
             }
         }
-        if tg.value.get("blue").is_some() && tg.value.get("blue") == tg.value.get("green") {
+        if tg.value.contains_key("blue") && tg.value.get("blue") == tg.value.get("green") {
             ok = false;
             diags.error(
                 file,
