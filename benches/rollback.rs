@@ -19,6 +19,10 @@ mod common {
 #[path = "../tests/fly_emulator.rs"]
 mod fly_emulator;
 
+#[allow(dead_code)]
+#[path = "../tests/ecs_emulator.rs"]
+mod ecs_emulator;
+
 fn copilot(root: &std::path::Path, args: &[&str]) -> serde_json::Value {
     copilot_with(root, args, &[])
 }
@@ -77,6 +81,66 @@ fn main() {
         .unwrap_or(5);
     local(rounds);
     fly(rounds);
+    ecs(rounds);
+}
+
+/// Blue-green on ECS in moto: 2 tasks per colour, the standby's still running;
+/// the switch is one `ModifyListener` and the weights read back.
+fn ecs(rounds: usize) {
+    use ecs_emulator::{Aws, CLUSTER, SERVICE, WEBHOOK_SECRET_NAME};
+    let aws = Aws::start(false);
+    let env = aws.env();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    copilot(root, &["init", root.to_str().unwrap()]);
+    for f in ["staging", "canary", "production", "hotfix", "preview"] {
+        let _ = std::fs::remove_file(root.join(format!("arenas/{f}.yaml")));
+    }
+    std::fs::write(
+        root.join("arenas/ecs.yaml"),
+        format!(
+            "name: ecs\ntier: staging\n\
+             provider:\n  kind: ecs\n  region: us-east-1\n  cluster: {CLUSTER}\n  service: {SERVICE}\n\
+             \x20 listener: {listener}\n  target_groups: {{ blue: {CLUSTER}-blue, green: {CLUSTER}-green }}\n\
+             \x20 url: {url}\n  instances: 2\n\
+             strategy:\n  kind: blue-green\n  steps: [{{ weight: 100 }}]\n\
+             env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\" }}\n\
+             \x20 secrets: {{ SHOPIFY_WEBHOOK_SECRET: \"aws-sm:{WEBHOOK_SECRET_NAME}\" }}\n",
+            listener = aws.listener_arn,
+            url = aws.alb_url,
+        ),
+    )
+    .unwrap();
+    for v in ["v1", "v2"] {
+        copilot(
+            root,
+            &[
+                "release",
+                "create",
+                "--image",
+                &format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/copilot:{v}"),
+            ],
+        );
+    }
+    let (mut wall, mut switch) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for v in ["v1", "v2"] {
+            copilot_with(root, &["deploy", "ecs", "--release", v], &env);
+        }
+        let t = Instant::now();
+        let doc = copilot_with(root, &["rollback", "ecs", "--reason", "bench"], &env);
+        wall.push(t.elapsed().as_secs_f64() * 1000.0);
+        switch.push(doc["switch_ms"].as_f64().unwrap_or(f64::NAN));
+        assert_eq!(doc["redeployed"], false);
+        copilot(root, &["unlock", "ecs"]);
+    }
+    report(
+        &format!(
+            "rollback after a completed blue-green deployment, {rounds} rounds (ECS in moto: one ModifyListener, the weights read back)"
+        ),
+        &mut wall,
+        &mut switch,
+    );
 }
 
 /// Blue-green on the emulated Fly: 2 machines per colour, the standby cordoned.

@@ -614,3 +614,53 @@ fn the_backup_gate_reads_rds_snapshots_fresh_passes_stale_fails() {
     assert_eq!(code, 1, "{doc:#}");
     assert!(doc.to_string().contains("copilot-typo"), "{doc:#}");
 }
+
+#[test]
+fn a_rollback_after_the_standby_was_scaled_to_zero_brings_back_its_recorded_revision() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    assert_eq!(a.release("v1", "1s").0, 0);
+    let v1_revision = a
+        .aws
+        .services()
+        .into_iter()
+        .find(|(_, _, d)| *d > 0)
+        .map(|(_, td, _)| td)
+        .unwrap();
+    assert_eq!(a.release("v2", "1s").0, 0);
+    // The standby scaled to zero once `keep_standby` ran out.
+    let standby = a
+        .aws
+        .services()
+        .into_iter()
+        .find(|(_, td, _)| *td == v1_revision)
+        .map(|(s, _, _)| s)
+        .unwrap();
+    a.aws.block_on(async {
+        a.aws
+            .ecs
+            .update_service()
+            .cluster(CLUSTER)
+            .service(&standby)
+            .desired_count(0)
+            .send()
+            .await
+            .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.aws.tasks().iter().any(|t| t.0 == standby) {
+        assert!(
+            Instant::now() < deadline,
+            "the standby's tasks did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, doc) = a.run(&["rollback", "production", "--reason", "v2 drops carts"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["redeployed"], true, "{doc}");
+    assert_eq!(settled(&a.aws), ["v1"]);
+    // The service runs v1's recorded revision again, not a new one.
+    let services = a.aws.services();
+    let back = services.iter().find(|(s, _, _)| *s == standby).unwrap();
+    assert_eq!(back.1, v1_revision, "{services:?}");
+    assert_eq!(back.2, 2, "{services:?}");
+}
