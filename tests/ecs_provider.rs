@@ -26,12 +26,13 @@ struct EcsArenas {
 
 impl EcsArenas {
     fn new(analysis: &str) -> EcsArenas {
-        Self::with(analysis, false)
+        Self::with(analysis, false, None)
     }
 
-    fn with(analysis: &str, circuit_breaker: bool) -> EcsArenas {
+    /// `now`: every command's clock, pinned.
+    fn with(analysis: &str, circuit_breaker: bool, now: Option<&str>) -> EcsArenas {
         let aws = Aws::start(circuit_breaker);
-        let p = Project::init();
+        let p = Project::init_at(now);
         let url = aws.alb_url.clone();
         p.write(
             "arenas/canary.yaml",
@@ -312,6 +313,75 @@ fn blue_green_on_ecs_shifts_the_listener_with_traffic_flowing_and_rolls_back() {
     assert_eq!(arena["drift"], false, "{status:#}");
     assert_eq!(arena["platform_drift"], serde_json::json!([]), "{status:#}");
 
+    // What `copilot render` shows is what was registered.
+    let out_dir = a.p.path("rendered");
+    a.p.copilot(["render", "production", "--release", "v2", "--out"])
+        .arg(&out_dir)
+        .assert()
+        .success();
+    let rendered: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("ecs-task-definition.json")).unwrap(),
+    )
+    .unwrap();
+    let weights = a.aws.weights();
+    let live_colour = weights.iter().find(|(_, w)| **w == 100).unwrap().0;
+    let live_td = a
+        .aws
+        .services()
+        .into_iter()
+        .find(|(s, _, _)| *s == format!("{SERVICE}-{live_colour}"))
+        .map(|(_, td, _)| td)
+        .unwrap();
+    let registered = a.aws.block_on(async {
+        a.aws
+            .ecs
+            .describe_task_definition()
+            .task_definition(&live_td)
+            .send()
+            .await
+            .unwrap()
+    });
+    let td = registered.task_definition().unwrap();
+    let c = &td.container_definitions()[0];
+    let r = &rendered["containerDefinitions"][0];
+    assert_eq!(td.family(), rendered["family"].as_str());
+    assert_eq!(td.cpu(), rendered["cpu"].as_str());
+    assert_eq!(td.memory(), rendered["memory"].as_str());
+    assert_eq!(c.image(), r["image"].as_str());
+    assert_eq!(
+        c.command(),
+        r["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    );
+    let env: std::collections::BTreeMap<&str, &str> = c
+        .environment()
+        .iter()
+        .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
+        .collect();
+    for kv in r["environment"].as_array().unwrap() {
+        assert_eq!(
+            env.get(kv["name"].as_str().unwrap()).copied(),
+            kv["value"].as_str(),
+            "{kv}"
+        );
+    }
+    let secrets: Vec<(&str, &str)> = c
+        .secrets()
+        .iter()
+        .map(|s| (s.name(), s.value_from()))
+        .collect();
+    assert_eq!(secrets, [("SHOPIFY_WEBHOOK_SECRET", WEBHOOK_SECRET_NAME)]);
+    assert_eq!(
+        c.health_check().map(|h| h.command().to_vec()),
+        r["healthCheck"]["command"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+    );
+
     // On-call: the standby takes the traffic back at once.
     let (code, doc) = a.run(&["rollback", "production", "--reason", "checkout errors"]);
     assert_eq!(code, 0, "{doc}");
@@ -373,7 +443,7 @@ fn a_release_answering_5xx_is_rolled_back_by_cloudwatch_metrics() {
 
 #[test]
 fn a_circuit_breaker_rollback_by_ecs_is_reported_as_such_never_as_success() {
-    let a = EcsArenas::with(PROBE_ANALYSIS, true);
+    let a = EcsArenas::with(PROBE_ANALYSIS, true, None);
     assert_eq!(a.release("v1", "1s").0, 0);
     assert_eq!(a.run(&["deploy", "canary", "--release", "v2"]).0, 0);
     assert_eq!(
@@ -616,8 +686,8 @@ fn the_backup_gate_reads_rds_snapshots_fresh_passes_stale_fails() {
 }
 
 #[test]
-fn a_rollback_after_the_standby_was_scaled_to_zero_brings_back_its_recorded_revision() {
-    let a = EcsArenas::new(PROBE_ANALYSIS);
+fn a_rollback_after_keep_standby_ran_out_brings_back_the_recorded_revision() {
+    let a = EcsArenas::with(PROBE_ANALYSIS, false, Some("2026-12-01T12:00:00Z"));
     assert_eq!(a.release("v1", "1s").0, 0);
     let v1_revision = a
         .aws
@@ -627,7 +697,6 @@ fn a_rollback_after_the_standby_was_scaled_to_zero_brings_back_its_recorded_revi
         .map(|(_, td, _)| td)
         .unwrap();
     assert_eq!(a.release("v2", "1s").0, 0);
-    // The standby scaled to zero once `keep_standby` ran out.
     let standby = a
         .aws
         .services()
@@ -635,17 +704,24 @@ fn a_rollback_after_the_standby_was_scaled_to_zero_brings_back_its_recorded_revi
         .find(|(_, td, _)| *td == v1_revision)
         .map(|(s, _, _)| s)
         .unwrap();
-    a.aws.block_on(async {
-        a.aws
-            .ecs
-            .update_service()
-            .cluster(CLUSTER)
-            .service(&standby)
-            .desired_count(0)
-            .send()
-            .await
-            .unwrap();
-    });
+    // The scheduled job: the standby is kept for `keep_standby` (30m) after
+    // the switch, then scaled to zero.
+    let down_at = |at: &str| {
+        let mut env = a.aws.env();
+        env.push(("COPILOT_NOW", at.to_string()));
+        a.run_with(&["down", "production", "--standby"], &env)
+    };
+    let (code, doc) = down_at("2026-12-01T12:10:00Z");
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["standby"], "kept", "{doc}");
+    assert_eq!(doc["version"], "v1", "{doc}");
+    assert!(
+        a.aws.tasks().iter().any(|t| t.0 == standby),
+        "still running"
+    );
+    let (code, doc) = down_at("2026-12-01T12:31:00Z");
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["standby"], "retired", "{doc}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while a.aws.tasks().iter().any(|t| t.0 == standby) {
         assert!(
@@ -654,6 +730,7 @@ fn a_rollback_after_the_standby_was_scaled_to_zero_brings_back_its_recorded_revi
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(settled(&a.aws), ["v2"], "the live colour is untouched");
     let (code, doc) = a.run(&["rollback", "production", "--reason", "v2 drops carts"]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(doc["redeployed"], true, "{doc}");
@@ -663,4 +740,16 @@ fn a_rollback_after_the_standby_was_scaled_to_zero_brings_back_its_recorded_revi
     let back = services.iter().find(|(s, _, _)| *s == standby).unwrap();
     assert_eq!(back.1, v1_revision, "{services:?}");
     assert_eq!(back.2, 2, "{services:?}");
+
+    // Without `url`, the arena's address is the load balancer's.
+    let url_line = format!("  url: {}\n", a.aws.alb_url);
+    a.p.edit("arenas/production.yaml", &url_line, "");
+    a.p.copilot(["unlock", "production"]).assert().success();
+    let (code, doc) = a.run(&["deploy", "production", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    let url = doc["detail"]["url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with("http://copilot-production") && url.contains(".elb.amazonaws.com"),
+        "{doc}"
+    );
 }

@@ -26,6 +26,13 @@ pub struct DeployArgs {
 #[derive(Debug, clap::Args)]
 pub struct DownArgs {
     pub arena: String,
+    /// Only the blue-green standby, once `rollback.keep_standby` has run out
+    /// since it stopped serving (for a scheduled job)
+    #[arg(long)]
+    pub standby: bool,
+    /// With --standby: now, whatever `keep_standby` says
+    #[arg(long, requires = "standby")]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,9 +113,31 @@ pub async fn down(ctx: &Context, args: DownArgs) -> CmdResult {
     let a = arena(&loaded.project, &args.arena)?;
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
-    Executor::new(&ledger, &loaded.project, &root, a, &progress)?
-        .down()
-        .await?;
+    let exec = Executor::new(&ledger, &loaded.project, &root, a, &progress)?;
+    if args.standby {
+        use crate::rollout::executor::Standby;
+        let outcome = exec.retire_standby(args.force).await?;
+        let text = match &outcome {
+            Standby::None => format!("{} has no standby\n", a.name),
+            Standby::Kept {
+                slot,
+                version,
+                until,
+            } => format!(
+                "Keeping {version} in {slot} as the standby of {} until {} (rollback.keep_standby)\n",
+                a.name,
+                until.format("%F %T UTC")
+            ),
+            Standby::Retired { slot, version } => format!(
+                "Scaled the standby of {} ({version} in {slot}) to zero; a rollback brings it back first\n",
+                a.name
+            ),
+        };
+        let mut doc = serde_json::to_value(&outcome).expect("outcome serializes");
+        doc["arena"] = json!(a.name);
+        return Ok(Report::new(doc, text));
+    }
+    exec.down().await?;
     Ok(Report::new(
         json!({ "arena": a.name, "stopped": true }),
         format!("Stopped everything running for {}\n", a.name),

@@ -102,7 +102,7 @@ pub enum Command {
     Gate(gate::Command),
     /// Put a release into an arena (local provider): idle colour, health, switch
     Deploy(deploy::DeployArgs),
-    /// Stop everything the local provider runs for an arena
+    /// Stop everything an arena runs, or only its blue-green standby (--standby)
     Down(deploy::DownArgs),
     /// Move the release live in FROM into TO: gates, idle colour, weighted steps with analysis
     Promote(promote::PromoteArgs),

@@ -1005,4 +1005,85 @@ impl<'a> Executor<'a> {
             .await?;
         Ok(())
     }
+
+    /// `copilot down --standby`: scale the blue-green standby to zero once
+    /// it has been kept for the arena's `keep_standby` since it stopped
+    /// serving (at once with `force`). A rollback afterwards brings the
+    /// release back from its recorded revision before it switches.
+    pub async fn retire_standby(&self, force: bool) -> Result<Standby, RolloutError> {
+        let lease = self.lease("retire the standby").await?;
+        let result = async {
+            let status = self.provider.status().await?;
+            let Some(live) = status.live() else {
+                return Ok(Standby::None);
+            };
+            let Some(standby) = status
+                .slots
+                .iter()
+                .find(|s| s.slot != live.slot && s.weight == 0 && s.instances.desired > 0)
+                .cloned()
+            else {
+                return Ok(Standby::None);
+            };
+            let since = self
+                .ledger
+                .history(Some(self.target()), 50)
+                .await?
+                .into_iter()
+                .find(|d| d.deployment.state == "succeeded")
+                .and_then(|d| d.deployment.finished_at);
+            let keep = self.arena.rollback.keep_standby.map(|d| d.as_chrono());
+            if let (false, Some(since), Some(keep)) = (force, since, keep) {
+                let until = since + keep;
+                if clock::now() < until {
+                    return Ok(Standby::Kept {
+                        slot: standby.slot,
+                        version: standby.version,
+                        until,
+                    });
+                }
+            }
+            let op = providers::Op {
+                key: format!("{}/retire-standby/{}", self.target(), standby.slot),
+                progress: self.progress,
+                timeout: self.arena.provider.ready_timeout.as_std(),
+            };
+            self.provider.remove(&op, standby.slot).await?;
+            self.ledger
+                .audit(
+                    &NewAudit {
+                        actor: self.actor.clone(),
+                        action: "retire-standby".into(),
+                        arena: Some(self.target().to_string()),
+                        detail: json!({ "slot": standby.slot, "release": standby.version, "forced": force }),
+                        ..NewAudit::default()
+                    },
+                    clock::now(),
+                )
+                .await?;
+            Ok(Standby::Retired {
+                slot: standby.slot,
+                version: standby.version,
+            })
+        }
+        .await;
+        lease.release().await?;
+        result
+    }
+}
+
+/// What `retire_standby` found and did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "standby", rename_all = "kebab-case")]
+pub enum Standby {
+    /// No colour besides the live one runs.
+    None,
+    /// Kept: `keep_standby` has not run out.
+    Kept {
+        slot: Slot,
+        version: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// Scaled to zero.
+    Retired { slot: Slot, version: String },
 }

@@ -36,6 +36,9 @@ struct Clients {
     cloudwatch: aws_sdk_cloudwatch::Client,
     /// Target group ARN per colour.
     target_groups: BTreeMap<Slot, String>,
+    /// Where the arena's traffic enters: the `url` setting, else the load
+    /// balancer's address with the listener's protocol and port.
+    url: String,
 }
 
 /// What a registered task definition says of itself (they never change).
@@ -126,7 +129,12 @@ impl EcsProvider {
                     };
                     target_groups.insert(slot, arn);
                 }
+                let url = match &self.s.url {
+                    Some(u) => u.clone(),
+                    None => self.load_balancer_url(&elb).await?,
+                };
                 Ok(Clients {
+                    url,
                     ecs: aws_sdk_ecs::Client::new(&conf),
                     cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
                     elb,
@@ -134,6 +142,53 @@ impl EcsProvider {
                 })
             })
             .await
+    }
+
+    /// `http(s)://<load balancer DNS name>[:port]` of the listener.
+    async fn load_balancer_url(
+        &self,
+        elb: &aws_sdk_elasticloadbalancingv2::Client,
+    ) -> Result<String, ProviderError> {
+        // A rule's listener: listener-rule/app/<lb>/<id>/<listener>/<rule>.
+        let listener = match (&self.s.listener, &self.s.rule) {
+            (Some(l), _) => l.clone(),
+            (None, Some(r)) => {
+                let l = r.replacen(":listener-rule/", ":listener/", 1);
+                l.rsplit_once('/')
+                    .map_or(l.clone(), |(head, _)| head.to_string())
+            }
+            (None, None) => return Ok(String::new()),
+        };
+        let out = elb
+            .describe_listeners()
+            .listener_arns(&listener)
+            .send()
+            .await
+            .map_err(|e| error(format!("describe listener {listener}"), e))?;
+        let Some(l) = out.listeners().first() else {
+            return Ok(String::new());
+        };
+        let https = l.protocol().map(|p| p.as_str()) == Some("HTTPS");
+        let port = l.port().unwrap_or(if https { 443 } else { 80 });
+        let Some(lb) = l.load_balancer_arn() else {
+            return Ok(String::new());
+        };
+        let out = elb
+            .describe_load_balancers()
+            .load_balancer_arns(lb)
+            .send()
+            .await
+            .map_err(|e| error(format!("describe load balancer {lb}"), e))?;
+        let dns = out
+            .load_balancers()
+            .first()
+            .and_then(|b| b.dns_name())
+            .unwrap_or_default();
+        let scheme = if https { "https" } else { "http" };
+        Ok(match (https, port) {
+            (true, 443) | (false, 80) => format!("{scheme}://{dns}"),
+            _ => format!("{scheme}://{dns}:{port}"),
+        })
     }
 
     async fn revision(&self, c: &Clients, arn: &str) -> Result<Revision, ProviderError> {
@@ -410,7 +465,11 @@ impl Provider for EcsProvider {
     }
 
     fn url(&self) -> String {
-        self.s.url.clone().unwrap_or_default()
+        match (&self.s.url, self.clients.get()) {
+            (Some(u), _) => u.clone(),
+            (None, Some(c)) => c.url.clone(),
+            (None, None) => String::new(),
+        }
     }
 
     fn prepare(&self, release: &mut ReleaseSpec) -> Result<(), ProviderError> {
@@ -472,7 +531,7 @@ impl Provider for EcsProvider {
         }
         Ok(ArenaStatus {
             slots,
-            url: self.s.url.clone(),
+            url: Some(c.url.clone()).filter(|u| !u.is_empty()),
             drift,
         })
     }
