@@ -174,3 +174,22 @@ fn a_folder_that_cannot_be_written_is_a_dependency_failure() {
         "{doc}"
     );
 }
+
+#[test]
+fn settings_left_out_take_the_templates_defaults() {
+    let p = Project::init();
+    p.edit("arenas/production.yaml", "  family: copilot-service\n", "");
+    p.edit("arenas/production.yaml", "  region: us-east-1\n", "");
+    let out = p.path("out");
+    let (code, doc) = p.json(["render", "production", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{doc}");
+    let task: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("ecs-task-definition.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(task["family"], "copilot-service", "{task:#}");
+    assert_eq!(
+        task["containerDefinitions"][0]["logConfiguration"]["options"]["awslogs-region"],
+        "us-east-1"
+    );
+}
