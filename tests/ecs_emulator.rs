@@ -81,6 +81,16 @@ struct Task {
     stop_at: Option<Instant>,
 }
 
+impl Task {
+    /// Out of its target group now, stopped `after` (the deregistration
+    /// delay); the target to deregister, if it was registered.
+    fn drain(&mut self, after: Duration) -> Option<(String, u16)> {
+        self.state = TaskState::Stopping;
+        self.stop_at = Some(Instant::now() + after);
+        std::mem::take(&mut self.registered).then(|| (self.ip.clone(), self.port))
+    }
+}
+
 #[derive(Default)]
 struct ServiceState {
     circuit_breaker: bool,
@@ -761,12 +771,7 @@ async fn agent(w: Shared, ecs: aws_sdk_ecs::Client, elb: aws_sdk_elasticloadbala
                                     "(service {name}) task {} failed ELB health checks in target-group {tg}",
                                     t.id
                                 ));
-                                t.state = TaskState::Stopping;
-                                t.stop_at = Some(Instant::now());
-                                if t.registered {
-                                    t.registered = false;
-                                    deregister.push((t.ip.clone(), t.port));
-                                }
+                                deregister.extend(t.drain(Duration::ZERO));
                             }
                         }
                     }
@@ -820,13 +825,7 @@ async fn agent(w: Shared, ecs: aws_sdk_ecs::Client, elb: aws_sdk_elasticloadbala
                 }
                 // Beyond desired: the newest go first.
                 for &i in current.iter().skip(desired).rev() {
-                    let t = &mut world.tasks[i];
-                    t.state = TaskState::Stopping;
-                    t.stop_at = Some(Instant::now() + Duration::from_millis(300));
-                    if t.registered {
-                        t.registered = false;
-                        deregister.push((t.ip.clone(), t.port));
-                    }
+                    deregister.extend(world.tasks[i].drain(Duration::from_millis(300)));
                 }
                 // Older revisions drain once the new one is healthy (minimum healthy 100%).
                 let healthy_now = world
@@ -838,12 +837,7 @@ async fn agent(w: Shared, ecs: aws_sdk_ecs::Client, elb: aws_sdk_elasticloadbala
                     for t in world.tasks.iter_mut().filter(|t| {
                         t.service == name && t.td != td && t.state == TaskState::Running
                     }) {
-                        t.state = TaskState::Stopping;
-                        t.stop_at = Some(Instant::now() + Duration::from_millis(300));
-                        if t.registered {
-                            t.registered = false;
-                            deregister.push((t.ip.clone(), t.port));
-                        }
+                        deregister.extend(t.drain(Duration::from_millis(300)));
                     }
                 }
                 let old_left = world

@@ -514,6 +514,31 @@ pub(crate) fn text(v: &Option<crate::config::def::At<String>>) -> String {
     v.as_ref().map(|v| v.value.clone()).unwrap_or_default()
 }
 
+/// The `url` setting: where the arena's traffic enters, without a trailing
+/// slash. `Err(())` once the error is said.
+pub(crate) fn url_setting(
+    input: &SettingsInput<'_>,
+    diags: &mut Diagnostics,
+) -> Result<Option<String>, ()> {
+    let Some(at) = &input.section.url else {
+        return Ok(None);
+    };
+    match reqwest::Url::parse(&at.value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            Ok(Some(at.value.trim_end_matches('/').to_string()))
+        }
+        _ => {
+            diags.error(
+                input.file,
+                at.loc,
+                format!("`{}` is not an http(s) URL", at.value),
+                "write the address the arena's traffic enters, e.g. https://shop.example.com",
+            );
+            Err(())
+        }
+    }
+}
+
 pub(crate) fn opt_text(v: &Option<crate::config::def::At<String>>) -> Option<String> {
     v.as_ref().map(|v| v.value.clone())
 }

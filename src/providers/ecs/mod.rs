@@ -127,24 +127,10 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
             "write a region code such as us-east-1 or eu-west-2",
         );
     }
-    let url = match &p.url {
-        Some(at) => match reqwest::Url::parse(&at.value) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                Some(at.value.trim_end_matches('/').to_string())
-            }
-            _ => {
-                ok = false;
-                diags.error(
-                    file,
-                    at.loc,
-                    format!("`{}` is not an http(s) URL", at.value),
-                    "write the address the arena's traffic enters, e.g. https://shop.example.com",
-                );
-                None
-            }
-        },
-        None => None,
-    };
+    let url = super::url_setting(input, diags).unwrap_or_else(|()| {
+        ok = false;
+        None
+    });
     ok.then(|| {
         ProviderSettings::Ecs(EcsSettings {
             cluster: super::text(&p.cluster),

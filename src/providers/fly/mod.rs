@@ -84,23 +84,12 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
             diags.error(file, *loc, format!("region `{code}` is listed twice"), None);
         }
     }
-    let url = match &p.url {
-        Some(at) => match reqwest::Url::parse(&at.value) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                at.value.trim_end_matches('/').to_string()
-            }
-            _ => {
-                ok = false;
-                diags.error(
-                    file,
-                    at.loc,
-                    format!("`{}` is not an http(s) URL", at.value),
-                    "write the address the app's traffic enters, e.g. https://shop.example.com",
-                );
-                String::new()
-            }
-        },
-        None => format!("https://{app}.fly.dev"),
+    let url = match super::url_setting(input, diags) {
+        Ok(u) => u.unwrap_or_else(|| format!("https://{app}.fly.dev")),
+        Err(()) => {
+            ok = false;
+            String::new()
+        }
     };
     let release_command = match &p.release_command {
         Some(at) if at.value.trim().is_empty() => {
