@@ -9,7 +9,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// An open connection pool to either backend.
 #[derive(Clone, Debug)]
@@ -56,11 +58,34 @@ pub enum ConnectError {
 
 impl Pool {
     /// Open a pool; for SQLite, create the file (and its folder) if needed.
+    /// Every SQLite commit is synced to disk before it returns.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, ConnectError> {
+        Self::open(url, max_connections, SqliteSynchronous::Full).await
+    }
+
+    /// The same, for a write-heavy queue (the service's webhook deliveries):
+    /// SQLite in WAL mode with `synchronous=NORMAL`, which syncs at
+    /// checkpoints rather than at every commit. A commit survives the
+    /// process being killed (it is in the WAL, which the next open
+    /// replays); only the last commits before a power loss or an OS crash
+    /// can be lost. PostgreSQL is opened as by [`Pool::connect`].
+    pub async fn connect_write_heavy(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<Pool, ConnectError> {
+        Self::open(url, max_connections, SqliteSynchronous::Normal).await
+    }
+
+    async fn open(
+        url: &str,
+        max_connections: u32,
+        synchronous: SqliteSynchronous,
+    ) -> Result<Pool, ConnectError> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(synchronous)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
             let path = options.get_filename().to_path_buf();

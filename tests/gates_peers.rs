@@ -235,11 +235,13 @@ async fn queue_health_against(package: &'static str) {
     let failing = unique_queue("qh-failing");
     let old = unique_queue("qh-old");
     let stalled = unique_queue("qh-stalled");
+    let many = unique_queue("qh-stalled-many");
     for (q, s) in [
         (&healthy, "healthy"),
         (&failing, "failing"),
         (&old, "old-waiting"),
         (&stalled, "stalled"),
+        (&many, "stalled-many"),
     ] {
         let (q, s) = (q.clone(), s.to_string());
         tokio::task::spawn_blocking(move || scenario(package, &q, &s))
@@ -282,7 +284,18 @@ async fn queue_health_against(package: &'static str) {
         "{r}"
     );
 
-    for q in [healthy, failing, old, stalled] {
+    // Fifty stalled jobs: all counted, twenty named.
+    let (code, r) = queue_gate(&many).await;
+    assert_eq!(code, 1, "{r:#}");
+    let summary = r["summary"].as_str().unwrap();
+    assert!(summary.contains("50 stalled job(s)"), "{r}");
+    assert!(summary.ends_with("and 30 more"), "{summary}");
+    let q = &r["evidence"]["queues"][0];
+    assert_eq!(q["active"], 50, "{q}");
+    assert_eq!(q["stalled"], 50, "{q}");
+    assert_eq!(q["stalled_ids"].as_array().unwrap().len(), 20, "{q}");
+
+    for q in [healthy, failing, old, stalled, many] {
         drop_queue("bull", &q).await;
     }
 }

@@ -595,8 +595,9 @@ fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
 #[test]
 fn rollback_names_the_applied_migrations_the_older_release_lacks() {
     let a = Arenas::new();
-    // v1 was built with the service's first three migrations; v3 with all
-    // five, the last of which has no down migration.
+    // v1 was built with the service's first three migrations; v3 with the
+    // first five, the last of which has no down migration. The service
+    // itself carries one more, which neither release recorded.
     let service = a.p.root().join("migrations/service/sqlite");
     for (dir, upto, drop_down) in [("schema/v1", 3, None), ("schema/v3", 5, Some(5))] {
         let to = a.p.root().join(dir);
@@ -631,7 +632,7 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
     let (_, plan) = a.run(&["plan", "local", "stage"]);
     let adds = versions(&plan["schema"]["adds"]);
     assert_eq!(adds, [(4, true), (5, false)], "{plan:#}");
-    // The service migrates its database to all five when it starts.
+    // The service migrates its database to all it carries when it starts.
     let (code, doc) = a.run(&["promote", "local", "stage", "--yes", "--bake", "1500ms"]);
     assert_eq!(code, 0, "{doc}");
 
@@ -643,7 +644,7 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("2 applied migration(s) that v1-schema lacks"),
+        text.contains("3 applied migration(s) that v1-schema lacks"),
         "{text}"
     );
     let line = |v: &str| {
@@ -653,6 +654,7 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
     };
     assert!(line("4 ").contains("reversible"), "{text}");
     assert!(line("5 ").contains("CANNOT BE REVERSED"), "{text}");
+    assert!(line("6 ").contains("reversibility unknown"), "{text}");
 
     // The ledger keeps the same finding with the rollback.
     let (_, history) = a.run(&["history", "stage"]);
@@ -667,8 +669,21 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
         .0
         .clone();
     assert_eq!(schema["source"], "database", "{schema:#}");
-    let left = versions(&schema["left_applied"]);
-    assert_eq!(left, [(4, true), (5, false)]);
+    let left: Vec<(i64, Value)> = schema["left_applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["version"].as_i64().unwrap(), m["reversible"].clone()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (4, Value::Bool(true)),
+            (5, Value::Bool(false)),
+            (6, Value::Null)
+        ],
+        "{schema:#}"
+    );
 }
 
 #[test]

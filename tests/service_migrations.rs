@@ -8,19 +8,20 @@ use crate::common::TestDatabase;
 
 async fn round_trip(pool: &Pool) {
     let applied = migrate::up(pool).await.unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5]);
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
     let first = migrate::schema_dump(pool).await.unwrap();
     assert!(
         first.contains("update_records")
             && first.contains("webhook_deliveries")
             && first.contains("feature_flags")
             && first.contains("shops")
+            && first.contains("revisions")
     );
     assert!(migrate::up(pool).await.unwrap().is_empty(), "idempotent");
 
     // One step at a time, each down leaves the schema of the step before.
     let mut dumps = vec![first.clone()];
-    for expect in [5, 4, 3, 2, 1] {
+    for expect in [6, 5, 4, 3, 2, 1] {
         let reverted = migrate::down(pool, 1).await.unwrap();
         assert_eq!(reverted, [expect]);
         dumps.push(migrate::schema_dump(pool).await.unwrap());
@@ -28,15 +29,15 @@ async fn round_trip(pool: &Pool) {
     assert_eq!(dumps.last().unwrap(), "", "down to zero leaves no tables");
     assert!(migrate::down(pool, 1).await.unwrap().is_empty());
 
-    assert_eq!(migrate::up(pool).await.unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(migrate::up(pool).await.unwrap(), [1, 2, 3, 4, 5, 6]);
     assert_eq!(
         migrate::schema_dump(pool).await.unwrap(),
         first,
         "up again gives the same schema"
     );
     let reverted = migrate::down(pool, 10).await.unwrap();
-    assert_eq!(reverted, [5, 4, 3, 2, 1]);
-    assert_eq!(migrate::up(pool).await.unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(reverted, [6, 5, 4, 3, 2, 1]);
+    assert_eq!(migrate::up(pool).await.unwrap(), [1, 2, 3, 4, 5, 6]);
     assert_eq!(migrate::schema_dump(pool).await.unwrap(), first);
     let status = migrate::status(pool).await.unwrap();
     assert!(status.iter().all(|m| m.applied && !m.changed));
@@ -78,15 +79,15 @@ fn migrate_command() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("pending"));
     let out = run(&["migrate", "up"]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
     let out = run(&["migrate", "down", "--steps", "2"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "reverted 5\nreverted 4\n"
+        "reverted 6\nreverted 5\n"
     );
     let out = run(&["migrate", "status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(text.matches(" applied").count(), 3, "{text}");
+    assert_eq!(text.matches(" applied").count(), 4, "{text}");
     assert_eq!(text.matches("pending").count(), 2, "{text}");
     let out = crate::common::copilot_service()
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")

@@ -54,6 +54,13 @@ struct Sample {
     problem: Option<String>,
 }
 
+/// What came back for one request, before it is judged.
+enum Arrived {
+    Body(axum::body::Bytes),
+    Status(u16),
+    Broken(String),
+}
+
 pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Verdict {
     let Some(base) = ctx.url_for(false) else {
         return Verdict::inconclusive(
@@ -118,28 +125,41 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
                         Err(e) if e.is_connect() => reach.failed(super::http::describe_ref(e)),
                         _ => reach.answered(),
                     }
-                    let (ok, problem) = match res {
+                    // The timer stops when the whole response has arrived,
+                    // as a load generator's does: checking it against the
+                    // schema is the gate's time, not the service's.
+                    let arrived = match res {
                         Ok(r) if r.status().is_success() => match r.bytes().await {
-                            Ok(body) => {
-                                match (&validator, serde_json::from_slice::<Value>(&body)) {
-                                    (Some(v), Ok(doc)) => match v.iter_errors(&doc).next() {
-                                        None => (true, None),
-                                        Some(e) => (
-                                            false,
-                                            Some(format!("schema: {} at {}", e, e.instance_path())),
-                                        ),
-                                    },
-                                    (Some(_), Err(e)) => (false, Some(format!("not JSON: {e}"))),
-                                    (None, _) => (true, None),
-                                }
-                            }
-                            Err(e) => (false, Some(super::http::describe(e))),
+                            Ok(body) => Arrived::Body(body),
+                            Err(e) => Arrived::Broken(super::http::describe(e)),
                         },
-                        Ok(r) => (false, Some(format!("HTTP {}", r.status().as_u16()))),
-                        Err(e) => (false, Some(super::http::describe(e))),
+                        Ok(r) => {
+                            let code = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            Arrived::Status(code)
+                        }
+                        Err(e) => Arrived::Broken(super::http::describe(e)),
+                    };
+                    let micros = t.elapsed().as_micros().max(1) as u64;
+                    let (ok, problem) = match arrived {
+                        Arrived::Body(body) => {
+                            match (&validator, serde_json::from_slice::<Value>(&body)) {
+                                (Some(v), Ok(doc)) => match v.iter_errors(&doc).next() {
+                                    None => (true, None),
+                                    Some(e) => (
+                                        false,
+                                        Some(format!("schema: {} at {}", e, e.instance_path())),
+                                    ),
+                                },
+                                (Some(_), Err(e)) => (false, Some(format!("not JSON: {e}"))),
+                                (None, _) => (true, None),
+                            }
+                        }
+                        Arrived::Status(code) => (false, Some(format!("HTTP {code}"))),
+                        Arrived::Broken(e) => (false, Some(e)),
                     };
                     samples.push(Sample {
-                        micros: t.elapsed().as_micros().max(1) as u64,
+                        micros,
                         ok,
                         problem,
                     });

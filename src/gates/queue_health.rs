@@ -32,8 +32,30 @@ struct QueueSample {
     completed_in_window: u64,
     window_source: &'static str,
     oldest_wait_ms: Option<i64>,
-    stalled: Vec<String>,
+    /// Active jobs whose lock is gone.
+    stalled: u64,
+    /// The first of them, at most [`STALLED_IDS_REPORTED`].
+    stalled_ids: Vec<String>,
 }
+
+/// How many stalled job ids a summary and its evidence name; the count is
+/// always whole.
+const STALLED_IDS_REPORTED: usize = 20;
+
+/// Active jobs without a lock, counted in Redis in one round trip however
+/// many jobs are active: the count and the first ARGV[2] ids.
+const STALLED_SCRIPT: &str = r#"
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local cap = tonumber(ARGV[2])
+local n, sample = 0, {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[1] .. id .. ':lock') == 0 then
+    n = n + 1
+    if #sample < cap then sample[#sample + 1] = id end
+  end
+end
+return {n, sample}
+"#;
 
 async fn sample_bullmq(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -58,7 +80,6 @@ async fn sample_bullmq(
         completed_win,
         wait_tail,
         paused_tail,
-        active_ids,
     ): (
         u64,
         u64,
@@ -71,7 +92,6 @@ async fn sample_bullmq(
         u64,
         Option<String>,
         Option<String>,
-        Vec<String>,
     ) = redis::pipe()
         .llen(k("wait"))
         .llen(k("active"))
@@ -84,7 +104,6 @@ async fn sample_bullmq(
         .zcount(k("completed"), since, "+inf")
         .lindex(k("wait"), -1)
         .lindex(k("paused"), -1)
-        .lrange(k("active"), 0, -1)
         .query_async(conn)
         .await?;
 
@@ -119,16 +138,12 @@ async fn sample_bullmq(
             oldest = Some(oldest.map_or(age, |o: i64| o.max(age)));
         }
     }
-    let mut stalled = Vec::new();
-    for id in active_ids {
-        let locked: bool = redis::cmd("EXISTS")
-            .arg(format!("{base}{id}:lock"))
-            .query_async(conn)
-            .await?;
-        if !locked {
-            stalled.push(id);
-        }
-    }
+    let (stalled, stalled_ids): (u64, Vec<String>) = redis::Script::new(STALLED_SCRIPT)
+        .key(k("active"))
+        .arg(&base)
+        .arg(STALLED_IDS_REPORTED)
+        .invoke_async(conn)
+        .await?;
     Ok(QueueSample {
         queue: queue.to_string(),
         waiting,
@@ -143,6 +158,7 @@ async fn sample_bullmq(
         window_source,
         oldest_wait_ms: oldest,
         stalled,
+        stalled_ids,
     })
 }
 
@@ -180,12 +196,18 @@ fn judge(s: &QueueSample, p: &QueueHealthParams) -> Vec<String> {
             p.max_oldest_wait
         ));
     }
-    if s.stalled.len() as u64 > p.max_stalled {
+    if s.stalled > p.max_stalled {
+        let more = s.stalled.saturating_sub(s.stalled_ids.len() as u64);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
         problems.push(format!(
-            "{}: {} stalled job(s) (active without a lock): {}",
+            "{}: {} stalled job(s) (active without a lock): {}{more}",
             s.queue,
-            s.stalled.len(),
-            s.stalled.join(", ")
+            s.stalled,
+            s.stalled_ids.join(", ")
         ));
     }
     problems
@@ -200,6 +222,7 @@ fn sample_json(s: &QueueSample) -> Value {
         "window_counts_from": s.window_source,
         "oldest_wait_seconds": s.oldest_wait_ms.map(|m| m / 1000),
         "stalled": s.stalled,
+        "stalled_ids": s.stalled_ids,
     })
 }
 
@@ -308,7 +331,8 @@ pub async fn check(ctx: &GateContext<'_>, gate: &Gate, p: QueueHealthParams) -> 
                 completed_in_window: n("completed"),
                 window_source: "service counters since start",
                 oldest_wait_ms: None,
-                stalled: Vec::new(),
+                stalled: 0,
+                stalled_ids: Vec::new(),
             };
             (vec![s], format!("service endpoint {url}"))
         }

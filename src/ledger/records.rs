@@ -325,9 +325,10 @@ impl Ledger {
     /// Deployments, newest first (in the order the ledger recorded them, never
     /// by a command's clock, which may be pinned or skewed), optionally of one arena.
     pub async fn history(&self, arena: Option<&str>, limit: i64) -> Result<Vec<DeploymentRow>> {
+        let filter = optional_eq("d.arena", 1, arena);
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
-             WHERE ($1 IS NULL OR d.arena = $1) ORDER BY d.seq DESC LIMIT $2"
+             WHERE {filter} ORDER BY d.seq DESC LIMIT $2"
         );
         Ok(
             on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
@@ -516,10 +517,14 @@ impl Ledger {
         deployment_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<GateRun>> {
-        let sql = "SELECT id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at FROM gate_runs \
-                   WHERE ($1 IS NULL OR arena = $1) AND ($2 IS NULL OR deployment_id = $2) ORDER BY started_at DESC, id DESC LIMIT $3";
+        let sql = format!(
+            "SELECT id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at FROM gate_runs \
+             WHERE {} AND {} ORDER BY started_at DESC, id DESC LIMIT $3",
+            optional_eq("arena", 1, arena),
+            optional_eq("deployment_id", 2, deployment_id)
+        );
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateRun>(sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateRun>(&sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?,
         )
     }
 
@@ -581,9 +586,12 @@ impl Ledger {
     }
 
     pub async fn audit_log(&self, arena: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
-        let sql = "SELECT id, at, actor, action, arena, subject, reason, detail FROM audit_log WHERE ($1 IS NULL OR arena = $1) ORDER BY id DESC LIMIT $2";
+        let sql = format!(
+            "SELECT id, at, actor, action, arena, subject, reason, detail FROM audit_log WHERE {} ORDER BY id DESC LIMIT $2",
+            optional_eq("arena", 1, arena)
+        );
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, AuditEntry>(sql).bind(arena).bind(limit).fetch_all(pool).await)?,
+            on_pool!(&self.pool, pool => sqlx::query_as::<_, AuditEntry>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
         )
     }
 
@@ -592,6 +600,17 @@ impl Ledger {
     pub async fn tamper_with_audit_log(&self) -> Result<u64> {
         let r = on_pool!(&self.pool, pool => sqlx::query("UPDATE audit_log SET reason = 'rewritten'").execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(r)
+    }
+}
+
+/// `column = $n` when filtering by `value`, else a condition that holds and
+/// still takes the (NULL) parameter, so placeholders keep their numbers. Two
+/// statements rather than `($n IS NULL OR column = $n)`, which neither
+/// SQLite nor PostgreSQL can answer from an index on `column`.
+fn optional_eq(column: &str, n: usize, value: Option<&str>) -> String {
+    match value {
+        Some(_) => format!("{column} = ${n}"),
+        None => format!("CAST(${n} AS TEXT) IS NULL"),
     }
 }
 

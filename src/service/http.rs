@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use super::flags::{self, Flags};
 use super::metrics::Metrics;
 use super::queue::{BullmqQueue, JobOptions, MemoryQueue, Queue, QueueError};
 use super::recommend::{self, ShopContext};
+use super::recommend_cache::{Answer, RecommendationCache};
 use super::records::Platform;
 use super::{migrate, webhooks, worker};
 use crate::db::{ConnectError, Pool, on_pool};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub started: Instant,
     pub fault_counter: Arc<AtomicU64>,
+    pub recommendations: Arc<RecommendationCache>,
+    pub deliveries: webhooks::Recorder,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -190,7 +193,11 @@ struct ShopQuery {
     shop: Option<String>,
 }
 
-async fn recommendations(State(s): State<AppState>, Query(q): Query<ShopQuery>) -> Response {
+async fn recommendations(
+    State(s): State<AppState>,
+    Query(q): Query<ShopQuery>,
+    headers: HeaderMap,
+) -> Response {
     let Some(shop) = q.shop.map(|s| s.trim().to_ascii_lowercase()) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -205,12 +212,65 @@ async fn recommendations(State(s): State<AppState>, Query(q): Query<ShopQuery>) 
         )
             .into_response();
     }
+    let now = chrono::Utc::now();
+    let answer = match s.recommendations.revision(&s.pool).await {
+        Ok(revision) => match s.recommendations.get(&shop, revision, now) {
+            Some(answer) => Ok(answer),
+            None => compute_recommendations(&s, shop.clone(), revision, now)
+                .await
+                .map(|answer| {
+                    let answer = Arc::new(answer);
+                    s.recommendations.put(shop, answer.clone(), now);
+                    answer
+                }),
+        },
+        Err(e) => Err(e),
+    };
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!("recommendations failed: {e}");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "storage unavailable" })),
+            )
+                .into_response();
+        }
+    };
+    let etag = HeaderValue::from_str(&answer.etag).expect("hex in quotes");
+    let revalidated = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| answer.matches(v));
+    if revalidated {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+        ],
+        answer.body.clone(),
+    )
+        .into_response()
+}
+
+/// A shop's recommendations at `now`, serialised.
+async fn compute_recommendations(
+    s: &AppState,
+    shop: String,
+    revision: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Answer, sqlx::Error> {
     type ShopRow = (sqlx::types::Json<Vec<String>>, Option<String>);
-    let settings: Result<Option<ShopRow>, sqlx::Error> = on_pool!(&s.pool, p => sqlx::query_as(
+    let settings: Option<ShopRow> = on_pool!(&s.pool, p => sqlx::query_as(
         "SELECT platforms, api_version FROM shops WHERE shop = $1"
-    ).bind(&shop).fetch_optional(p).await);
+    ).bind(&shop).fetch_optional(p).await)?;
     let (platforms, api_version) = match settings {
-        Ok(Some((platforms, version))) => (
+        Some((platforms, version)) => (
             platforms
                 .0
                 .iter()
@@ -220,32 +280,16 @@ async fn recommendations(State(s): State<AppState>, Query(q): Query<ShopQuery>) 
                 .and_then(|v| ApiVersion::parse(&v))
                 .unwrap_or(s.config.shopify_api_version),
         ),
-        Ok(None) => (Vec::new(), s.config.shopify_api_version),
-        Err(e) => {
-            tracing::error!("shop lookup failed: {e}");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "storage unavailable" })),
-            )
-                .into_response();
-        }
+        None => (Vec::new(), s.config.shopify_api_version),
     };
     let ctx = ShopContext {
         shop,
         platforms,
         api_version,
     };
-    match recommend::recommend(&s.pool, &ctx, chrono::Utc::now()).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => {
-            tracing::error!("recommendations failed: {e}");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "storage unavailable" })),
-            )
-                .into_response()
-        }
-    }
+    let response = recommend::recommend(&s.pool, &ctx, now).await?;
+    let body = serde_json::to_vec(&response).expect("recommendations serialise");
+    Ok(Answer::new(body, revision, now))
 }
 
 async fn get_flags(State(s): State<AppState>) -> Json<flags::FlagSnapshot> {
@@ -327,7 +371,7 @@ pub async fn start(
     listener: Option<TcpListener>,
     opts: StartOptions,
 ) -> Result<Running, StartError> {
-    let pool = Pool::connect(&config.database_url, 16).await?;
+    let pool = Pool::connect_write_heavy(&config.database_url, 16).await?;
     if !opts.skip_migrations {
         migrate::up(&pool).await?;
     }
@@ -389,6 +433,8 @@ pub async fn start(
             .expect("http client"),
         started: Instant::now(),
         fault_counter: Arc::new(AtomicU64::new(0)),
+        recommendations: Arc::default(),
+        deliveries: webhooks::Recorder::start(pool.clone()),
     };
     let listener = match listener {
         Some(l) => l,

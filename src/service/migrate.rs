@@ -38,6 +38,7 @@ pub fn migrator(backend: Backend) -> Migrator {
             3 => "0003_feature_flags",
             4 => "0004_shops",
             5 => "0005_update_records_by_status",
+            6 => "0006_recommendation_revision",
         ),
         Backend::Postgres => reversible!("postgres":
             1 => "0001_update_records",
@@ -45,6 +46,7 @@ pub fn migrator(backend: Backend) -> Migrator {
             3 => "0003_feature_flags",
             4 => "0004_shops",
             5 => "0005_update_records_by_status",
+            6 => "0006_recommendation_revision",
         ),
     };
     Migrator {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod queue;
 pub mod recommend;
+pub mod recommend_cache;
 pub mod records;
 pub mod webhooks;
 pub mod worker;

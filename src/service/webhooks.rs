@@ -153,19 +153,16 @@ pub async fn receive(
         }
     };
 
-    let now = chrono::Utc::now();
-    let inserted = match record_delivery(
-        &state.pool,
-        &event_id,
-        &webhook_id,
-        &topic,
-        &shop,
-        &api_version,
-        payload,
-        now,
-    )
-    .await
-    {
+    let delivery = Delivery {
+        event_id: event_id.clone(),
+        webhook_id: webhook_id.clone(),
+        topic: topic.clone(),
+        shop: shop.clone(),
+        api_version: api_version.clone(),
+        payload: payload.to_string(),
+        received_at: chrono::Utc::now(),
+    };
+    let inserted = match state.deliveries.record(delivery).await {
         Ok(n) => n,
         Err(e) => {
             tracing::error!("cannot record webhook delivery: {e}");
@@ -268,62 +265,137 @@ pub fn job_id(event_id: &str) -> String {
 }
 
 /// Put a recorded delivery's job in the queue (again, harmlessly, if it is
-/// there already) and note its id on the record.
+/// there already). Concurrent requests' adds share the queue's connection,
+/// so they travel to Redis pipelined.
 async fn enqueue(
     state: &AppState,
     event_id: &str,
     data: &serde_json::Value,
 ) -> Result<String, super::queue::QueueError> {
-    let job_id = state
+    state
         .queue
         .add(JOB_NAME, data, &JobOptions::with_id(job_id(event_id)))
-        .await?;
-    if let Err(e) = set_job_id(&state.pool, event_id, &job_id).await {
-        tracing::warn!("cannot note job {job_id} on webhook delivery {event_id}: {e}");
+        .await
+}
+
+/// A delivery to record before it is acknowledged.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub event_id: String,
+    pub webhook_id: String,
+    pub topic: String,
+    pub shop: String,
+    pub api_version: String,
+    pub payload: String,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Most deliveries one commit records.
+const MAX_BATCH: usize = 256;
+
+type Reply = tokio::sync::oneshot::Sender<Result<bool, String>>;
+
+/// Records deliveries with group commit: one task writes whatever
+/// deliveries are waiting in one transaction, and each request is answered
+/// once the commit that holds its delivery is done. Under load, hundreds of
+/// acknowledgements share one commit (and one fsync) instead of queueing for
+/// the database's write lock one by one; alone, a delivery is committed at
+/// once.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    tx: tokio::sync::mpsc::Sender<(Delivery, Reply)>,
+}
+
+/// Why a delivery could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}")]
+    Database(String),
+    #[error("the delivery recorder has stopped")]
+    Stopped,
+}
+
+impl Recorder {
+    /// Start the recording task on `pool`; it ends when the last handle goes.
+    pub fn start(pool: Pool) -> Recorder {
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_BATCH * 8);
+        tokio::spawn(record_batches(pool, rx));
+        Recorder { tx }
     }
-    Ok(job_id)
+
+    /// Record a delivery; `false` when its event id was seen before.
+    pub async fn record(&self, delivery: Delivery) -> Result<bool, RecordError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((delivery, reply))
+            .await
+            .map_err(|_| RecordError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| RecordError::Stopped)?
+            .map_err(RecordError::Database)
+    }
 }
 
-/// Record a delivery; `false` when its event id was seen before.
-#[allow(clippy::too_many_arguments)]
-pub async fn record_delivery(
+async fn record_batches(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<(Delivery, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let deliveries: Vec<&Delivery> = batch.iter().map(|(d, _)| d).collect();
+        match record_deliveries(&pool, &deliveries).await {
+            Ok(inserted) => {
+                for ((_, reply), inserted) in batch.drain(..).zip(inserted) {
+                    let _ = reply.send(Ok(inserted));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Record deliveries in one transaction; for each, `false` when its event id
+/// was seen before (in an earlier commit or earlier in this one). The job id
+/// is known before the job is added: it derives from the event id.
+pub async fn record_deliveries(
     pool: &Pool,
-    event_id: &str,
-    webhook_id: &str,
-    topic: &str,
-    shop: &str,
-    api_version: &str,
-    payload: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<bool, sqlx::Error> {
-    let sql = "INSERT INTO webhook_deliveries (event_id, webhook_id, topic, shop, api_version, payload, status, received_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7) ON CONFLICT (event_id) DO NOTHING";
-    let n = on_pool!(pool, p => sqlx::query(sql)
-        .bind(event_id)
-        .bind(webhook_id)
-        .bind(topic)
-        .bind(shop)
-        .bind(api_version)
-        .bind(payload)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    deliveries: &[&Delivery],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let sql = "INSERT INTO webhook_deliveries (event_id, webhook_id, topic, shop, api_version, payload, status, received_at, job_id) \
+               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8) ON CONFLICT (event_id) DO NOTHING";
+    let mut inserted = Vec::with_capacity(deliveries.len());
+    on_pool!(pool, p => {
+        let mut tx = p.begin().await?;
+        for d in deliveries {
+            let n = sqlx::query(sql)
+                .bind(&d.event_id)
+                .bind(&d.webhook_id)
+                .bind(&d.topic)
+                .bind(&d.shop)
+                .bind(&d.api_version)
+                .bind(&d.payload)
+                .bind(d.received_at)
+                .bind(job_id(&d.event_id))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            inserted.push(n == 1);
+        }
+        tx.commit().await?;
+    });
+    Ok(inserted)
 }
 
-async fn set_job_id(pool: &Pool, event_id: &str, job_id: &str) -> Result<(), sqlx::Error> {
-    on_pool!(pool, p => sqlx::query("UPDATE webhook_deliveries SET job_id = $1 WHERE event_id = $2")
-        .bind(job_id)
-        .bind(event_id)
-        .execute(p)
-        .await
-        .map(drop))
-}
+/// Sets a delivery's final status (`$1`) and time (`$2`) by event id (`$3`).
+pub const FINISH_DELIVERY: &str =
+    "UPDATE webhook_deliveries SET status = $1, processed_at = $2 WHERE event_id = $3";
 
 /// Mark a delivery processed (or failed for good).
 pub async fn finish_delivery(pool: &Pool, event_id: &str, status: &str) -> Result<(), sqlx::Error> {
-    on_pool!(pool, p => sqlx::query("UPDATE webhook_deliveries SET status = $1, processed_at = $2 WHERE event_id = $3")
+    on_pool!(pool, p => sqlx::query(FINISH_DELIVERY)
         .bind(status)
         .bind(chrono::Utc::now())
         .bind(event_id)

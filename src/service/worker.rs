@@ -48,17 +48,26 @@ pub fn webhook_handler(pool: Pool) -> Handler {
                 .get("api_version")
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            on_pool!(&pool, p => sqlx::query(
-                "INSERT INTO shops (shop, api_version, installed, last_event_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-                 ON CONFLICT (shop) DO UPDATE SET api_version = COALESCE(excluded.api_version, shops.api_version), \
-                 installed = excluded.installed, last_event_at = excluded.last_event_at, updated_at = excluded.updated_at"
-            ).bind(&shop).bind(&api_version).bind(installed).bind(now).execute(p).await.map(drop))
-            .map_err(|e| e.to_string())?;
-            if let Some(event_id) = job.data.get("event_id").and_then(Value::as_str) {
-                webhooks::finish_delivery(&pool, event_id, "processed")
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            // The shop and the delivery's status change in one commit.
+            let event_id = job.data.get("event_id").and_then(Value::as_str);
+            let result: Result<(), sqlx::Error> = on_pool!(&pool, p => async {
+                let mut tx = p.begin().await?;
+                sqlx::query(
+                    "INSERT INTO shops (shop, api_version, installed, last_event_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (shop) DO UPDATE SET api_version = COALESCE(excluded.api_version, shops.api_version), \
+                     installed = excluded.installed, last_event_at = excluded.last_event_at, updated_at = excluded.updated_at"
+                ).bind(&shop).bind(&api_version).bind(installed).bind(now).execute(&mut *tx).await?;
+                if let Some(event_id) = event_id {
+                    sqlx::query(webhooks::FINISH_DELIVERY)
+                        .bind("processed")
+                        .bind(now)
+                        .bind(event_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            }.await);
+            result.map_err(|e| e.to_string())?;
             Ok(json!({ "processed": topic, "shop": shop }))
         })
     })

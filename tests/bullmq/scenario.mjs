@@ -4,6 +4,7 @@
 //   failing: 20 jobs, 10 of them failed
 //   old-waiting: 5 completed, one job waiting for an hour (no worker)
 //   stalled: one job taken by a worker that died (its lock expires)
+//   stalled-many: 50 jobs taken at once by a worker that died
 // BULLMQ picks the package: "bullmq" (6) or "bullmq5".
 const { Queue, Worker } = await import(process.env.BULLMQ ?? "bullmq");
 import IORedis from "ioredis";
@@ -42,6 +43,19 @@ if (scenario === "healthy" || scenario === "failing") {
   await queue.add("shopify-webhook", { doomed: true });
   // A worker takes the job and its process dies: the lock (500 ms) lapses.
   new Worker(name, () => process.exit(0), { connection, lockDuration: 500 });
+  await new Promise(() => {});
+} else if (scenario === "stalled-many") {
+  await queue.addBulk(Array.from({ length: 50 }, (_, i) => ({ name: "shopify-webhook", data: { i } })));
+  let taken = 0;
+  new Worker(
+    name,
+    () => {
+      taken += 1;
+      if (taken === 50) process.exit(0);
+      return new Promise(() => {});
+    },
+    { connection, lockDuration: 500, concurrency: 50 },
+  );
   await new Promise(() => {});
 } else {
   console.error(`unknown scenario ${scenario}`);
