@@ -375,6 +375,106 @@ async fn recommendations_follow_the_rules_and_their_schema() {
 }
 
 #[tokio::test]
+async fn recommendations_are_cached_until_records_or_settings_change() {
+    let svc = TestService::start(&[("SHOPIFY_API_VERSION", "2026-10")]).await;
+    let url = svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com");
+    let etag_of = |r: &reqwest::Response| {
+        r.headers()
+            .get("etag")
+            .expect("an ETag")
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = client().get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let e1 = etag_of(&first);
+    let body1: Value = first.json().await.unwrap();
+    assert!(
+        body1["recommendations"].as_array().unwrap().is_empty(),
+        "{body1}"
+    );
+
+    // The same answer, byte for byte, until something changes; a matching
+    // If-None-Match gets 304 with the same validator and no body.
+    let again = client().get(&url).send().await.unwrap();
+    assert_eq!(etag_of(&again), e1);
+    assert_eq!(again.json::<Value>().await.unwrap(), body1);
+    let not_modified = client()
+        .get(&url)
+        .header("if-none-match", &e1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(etag_of(&not_modified), e1);
+    assert!(not_modified.bytes().await.unwrap().is_empty());
+
+    // An ingestor writes a record (here through its own pool, as another
+    // process would): the revision moves and the answer is recomputed.
+    let ingestor = copilot::db::Pool::connect(&svc.running.state.config.database_url, 1)
+        .await
+        .unwrap();
+    records::upsert(
+        &ingestor,
+        &record(
+            "cached-core",
+            UpdateKind::CoreUpdate,
+            Platform::GoogleSearch,
+            2,
+            None,
+            &["Ranking"],
+        ),
+    )
+    .await
+    .unwrap();
+    let rules = |doc: &Value| -> Vec<String> {
+        doc["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let u = url.clone();
+    eventually("the new record is recommended on", || {
+        let u = u.clone();
+        async move { rules(&get_json(&u).await).contains(&"core_update_in_progress".to_string()) }
+    })
+    .await;
+    let changed = client()
+        .get(&url)
+        .header("if-none-match", &e1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.status(),
+        200,
+        "an old validator gets the new answer"
+    );
+    assert_ne!(etag_of(&changed), e1);
+
+    // The shop's settings change (it stops using Google Search): recomputed too.
+    on_sqlite(&ingestor, "INSERT INTO shops (shop, platforms, updated_at) VALUES ('dev-hotrod.myshopify.com', '[\"meta\"]', '2026-01-01T00:00:00Z')").await;
+    let u = url.clone();
+    eventually("the shop's platforms are taken into account", || {
+        let u = u.clone();
+        async move { rules(&get_json(&u).await).is_empty() }
+    })
+    .await;
+    ingestor.close().await;
+    svc.stop().await;
+}
+
+async fn on_sqlite(pool: &copilot::db::Pool, sql: &str) {
+    let copilot::db::Pool::Sqlite(p) = pool else {
+        panic!("an SQLite pool")
+    };
+    sqlx::query(sql).execute(p).await.unwrap();
+}
+
+#[tokio::test]
 async fn flags_come_from_the_database_through_a_cache() {
     use copilot::service::flags::Flags;
     let svc =
@@ -551,6 +651,10 @@ async fn the_service_runs_on_postgresql() {
         }
     })
     .await;
+    // A cached answer from before the record, which the trigger invalidates.
+    let before: Value =
+        get_json(&svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com")).await;
+    assert!(!before.to_string().contains("core_update_in_progress"));
     records::upsert(
         &svc.running.state.pool,
         &record(
@@ -564,6 +668,7 @@ async fn the_service_runs_on_postgresql() {
     )
     .await
     .unwrap();
+    tokio::time::sleep(copilot::service::recommend_cache::REVALIDATE * 2).await;
     let doc: Value = get_json(&svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com")).await;
     assert!(
         doc["recommendations"]
