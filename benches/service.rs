@@ -112,7 +112,8 @@ where
                 }
                 let t = Instant::now();
                 match make(i).send().await {
-                    Ok(r) if r.status().is_success() => {
+                    // 304 is the answer a revalidation wants.
+                    Ok(r) if r.status().is_success() || r.status() == 304 => {
                         let _ = r.bytes().await;
                     }
                     _ => errors += 1,
