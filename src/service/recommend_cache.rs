@@ -67,17 +67,12 @@ impl Answer {
     }
 }
 
-#[derive(Debug, Default)]
-struct Revision {
-    value: i64,
-    read: Option<Instant>,
-}
-
 /// The per-instance cache.
 #[derive(Debug, Default)]
 pub struct RecommendationCache {
-    revision: tokio::sync::Mutex<Revision>,
-    /// The revision last read, for the lock-free fast path.
+    /// Held by the one request that reads the revision again.
+    refresh: tokio::sync::Mutex<()>,
+    /// The revision last read, and when.
     current: RwLock<(i64, Option<Instant>)>,
     answers: RwLock<HashMap<String, Arc<Answer>>>,
 }
@@ -86,31 +81,29 @@ impl RecommendationCache {
     /// The revision of what answers are computed from, read again from the
     /// database when the one held is older than [`REVALIDATE`].
     pub async fn revision(&self, pool: &Pool) -> Result<i64, sqlx::Error> {
-        if let Ok(cur) = self.current.read()
-            && let (value, Some(read)) = *cur
-            && read.elapsed() < REVALIDATE
-        {
+        if let Some(value) = self.recent() {
             return Ok(value);
         }
         // One request reads it; the others arriving meanwhile wait for that.
-        let mut rev = self.revision.lock().await;
-        if let Some(read) = rev.read
-            && read.elapsed() < REVALIDATE
-        {
-            return Ok(rev.value);
+        let _refresh = self.refresh.lock().await;
+        if let Some(value) = self.recent() {
+            return Ok(value);
         }
         let (value,): (i64,) = on_pool!(pool, p => sqlx::query_as(
             "SELECT revision FROM revisions WHERE name = 'recommendations'"
         ).fetch_one(p).await)?;
-        let now = Instant::now();
-        *rev = Revision {
-            value,
-            read: Some(now),
-        };
         if let Ok(mut cur) = self.current.write() {
-            *cur = (value, Some(now));
+            *cur = (value, Some(Instant::now()));
         }
         Ok(value)
+    }
+
+    /// The revision held, if it was read less than [`REVALIDATE`] ago.
+    fn recent(&self) -> Option<i64> {
+        match *self.current.read().ok()? {
+            (value, Some(read)) if read.elapsed() < REVALIDATE => Some(value),
+            _ => None,
+        }
     }
 
     /// The shop's answer, if it is still good at `revision` and `now`.
