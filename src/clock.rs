@@ -11,14 +11,39 @@ pub fn now() -> DateTime<Utc> {
     let Ok(text) = std::env::var("COPILOT_NOW") else {
         return Utc::now();
     };
-    match DateTime::parse_from_rfc3339(text.trim()) {
-        Ok(t) => t.with_timezone(&Utc),
+    match Clock::parse(&text) {
+        Ok(clock) => clock.now(),
         Err(e) => {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 tracing::warn!("COPILOT_NOW is not an RFC 3339 instant ({e}); using the real clock")
             });
             Utc::now()
+        }
+    }
+}
+
+/// A clock a component is given rather than one it reads from the process:
+/// the system's, or one pinned to an instant (`COPILOT_NOW`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Clock {
+    #[default]
+    System,
+    Pinned(DateTime<Utc>),
+}
+
+impl Clock {
+    /// A clock pinned to an RFC 3339 instant.
+    pub fn parse(text: &str) -> Result<Clock, chrono::ParseError> {
+        Ok(Clock::Pinned(
+            DateTime::parse_from_rfc3339(text.trim())?.with_timezone(&Utc),
+        ))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Pinned(at) => *at,
         }
     }
 }

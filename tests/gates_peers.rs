@@ -496,7 +496,7 @@ async fn service_gates_pass_against_a_running_service() {
         &pool,
         &src,
         &format!("{FIXTURES}/feeds/google-search-incidents.json"),
-        chrono::Utc::now(),
+        now(),
     )
     .await
     .unwrap();

@@ -1,6 +1,6 @@
 //! copilot-service over HTTP: webhooks, recommendations, flags, health, metrics.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use copilot::service::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
 use serde_json::Value;
 
@@ -201,7 +201,7 @@ fn record(
     ended_days_ago: Option<i64>,
     surfaces: &[&str],
 ) -> UpdateRecord {
-    let now = Utc::now();
+    let now = crate::service_support::now();
     let started = now - Duration::days(started_days_ago);
     let ended = ended_days_ago.map(|d| now - Duration::days(d));
     UpdateRecord {

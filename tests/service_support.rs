@@ -11,6 +11,16 @@ use tempfile::TempDir;
 
 pub const SECRET: &str = "hush";
 
+/// The instant every test service computes its recommendations at
+/// (`COPILOT_NOW`), so that what they say does not depend on the date.
+pub const NOW: &str = "2026-11-27T11:00:00Z";
+
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(NOW)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
 /// A service on 127.0.0.1 with an SQLite database in a temporary folder.
 pub struct TestService {
     pub running: Running,
@@ -24,6 +34,7 @@ pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         ("SHOPIFY_API_VERSION", "2026-10"),
         ("COPILOT_ARENA", "test"),
         ("COPILOT_RELEASE", "v-test"),
+        ("COPILOT_NOW", NOW),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

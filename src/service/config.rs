@@ -10,6 +10,8 @@ use std::net::IpAddr;
 
 use chrono::{Datelike, NaiveDate};
 
+use crate::clock::Clock;
+
 /// A value that must never be printed or logged.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -102,6 +104,8 @@ pub struct ServiceConfig {
     pub worker: bool,
     /// Fault injection: this fraction of API requests answers 500.
     pub fault_5xx_rate: f64,
+    /// The date recommendations are computed for (`COPILOT_NOW` pins it).
+    pub clock: Clock,
 }
 
 /// A variable that is missing or malformed.
@@ -260,6 +264,15 @@ impl ServiceConfig {
                 .ok_or_else(|| err("COPILOT_FAULT_5XX_RATE", "must be a ratio from 0 to 1"))?,
             None => 0.0,
         };
+        let clock = match get("COPILOT_NOW") {
+            Some(text) => Clock::parse(&text).map_err(|e| {
+                err(
+                    "COPILOT_NOW",
+                    format!("`{text}` is not an RFC 3339 instant ({e})"),
+                )
+            })?,
+            None => Clock::System,
+        };
         let feeds = get("COPILOT_FEEDS")
             .map(|v| {
                 v.split(',')
@@ -286,6 +299,7 @@ impl ServiceConfig {
             max_webhook_bytes,
             worker,
             fault_5xx_rate,
+            clock,
         })
     }
 }
@@ -349,6 +363,16 @@ mod tests {
         assert_eq!(with(&[("DATABASE_URL", "mysql://x")]), "DATABASE_URL");
         assert_eq!(with(&[("APP_URL", "ftp://x")]), "APP_URL");
         assert_eq!(with(&[("COPILOT_FLAGS", "{\"a\": 1}")]), "COPILOT_FLAGS");
+        assert_eq!(with(&[("COPILOT_NOW", "tomorrow")]), "COPILOT_NOW");
+    }
+
+    #[test]
+    fn copilot_now_pins_the_date_of_the_answers() {
+        assert_eq!(cfg(BASE).unwrap().clock, Clock::System);
+        let mut v = BASE.to_vec();
+        v.push(("COPILOT_NOW", "2026-11-27T11:00:00+01:00"));
+        let at = cfg(&v).unwrap().clock.now();
+        assert_eq!(at.to_rfc3339(), "2026-11-27T10:00:00+00:00");
     }
 
     #[test]

@@ -212,7 +212,7 @@ async fn recommendations(
         )
             .into_response();
     }
-    let now = chrono::Utc::now();
+    let now = s.config.clock.now();
     let answer = match s.recommendations.revision(&s.pool).await {
         Ok(revision) => match s.recommendations.get(&shop, revision, now) {
             Some(answer) => Ok(answer),
