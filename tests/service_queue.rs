@@ -41,7 +41,7 @@ async fn retries_then_completes_or_fails(queue: Queue) {
     let (stop, stop_rx) = watch::channel(false);
     let worker = tokio::spawn(worker::run(
         queue.clone(),
-        handler,
+        worker::one_by_one(handler),
         Arc::new(Metrics::default()),
         None,
         stop_rx,
@@ -204,6 +204,116 @@ async fn bullmq_stalled_jobs_go_back_in_line() {
         .await
         .unwrap();
     assert_eq!(queue.counts().await.unwrap().completed, 1);
+    drop_queue("bull", &name).await;
+}
+
+/// Jobs waiting together are taken, written and completed together: one
+/// commit for the batch. A job the database refuses, or one that is
+/// malformed, fails alone; its neighbours complete.
+async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
+    let svc = TestService::start(&[("COPILOT_WORKER", "off")]).await;
+    let pool = svc.running.state.pool.clone();
+    let copilot::db::Pool::Sqlite(sqlite) = &pool else {
+        panic!("an SQLite pool")
+    };
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON shops WHEN NEW.shop = 'refused.myshopify.com' \
+         BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END",
+    )
+    .execute(sqlite)
+    .await
+    .unwrap();
+    let once = JobOptions {
+        attempts: 1,
+        ..JobOptions::default()
+    };
+    let job_name = copilot::service::webhooks::JOB_NAME;
+    for i in 0..20 {
+        let shop = if i == 7 {
+            "refused.myshopify.com".to_string()
+        } else {
+            format!("batch-{i:02}.myshopify.com")
+        };
+        let data = json!({ "topic": "shop/update", "shop": shop });
+        queue.add(job_name, &data, &once).await.unwrap();
+    }
+    queue
+        .add(job_name, &json!({ "topic": "shop/update" }), &once)
+        .await
+        .unwrap();
+
+    let (stop, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(worker::run(
+        queue.clone(),
+        worker::webhook_handler(pool.clone()),
+        Arc::new(Metrics::default()),
+        Some(pool.clone()),
+        stop_rx,
+    ));
+    wait_for_counts(&queue, "19 completed and 2 failed", |c| {
+        c.completed == 19 && c.failed == 2
+    })
+    .await;
+    let _ = stop.send(true);
+    worker.await.unwrap();
+
+    let shops: Vec<(String, String)> =
+        sqlx::query_as("SELECT shop, updated_at FROM shops ORDER BY shop")
+            .fetch_all(sqlite)
+            .await
+            .unwrap();
+    assert_eq!(shops.len(), 19, "{shops:?}");
+    assert!(
+        shops.iter().all(|(s, _)| s.starts_with("batch-")),
+        "{shops:?}"
+    );
+    // After the batch's commit was refused, each job was written alone.
+    let instants: std::collections::BTreeSet<&str> =
+        shops.iter().map(|(_, at)| at.as_str()).collect();
+    assert_eq!(instants.len(), 19, "one commit each after the refusal");
+
+    // Without the refused job, the next batch is one commit.
+    sqlx::query("DELETE FROM shops")
+        .execute(sqlite)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let data = json!({ "topic": "shop/update", "shop": format!("again-{i:02}.myshopify.com") });
+        queue.add(job_name, &data, &once).await.unwrap();
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(worker::run(
+        queue.clone(),
+        worker::webhook_handler(pool.clone()),
+        Arc::new(Metrics::default()),
+        Some(pool.clone()),
+        stop_rx,
+    ));
+    wait_for_counts(&queue, "39 completed", |c| c.completed == 39).await;
+    let _ = stop.send(true);
+    worker.await.unwrap();
+    let (n, instants): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT updated_at) FROM shops")
+            .fetch_one(sqlite)
+            .await
+            .unwrap();
+    assert_eq!((n, instants), (20, 1), "twenty shops, one commit");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn memory_batch_commits_once_and_a_refused_job_fails_alone() {
+    a_batch_commits_once_and_a_refused_job_fails_alone(Queue::Memory(Arc::new(MemoryQueue::new())))
+        .await;
+}
+
+#[tokio::test]
+async fn bullmq_batch_commits_once_and_a_refused_job_fails_alone() {
+    let name = unique_queue("batch");
+    let q = BullmqQueue::connect(&redis_url(), "bull", &name)
+        .await
+        .unwrap();
+    a_batch_commits_once_and_a_refused_job_fails_alone(Queue::Bullmq(q)).await;
     drop_queue("bull", &name).await;
 }
 

@@ -54,7 +54,8 @@ return jobId
 "#;
 
 // KEYS: wait, active, delayed, events, marker, meta
-// ARGV: job key prefix, token, lock ms, now
+// ARGV: job key prefix, token, lock ms, now, most jobs to take
+// Returns {id, fields} for each job taken, oldest first.
 const MOVE_TO_ACTIVE: &str = r#"
 local now = tonumber(ARGV[4])
 local due = redis.call("ZRANGEBYSCORE", KEYS[3], 0, (now + 1) * 0x1000 - 1, "LIMIT", 0, 1000)
@@ -67,29 +68,47 @@ if #due > 0 then
   end
   redis.call("ZADD", KEYS[5], 0, "0")
 end
-if redis.call("HEXISTS", KEYS[6], "paused") == 1 then return false end
-local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[2])
-if not id then return false end
-local jobKey = ARGV[1] .. id
-redis.call("SET", jobKey .. ":lock", ARGV[2], "PX", ARGV[3])
-redis.call("HSET", jobKey, "processedOn", ARGV[4])
-redis.call("HINCRBY", jobKey, "ats", 1)
-redis.call("XADD", KEYS[4], "*", "event", "active", "jobId", id, "prev", "waiting")
-return {id, redis.call("HGETALL", jobKey)}
+local taken = {}
+if redis.call("HEXISTS", KEYS[6], "paused") == 1 then return taken end
+for _ = 1, tonumber(ARGV[5]) do
+  local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[2])
+  if not id then break end
+  local jobKey = ARGV[1] .. id
+  redis.call("SET", jobKey .. ":lock", ARGV[2], "PX", ARGV[3])
+  redis.call("HSET", jobKey, "processedOn", ARGV[4])
+  redis.call("HINCRBY", jobKey, "ats", 1)
+  redis.call("XADD", KEYS[4], "*", "event", "active", "jobId", id, "prev", "waiting")
+  taken[#taken + 1] = {id, redis.call("HGETALL", jobKey)}
+end
+return taken
 "#;
 
-// KEYS: active, completed, events, job key, lock key
-// ARGV: id, token, return value (JSON), now
-const COMPLETE: &str = r#"
-local lock = redis.call("GET", KEYS[5])
-if lock ~= ARGV[2] then return -6 end
-redis.call("DEL", KEYS[5])
-if redis.call("LREM", KEYS[1], -1, ARGV[1]) < 1 then return -3 end
-redis.call("ZADD", KEYS[2], ARGV[4], ARGV[1])
-redis.call("HINCRBY", KEYS[4], "atm", 1)
-redis.call("HSET", KEYS[4], "returnvalue", ARGV[3], "finishedOn", ARGV[4])
-redis.call("XADD", KEYS[3], "*", "event", "completed", "jobId", ARGV[1], "returnvalue", ARGV[3], "prev", "active")
-return 0
+// KEYS: active, completed, events
+// ARGV: job key prefix, now, then id, token, return value (JSON) per job
+// Returns per job 0, or -6 when the lock is not this worker's, -3 when the
+// job is not active.
+const COMPLETE_ALL: &str = r#"
+local codes = {}
+for i = 3, #ARGV, 3 do
+  local id, token, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local jobKey = ARGV[1] .. id
+  local code = 0
+  if redis.call("GET", jobKey .. ":lock") ~= token then
+    code = -6
+  else
+    redis.call("DEL", jobKey .. ":lock")
+    if redis.call("LREM", KEYS[1], -1, id) < 1 then
+      code = -3
+    else
+      redis.call("ZADD", KEYS[2], ARGV[2], id)
+      redis.call("HINCRBY", jobKey, "atm", 1)
+      redis.call("HSET", jobKey, "returnvalue", value, "finishedOn", ARGV[2])
+      redis.call("XADD", KEYS[3], "*", "event", "completed", "jobId", id, "returnvalue", value, "prev", "active")
+    end
+  end
+  codes[#codes + 1] = code
+end
+return codes
 "#;
 
 // KEYS: active, failed, delayed, wait, events, job key, lock key, marker
@@ -144,6 +163,51 @@ pub struct BullmqQueue {
     base: String,
 }
 
+/// The scripts, hashed once (`EVALSHA`, loaded on first use).
+struct Scripts {
+    add: Script,
+    move_to_active: Script,
+    complete_all: Script,
+    fail: Script,
+    recover_stalled: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scripts {
+        add: Script::new(ADD),
+        move_to_active: Script::new(MOVE_TO_ACTIVE),
+        complete_all: Script::new(COMPLETE_ALL),
+        fail: Script::new(FAIL),
+        recover_stalled: Script::new(RECOVER_STALLED),
+    });
+    &SCRIPTS
+}
+
+/// A job as its hash holds it (`HGETALL`), taken under `token`.
+fn job_from_hash(id: String, fields: &[(String, String)], token: &str) -> Job {
+    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    let data = match serde_json::from_str::<Value>(get("data").unwrap_or("{}")) {
+        Ok(v) => v,
+        Err(e) => Value::String(format!("<malformed job data: {e}>")),
+    };
+    let opts = get("opts")
+        .and_then(|o| serde_json::from_str::<Value>(o).ok())
+        .map(|o| parse_opts(&o))
+        .unwrap_or(JobOptions {
+            attempts: 1,
+            backoff: Backoff::Fixed { delay: 0 },
+            job_id: None,
+        });
+    Job {
+        name: get("name").unwrap_or_default().to_string(),
+        attempts_made: get("atm").and_then(|a| a.parse().ok()).unwrap_or(0),
+        data,
+        opts,
+        token: token.to_string(),
+        id,
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -179,7 +243,8 @@ impl BullmqQueue {
             opts_json["jobId"] = json!(id);
         }
         let mut conn = self.conn.clone();
-        let id: String = Script::new(ADD)
+        let id: String = scripts()
+            .add
             .key(self.key("wait"))
             .key(self.key("paused"))
             .key(self.key("meta"))
@@ -198,10 +263,11 @@ impl BullmqQueue {
         Ok(id)
     }
 
-    async fn try_take(&self) -> Result<Option<Job>, QueueError> {
+    async fn try_take(&self, max: usize) -> Result<Vec<Job>, QueueError> {
         let token = uuid::Uuid::new_v4().to_string();
         let mut conn = self.conn.clone();
-        let res: Option<(String, Vec<(String, String)>)> = Script::new(MOVE_TO_ACTIVE)
+        let taken: Vec<(String, Vec<(String, String)>)> = scripts()
+            .move_to_active
             .key(self.key("wait"))
             .key(self.key("active"))
             .key(self.key("delayed"))
@@ -212,67 +278,49 @@ impl BullmqQueue {
             .arg(&token)
             .arg(LOCK_MS)
             .arg(now_ms())
+            .arg(max.max(1))
             .invoke_async(&mut conn)
             .await?;
-        let Some((id, fields)) = res else {
-            return Ok(None);
-        };
-        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
-        let data = match serde_json::from_str::<Value>(get("data").unwrap_or("{}")) {
-            Ok(v) => v,
-            Err(e) => Value::String(format!("<malformed job data: {e}>")),
-        };
-        let opts = get("opts")
-            .and_then(|o| serde_json::from_str::<Value>(o).ok())
-            .map(|o| parse_opts(&o))
-            .unwrap_or(JobOptions {
-                attempts: 1,
-                backoff: Backoff::Fixed { delay: 0 },
-                job_id: None,
-            });
-        Ok(Some(Job {
-            name: get("name").unwrap_or_default().to_string(),
-            attempts_made: get("atm").and_then(|a| a.parse().ok()).unwrap_or(0),
-            data,
-            opts,
-            token,
-            id,
-        }))
+        Ok(taken
+            .into_iter()
+            .map(|(id, fields)| job_from_hash(id, &fields, &token))
+            .collect())
     }
 
-    pub async fn next(&self, wait: Duration) -> Result<Option<Job>, QueueError> {
+    pub async fn next_batch(&self, max: usize, wait: Duration) -> Result<Vec<Job>, QueueError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(job) = self.try_take().await? {
-                return Ok(Some(job));
+            let jobs = self.try_take(max).await?;
+            if !jobs.is_empty() {
+                return Ok(jobs);
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(jobs);
             }
             tokio::time::sleep(Duration::from_millis(50).min(deadline - now)).await;
         }
     }
 
-    pub async fn complete(&self, job: &Job, result: &Value) -> Result<(), QueueError> {
-        let job_key = self.key(&job.id);
+    pub async fn complete_all(&self, done: &[(&Job, &Value)]) -> Result<Vec<bool>, QueueError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
-        let code: i64 = Script::new(COMPLETE)
-            .key(self.key("active"))
+        let mut invocation = scripts().complete_all.key(self.key("active"));
+        invocation
             .key(self.key("completed"))
             .key(self.key("events"))
-            .key(&job_key)
-            .key(format!("{job_key}:lock"))
-            .arg(&job.id)
-            .arg(&job.token)
-            .arg(result.to_string())
-            .arg(now_ms())
-            .invoke_async(&mut conn)
-            .await?;
-        if code < 0 {
-            return Err(QueueError::LockLost(job.id.clone()));
+            .arg(&self.base)
+            .arg(now_ms());
+        for (job, value) in done {
+            invocation
+                .arg(&job.id)
+                .arg(&job.token)
+                .arg(value.to_string());
         }
-        Ok(())
+        let codes: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        Ok(codes.into_iter().map(|c| c == 0).collect())
     }
 
     pub async fn fail(&self, job: &Job, reason: &str) -> Result<FailOutcome, QueueError> {
@@ -285,7 +333,8 @@ impl BullmqQueue {
         };
         let job_key = self.key(&job.id);
         let mut conn = self.conn.clone();
-        let code: i64 = Script::new(FAIL)
+        let code: i64 = scripts()
+            .fail
             .key(self.key("active"))
             .key(self.key("failed"))
             .key(self.key("delayed"))
@@ -342,7 +391,8 @@ impl BullmqQueue {
 
     pub async fn recover_stalled(&self) -> Result<usize, QueueError> {
         let mut conn = self.conn.clone();
-        let n: usize = Script::new(RECOVER_STALLED)
+        let n: usize = scripts()
+            .recover_stalled
             .key(self.key("active"))
             .key(self.key("wait"))
             .key(self.key("events"))

@@ -56,7 +56,7 @@ impl MemoryQueue {
         id
     }
 
-    fn take(&self) -> Option<Job> {
+    fn take(&self, max: usize) -> Vec<Job> {
         let mut s = self.state.lock().expect("queue lock");
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.delayed)
@@ -64,20 +64,25 @@ impl MemoryQueue {
             .partition(|(t, _)| *t <= now);
         s.delayed = later;
         s.waiting.extend(due.into_iter().map(|(_, j)| j));
-        let job = s.waiting.pop_front()?;
-        s.active.insert(job.id.clone(), job.clone());
-        Some(job)
+        let n = max.min(s.waiting.len());
+        let jobs: Vec<Job> = s.waiting.drain(..n).collect();
+        for job in &jobs {
+            s.active.insert(job.id.clone(), job.clone());
+        }
+        jobs
     }
 
-    pub async fn next(&self, wait: Duration) -> Option<Job> {
+    /// Take up to `max` jobs, oldest first, waiting up to `wait` for one.
+    pub async fn next_batch(&self, max: usize, wait: Duration) -> Vec<Job> {
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(job) = self.take() {
-                return Some(job);
+            let jobs = self.take(max);
+            if !jobs.is_empty() {
+                return jobs;
             }
             let now = Instant::now();
             if now >= deadline {
-                return None;
+                return jobs;
             }
             // Wake for a new job, a delayed job coming due, or the deadline.
             let next_due = {
@@ -91,11 +96,14 @@ impl MemoryQueue {
         }
     }
 
-    pub fn complete(&self, job: &Job) {
+    /// Whether the job was active (and now is completed).
+    pub fn complete(&self, job: &Job) -> bool {
         let mut s = self.state.lock().expect("queue lock");
-        if s.active.remove(&job.id).is_some() {
+        let held = s.active.remove(&job.id).is_some();
+        if held {
             s.completed += 1;
         }
+        held
     }
 
     pub fn fail(&self, job: &Job, _reason: &str) -> FailOutcome {

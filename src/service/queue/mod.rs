@@ -141,19 +141,32 @@ impl Queue {
 
     /// Take the next job, waiting up to `wait` for one.
     pub async fn next(&self, wait: Duration) -> Result<Option<Job>, QueueError> {
+        Ok(self.next_batch(1, wait).await?.pop())
+    }
+
+    /// Take up to `max` jobs in one step, oldest first, waiting up to
+    /// `wait` for one; each is held (locked) by this worker until completed
+    /// or failed.
+    pub async fn next_batch(&self, max: usize, wait: Duration) -> Result<Vec<Job>, QueueError> {
         match self {
-            Queue::Memory(q) => Ok(q.next(wait).await),
-            Queue::Bullmq(q) => q.next(wait).await,
+            Queue::Memory(q) => Ok(q.next_batch(max, wait).await),
+            Queue::Bullmq(q) => q.next_batch(max, wait).await,
         }
     }
 
     pub async fn complete(&self, job: &Job, result: &Value) -> Result<(), QueueError> {
+        match self.complete_all(&[(job, result)]).await?.pop() {
+            Some(true) => Ok(()),
+            _ => Err(QueueError::LockLost(job.id.clone())),
+        }
+    }
+
+    /// Complete jobs in one step; for each, whether this worker still held
+    /// it (a job whose lock was lost is left to whoever holds it now).
+    pub async fn complete_all(&self, done: &[(&Job, &Value)]) -> Result<Vec<bool>, QueueError> {
         match self {
-            Queue::Memory(q) => {
-                q.complete(job);
-                Ok(())
-            }
-            Queue::Bullmq(q) => q.complete(job, result).await,
+            Queue::Memory(q) => Ok(done.iter().map(|(job, _)| q.complete(job)).collect()),
+            Queue::Bullmq(q) => q.complete_all(done).await,
         }
     }
 
