@@ -263,3 +263,78 @@ pub fn stderr(out: &std::process::Output) -> String {
 pub fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// One request of [`Traffic`]: when it was sent (wall clock, comparable
+/// with the ledger's step times), what answered (the `release` of a
+/// `/health` body, or the error), and whether it succeeded.
+pub type Sent = (chrono::DateTime<chrono::Utc>, String, bool);
+
+/// Requests sent one after another to a URL, from a thread of their own,
+/// while a rollout runs.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Sent>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// Requests to `url`/health, whose body names the release that answered.
+    pub fn start(url: &str) -> Traffic {
+        Self::to(&format!("{url}/health"))
+    }
+
+    /// Requests to `url` (the release of each is known only for `/health`).
+    pub fn to(url: &str) -> Traffic {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, v, url) = (stop.clone(), seen.clone(), url.to_string());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let http = reqwest::Client::new();
+                while !s.load(Ordering::Relaxed) {
+                    let sent = chrono::Utc::now();
+                    let (release, ok) = match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let body: serde_json::Value = r.json().await.unwrap_or_default();
+                            (body["release"].as_str().unwrap_or("?").to_string(), true)
+                        }
+                        Ok(r) => (format!("status {}", r.status()), false),
+                        Err(e) => (e.to_string(), false),
+                    };
+                    v.lock().unwrap().push((sent, release, ok));
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            });
+        });
+        Traffic {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) -> Vec<Sent> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The requests sent while `step` ran, leaving its first `settle` to the
+/// data plane to take the new weights.
+pub fn sent_during<'a>(
+    seen: &'a [Sent],
+    step: &copilot::ledger::Step,
+    settle: std::time::Duration,
+) -> Vec<&'a Sent> {
+    let from = step.started_at + chrono::Duration::from_std(settle).unwrap();
+    let to = step.finished_at.expect("the step finished");
+    seen.iter()
+        .filter(|(t, _, _)| *t >= from && *t <= to)
+        .collect()
+}

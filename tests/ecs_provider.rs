@@ -3,13 +3,11 @@
 //! runs every task as a real `copilot-service` process, and the emulated ALB
 //! carries real traffic with the weights moto's listener holds.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{Project, free_port};
+use crate::common::{Project, Traffic, free_port, sent_during};
 use crate::ecs_emulator::{Aws, CLUSTER, Fault, REJECTED_KEY, SERVICE, WEBHOOK_SECRET_NAME};
 
 const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
@@ -166,58 +164,6 @@ fn settled(aws: &Aws) -> Vec<String> {
     }
 }
 
-/// Requests sent through the ALB while a test runs: (time, release, ok).
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(Instant, String, bool)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(url: &str) -> Traffic {
-        Self::to(&format!("{url}/health"))
-    }
-
-    /// Requests to `url` (the release of each is known only for `/health`).
-    fn to(url: &str) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (s, v, url) = (stop.clone(), seen.clone(), url.to_string());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let http = reqwest::Client::new();
-                while !s.load(Ordering::Relaxed) {
-                    let (release, ok) = match http.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            let body: Value = r.json().await.unwrap_or_default();
-                            (body["release"].as_str().unwrap_or("?").to_string(), true)
-                        }
-                        Ok(r) => (format!("status {}", r.status()), false),
-                        Err(e) => (e.to_string(), false),
-                    };
-                    v.lock().unwrap().push((Instant::now(), release, ok));
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            });
-        });
-        Traffic {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> Vec<(Instant, String, bool)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        self.seen.lock().unwrap().clone()
-    }
-}
-
 /// Services with tasks, and task definitions they run, per moto and the agent.
 fn running_services(aws: &Aws) -> Vec<(String, i32)> {
     let mut v: Vec<(String, i32)> = aws
@@ -265,20 +211,13 @@ fn blue_green_on_ecs_shifts_the_listener_with_traffic_flowing_and_rolls_back() {
             "bake-100"
         ]
     );
-    let t0 = seen.first().unwrap().0;
-    let wall0 = steps[0].started_at;
     for weight in [10u32, 50] {
         let bake = steps
             .iter()
             .find(|s| s.name == format!("bake-{weight}"))
             .unwrap();
         // The data plane reads the listener ten times a second.
-        let from = t0 + (bake.started_at - wall0).to_std().unwrap() + Duration::from_millis(300);
-        let to = t0 + (bake.finished_at.unwrap() - wall0).to_std().unwrap();
-        let window: Vec<_> = seen
-            .iter()
-            .filter(|(t, _, _)| *t >= from && *t <= to)
-            .collect();
+        let window = sent_during(&seen, bake, Duration::from_millis(300));
         let v2 = window.iter().filter(|(_, r, _)| r == "v2").count();
         assert!(window.len() > 50, "{} requests at {weight}%", window.len());
         let share = v2 as f64 * 100.0 / window.len() as f64;

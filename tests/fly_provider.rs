@@ -3,13 +3,11 @@
 //! Fly's official Machines API description, and every machine is a real
 //! `copilot-service` process carrying real traffic through the emulated proxy.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::Project;
+use crate::common::{Project, Traffic, sent_during};
 use crate::fly_emulator::{Fault, FlyEmulator};
 
 const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
@@ -153,54 +151,6 @@ fn serving(fly: &FlyEmulator, app: &str) -> Vec<String> {
     v
 }
 
-/// Requests sent through an app's proxy while a test runs: (time, release, ok).
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(Instant, String, bool)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(url: &str) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (s, v, url) = (stop.clone(), seen.clone(), format!("{url}/health"));
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let http = reqwest::Client::new();
-                while !s.load(Ordering::Relaxed) {
-                    let r = http.get(&url).send().await;
-                    let (release, ok) = match r {
-                        Ok(r) if r.status().is_success() => {
-                            let body: Value = r.json().await.unwrap_or_default();
-                            (body["release"].as_str().unwrap_or("?").to_string(), true)
-                        }
-                        Ok(r) => (format!("status {}", r.status()), false),
-                        Err(e) => (e.to_string(), false),
-                    };
-                    v.lock().unwrap().push((Instant::now(), release, ok));
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            });
-        });
-        Traffic {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> Vec<(Instant, String, bool)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        self.seen.lock().unwrap().clone()
-    }
-}
-
 fn no_violations(fly: &FlyEmulator) {
     assert!(fly.checked_by_prism() > 0, "no request went through Prism");
     let v = fly.violations();
@@ -276,19 +226,12 @@ fn blue_green_then_canary_on_fly_with_traffic_flowing() {
             "retire-old"
         ]
     );
-    let t0 = seen.first().unwrap().0;
-    let wall0 = steps[0].started_at;
     for weight in [25u32, 50] {
         let bake = steps
             .iter()
             .find(|s| s.name == format!("bake-{weight}"))
             .unwrap();
-        let from = t0 + (bake.started_at - wall0).to_std().unwrap() + Duration::from_millis(300);
-        let to = t0 + (bake.finished_at.unwrap() - wall0).to_std().unwrap();
-        let window: Vec<_> = seen
-            .iter()
-            .filter(|(t, _, _)| *t >= from && *t <= to)
-            .collect();
+        let window = sent_during(&seen, bake, Duration::from_millis(300));
         let v2 = window.iter().filter(|(_, r, _)| r == "v2").count();
         assert!(window.len() > 20, "{} requests at {weight}%", window.len());
         let share = v2 as f64 * 100.0 / window.len() as f64;
