@@ -4,6 +4,8 @@
 //! postgres://postgres@127.0.0.1:5432/test) answers, on PostgreSQL.
 //! Whole processes, medians of COPILOT_BENCH_ROUNDS (default 9) runs;
 //! prints figures and the ratio to the 100-deployment ledger, asserts none.
+//! The largest ledger is measured again without the indexes of ledger
+//! migration 0006, in the same run, to show what they are worth.
 //! `cargo bench --bench ledger`.
 
 use std::path::Path;
@@ -170,13 +172,39 @@ fn postgres_seed(n: i64) -> Vec<String> {
     ]
 }
 
+/// The indexes ledger migration 0006 adds (same names on both backends).
+const INDEXES_0006: [&str; 7] = [
+    "deployments_by_arena_state",
+    "deployments_by_arena_release",
+    "deployments_by_started",
+    "gate_runs_by_started",
+    "gate_runs_by_deployment",
+    "gate_results_by_gate",
+    "audit_log_by_arena",
+];
+
+/// Drop migration 0006's indexes; the migration stays recorded as applied,
+/// so opening the ledger does not put them back.
+async fn drop_indexes(url: &str) {
+    let pool = copilot::db::Pool::connect(url, 1).await.unwrap();
+    for index in INDEXES_0006 {
+        let sql = format!("DROP INDEX {index}");
+        match &pool {
+            copilot::db::Pool::Sqlite(p) => sqlx::query(&sql).execute(p).await.map(drop),
+            copilot::db::Pool::Postgres(p) => sqlx::query(&sql).execute(p).await.map(drop),
+        }
+        .unwrap();
+    }
+    pool.close().await;
+}
+
 struct Row {
-    size: i64,
+    size: String,
     status: f64,
     history: f64,
 }
 
-fn measure(root: &Path, url: &str, size: i64, rounds: usize) -> Row {
+fn measure(root: &Path, url: &str, size: impl ToString, rounds: usize) -> Row {
     // One unmeasured run of each warms the file cache.
     copilot(root, url, &["status"]);
     copilot(root, url, &["history", "--limit", "20"]);
@@ -191,7 +219,7 @@ fn measure(root: &Path, url: &str, size: i64, rounds: usize) -> Row {
             .collect(),
     );
     Row {
-        size,
+        size: size.to_string(),
         status,
         history,
     }
@@ -200,13 +228,13 @@ fn measure(root: &Path, url: &str, size: i64, rounds: usize) -> Row {
 fn print(backend: &str, rows: &[Row]) {
     println!("\n{backend}: whole processes, medians");
     println!(
-        "{:>12} {:>12} {:>8} {:>20} {:>8}",
+        "{:>22} {:>12} {:>8} {:>20} {:>8}",
         "deployments", "status ms", "ratio", "history --limit 20", "ratio"
     );
     let (s0, h0) = (rows[0].status, rows[0].history);
     for r in rows {
         println!(
-            "{:>12} {:>12.1} {:>8.2} {:>20.1} {:>8.2}",
+            "{:>22} {:>12.1} {:>8.2} {:>20.1} {:>8.2}",
             r.size,
             r.status,
             r.status / s0,
@@ -244,6 +272,10 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
         rows.push(measure(root, &url, size, rounds));
+        if size == SIZES[SIZES.len() - 1] {
+            rt.block_on(drop_indexes(&url));
+            rows.push(measure(root, &url, format!("{size} without 0006"), rounds));
+        }
     }
     print("SQLite", &rows);
 
@@ -279,6 +311,10 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
         rows.push(measure(root, &url, size, rounds));
+        if size == SIZES[SIZES.len() - 1] {
+            rt.block_on(drop_indexes(&url));
+            rows.push(measure(root, &url, format!("{size} without 0006"), rounds));
+        }
         rt.block_on(admin_sql(
             &admin,
             &format!("DROP DATABASE {name} WITH (FORCE)"),

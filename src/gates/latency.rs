@@ -48,10 +48,10 @@ impl Reach {
     }
 }
 
+/// One request: how long its response took to arrive, and what arrived.
 struct Sample {
     micros: u64,
-    ok: bool,
-    problem: Option<String>,
+    arrived: Arrived,
 }
 
 /// What came back for one request, before it is judged.
@@ -59,6 +59,25 @@ enum Arrived {
     Body(axum::body::Bytes),
     Status(u16),
     Broken(String),
+}
+
+/// What is wrong with a response, if anything: a status that is not a
+/// success, a broken transfer, or a body that is not JSON or breaks the schema.
+fn judge(arrived: &Arrived, validator: Option<&jsonschema::Validator>) -> Option<String> {
+    match arrived {
+        Arrived::Body(body) => {
+            let v = validator?;
+            match serde_json::from_slice::<Value>(body) {
+                Ok(doc) => v
+                    .iter_errors(&doc)
+                    .next()
+                    .map(|e| format!("schema: {} at {}", e, e.instance_path())),
+                Err(e) => Some(format!("not JSON: {e}")),
+            }
+        }
+        Arrived::Status(code) => Some(format!("HTTP {code}")),
+        Arrived::Broken(e) => Some(e.clone()),
+    }
 }
 
 pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Verdict {
@@ -88,7 +107,7 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
                     }
                 };
                 match jsonschema::validator_for(&schema) {
-                    Ok(v) => Some(Arc::new(v)),
+                    Ok(v) => Some(v),
                     Err(e) => {
                         return Verdict::fail(
                             format!("schema {} is not a JSON Schema: {e}", file.display()),
@@ -108,12 +127,11 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..p.concurrency.max(1) {
-            let (client, url, method, next, validator, reach) = (
+            let (client, url, method, next, reach) = (
                 ctx.http.clone(),
                 url.clone(),
                 method.clone(),
                 next.clone(),
-                validator.clone(),
                 reach.clone(),
             );
             tasks.push(tokio::spawn(async move {
@@ -127,7 +145,9 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
                     }
                     // The timer stops when the whole response has arrived,
                     // as a load generator's does: checking it against the
-                    // schema is the gate's time, not the service's.
+                    // schema is the gate's time, not the service's, and
+                    // waits until the load is over (the bodies are kept
+                    // until then: `requests` of them).
                     let arrived = match res {
                         Ok(r) if r.status().is_success() => match r.bytes().await {
                             Ok(body) => Arrived::Body(body),
@@ -141,28 +161,7 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
                         Err(e) => Arrived::Broken(super::http::describe(e)),
                     };
                     let micros = t.elapsed().as_micros().max(1) as u64;
-                    let (ok, problem) = match arrived {
-                        Arrived::Body(body) => {
-                            match (&validator, serde_json::from_slice::<Value>(&body)) {
-                                (Some(v), Ok(doc)) => match v.iter_errors(&doc).next() {
-                                    None => (true, None),
-                                    Some(e) => (
-                                        false,
-                                        Some(format!("schema: {} at {}", e, e.instance_path())),
-                                    ),
-                                },
-                                (Some(_), Err(e)) => (false, Some(format!("not JSON: {e}"))),
-                                (None, _) => (true, None),
-                            }
-                        }
-                        Arrived::Status(code) => (false, Some(format!("HTTP {code}"))),
-                        Arrived::Broken(e) => (false, Some(e)),
-                    };
-                    samples.push(Sample {
-                        micros,
-                        ok,
-                        problem,
-                    });
+                    samples.push(Sample { micros, arrived });
                 }
                 samples
             }));
@@ -184,18 +183,20 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: LatencyParams) -> Ver
         let wall = start.elapsed();
         let mut hist =
             Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
+        // Responses are judged once the load is over, so that parsing and
+        // schema checks take no time from the requests still in flight.
         let mut bad = 0usize;
         let mut first_problems: Vec<String> = Vec::new();
         for s in &samples {
-            if s.ok {
-                let _ = hist.record(s.micros);
-            } else {
-                bad += 1;
-                if let Some(pr) = &s.problem
-                    && first_problems.len() < 5
-                    && !first_problems.contains(pr)
-                {
-                    first_problems.push(pr.clone());
+            match judge(&s.arrived, validator.as_ref()) {
+                None => {
+                    let _ = hist.record(s.micros);
+                }
+                Some(problem) => {
+                    bad += 1;
+                    if first_problems.len() < 5 && !first_problems.contains(&problem) {
+                        first_problems.push(problem);
+                    }
                 }
             }
         }
