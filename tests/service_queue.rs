@@ -278,9 +278,12 @@ async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
         .await
         .unwrap();
     for i in 0..20 {
-        let data = json!({ "topic": "shop/update", "shop": format!("again-{i:02}.myshopify.com") });
+        let data = json!({ "topic": "shop/update", "shop": format!("again-{i:02}.myshopify.com"), "api_version": "2026-10" });
         queue.add(job_name, &data, &once).await.unwrap();
     }
+    // The same shop twice in one batch: left where its last event leaves it.
+    let last = json!({ "topic": "app/uninstalled", "shop": "again-03.myshopify.com" });
+    queue.add(job_name, &last, &once).await.unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let worker = tokio::spawn(worker::run(
         queue.clone(),
@@ -289,7 +292,7 @@ async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
         Some(pool.clone()),
         stop_rx,
     ));
-    wait_for_counts(&queue, "39 completed", |c| c.completed == 39).await;
+    wait_for_counts(&queue, "40 completed", |c| c.completed == 40).await;
     let _ = stop.send(true);
     worker.await.unwrap();
     let (n, instants): (i64, i64) =
@@ -298,6 +301,15 @@ async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
             .await
             .unwrap();
     assert_eq!((n, instants), (20, 1), "twenty shops, one commit");
+    let shops: Vec<(String, Option<String>, bool)> =
+        sqlx::query_as("SELECT shop, api_version, installed FROM shops ORDER BY shop")
+            .fetch_all(sqlite)
+            .await
+            .unwrap();
+    for (shop, api_version, installed) in &shops {
+        assert_eq!(api_version.as_deref(), Some("2026-10"), "{shop}");
+        assert_eq!(*installed, shop != "again-03.myshopify.com", "{shop}");
+    }
     svc.stop().await;
 }
 

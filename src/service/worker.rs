@@ -69,26 +69,85 @@ impl<'a> ShopEvent<'a> {
     }
 }
 
-/// Apply events in order in one commit: each updates its shop and marks
-/// its delivery processed.
+/// Where a shop stands after events applied in order: installed unless the
+/// last one was `app/uninstalled`, and the last API version any of them
+/// named (or the one it had).
+#[derive(Debug, PartialEq)]
+struct ShopState<'a> {
+    shop: &'a str,
+    api_version: Option<&'a str>,
+    installed: bool,
+}
+
+/// Fold events into one state per shop, in the order shops first appear.
+fn fold<'a>(events: &[&ShopEvent<'a>]) -> Vec<ShopState<'a>> {
+    let mut states: Vec<ShopState<'a>> = Vec::new();
+    for e in events {
+        let installed = e.topic != "app/uninstalled";
+        match states.iter_mut().find(|s| s.shop == e.shop) {
+            Some(s) => {
+                s.installed = installed;
+                s.api_version = e.api_version.or(s.api_version);
+            }
+            None => states.push(ShopState {
+                shop: e.shop,
+                api_version: e.api_version,
+                installed,
+            }),
+        }
+    }
+    states
+}
+
+/// `($1, $2, $3, $T, $T), ($4, ...)`: three values per shop and the time `$T`.
+fn shop_rows(n: usize) -> String {
+    let at = 3 * n + 1;
+    (0..n)
+        .map(|i| {
+            format!(
+                "(${}, ${}, ${}, ${at}, ${at})",
+                3 * i + 1,
+                3 * i + 2,
+                3 * i + 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Apply events in one commit, as if one after another: two statements
+/// whatever their number, one upserting each shop to where the events
+/// leave it, one marking their deliveries processed.
 async fn apply(pool: &Pool, events: &[&ShopEvent<'_>]) -> Result<(), sqlx::Error> {
     let now = chrono::Utc::now();
+    let shops = fold(events);
+    let upsert = format!(
+        "INSERT INTO shops (shop, api_version, installed, last_event_at, updated_at) VALUES {} \
+         ON CONFLICT (shop) DO UPDATE SET api_version = COALESCE(excluded.api_version, shops.api_version), \
+         installed = excluded.installed, last_event_at = excluded.last_event_at, updated_at = excluded.updated_at",
+        shop_rows(shops.len())
+    );
+    let delivered: Vec<&str> = events.iter().filter_map(|e| e.event_id).collect();
+    let processed = format!(
+        "UPDATE webhook_deliveries SET status = 'processed', processed_at = $1 WHERE event_id IN ({})",
+        (2..delivered.len() + 2)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     on_pool!(pool, p => async {
         let mut tx = p.begin().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO shops (shop, api_version, installed, last_event_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-                 ON CONFLICT (shop) DO UPDATE SET api_version = COALESCE(excluded.api_version, shops.api_version), \
-                 installed = excluded.installed, last_event_at = excluded.last_event_at, updated_at = excluded.updated_at"
-            ).bind(e.shop).bind(e.api_version).bind(e.topic != "app/uninstalled").bind(now).execute(&mut *tx).await?;
-            if let Some(event_id) = e.event_id {
-                sqlx::query(webhooks::FINISH_DELIVERY)
-                    .bind("processed")
-                    .bind(now)
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await?;
+        let mut query = sqlx::query(&upsert);
+        for s in &shops {
+            query = query.bind(s.shop).bind(s.api_version).bind(s.installed);
+        }
+        query.bind(now).execute(&mut *tx).await?;
+        if !delivered.is_empty() {
+            let mut query = sqlx::query(&processed).bind(now);
+            for id in &delivered {
+                query = query.bind(*id);
             }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await
     }.await)
@@ -216,5 +275,58 @@ async fn fail(queue: &Queue, job: &Job, reason: &str, metrics: &Metrics, pool: O
             }
         }
         Err(e) => tracing::warn!("cannot record failure of job {}: {e}", job.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event<'a>(topic: &'a str, shop: &'a str, api_version: Option<&'a str>) -> ShopEvent<'a> {
+        ShopEvent {
+            topic,
+            shop,
+            api_version,
+            event_id: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_leaves_each_shop_where_its_last_event_does() {
+        let events = [
+            event("shop/update", "a", Some("2026-07")),
+            event("shop/update", "b", None),
+            event("app/uninstalled", "a", None),
+            event("shop/update", "b", Some("2026-10")),
+            event("shop/update", "a", None),
+        ];
+        let refs: Vec<&ShopEvent> = events.iter().collect();
+        assert_eq!(
+            fold(&refs),
+            [
+                ShopState {
+                    shop: "a",
+                    api_version: Some("2026-07"),
+                    installed: true
+                },
+                ShopState {
+                    shop: "b",
+                    api_version: Some("2026-10"),
+                    installed: true
+                },
+            ]
+        );
+        let uninstalled = [
+            event("shop/update", "c", None),
+            event("app/uninstalled", "c", None),
+        ];
+        let refs: Vec<&ShopEvent> = uninstalled.iter().collect();
+        assert!(!fold(&refs)[0].installed);
+    }
+
+    #[test]
+    fn shop_rows_number_their_values_and_share_the_time() {
+        assert_eq!(shop_rows(1), "($1, $2, $3, $4, $4)");
+        assert_eq!(shop_rows(2), "($1, $2, $3, $7, $7), ($4, $5, $6, $7, $7)");
     }
 }
