@@ -13,7 +13,8 @@
 //! (SQLite, and PostgreSQL when COPILOT_TEST_DATABASE_URL answers): the rate
 //! achieved, acknowledgement latency from the moment each request was due
 //! (so a stall counts for every request it delays), and the jobs the worker
-//! completed by the end of the sending and after it.
+//! completed by the end of the sending and after it. COPILOT_BENCH_ONLY
+//! (e.g. `bullmq,postgres,1000`) keeps the fixed-rate runs with every word.
 //!
 //! The load generator runs in the same process and shares the machine's
 //! cores with the server. Override sizes with COPILOT_BENCH_RECORDS and
@@ -470,6 +471,14 @@ async fn fixed_rate_webhooks(client: &reqwest::Client) {
     let pg_admin = std::env::var("COPILOT_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let pg_up = answers(&pg_admin).await;
+    // COPILOT_BENCH_ONLY=bullmq,postgres runs only the runs with every word.
+    let only: Vec<String> = std::env::var("COPILOT_BENCH_ONLY")
+        .unwrap_or_default()
+        .split(',')
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let wanted = |labels: &[&str]| only.iter().all(|w| labels.contains(&w.as_str()));
     let mut figs = Vec::new();
     for database in ["sqlite", "postgres"] {
         if database == "postgres" && !pg_up {
@@ -482,6 +491,9 @@ async fn fixed_rate_webhooks(client: &reqwest::Client) {
                 continue;
             }
             for rate in [500, 1_000, 2_000] {
+                if !wanted(&[driver, database, &rate.to_string()]) {
+                    continue;
+                }
                 let dir = tempfile::tempdir().unwrap();
                 let pg_name = format!("copilot_bench_hooks_{}", uuid::Uuid::new_v4().simple());
                 let db = if database == "sqlite" {

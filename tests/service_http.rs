@@ -682,3 +682,44 @@ async fn the_service_runs_on_postgresql() {
     assert_eq!(flags["flags"]["reviews"], true);
     svc.stop().await;
 }
+
+/// Deliveries recorded in one statement: a repeat, in the same batch or a
+/// later one, is recorded once and said to be a repeat.
+async fn a_batch_of_deliveries_records_each_event_once(pool: &copilot::db::Pool) {
+    use copilot::service::webhooks::{Delivery, delivery_status, record_deliveries};
+    let delivery = |event_id: &str| Delivery {
+        event_id: event_id.into(),
+        webhook_id: format!("wh-{event_id}"),
+        topic: "shop/update".into(),
+        shop: "dev-hotrod.myshopify.com".into(),
+        api_version: "2026-10".into(),
+        payload: "{}".into(),
+        received_at: crate::service_support::now(),
+    };
+    let (a, b, c) = (delivery("evt-a"), delivery("evt-b"), delivery("evt-c"));
+    assert_eq!(
+        record_deliveries(pool, &[&a, &b, &a]).await.unwrap(),
+        [true, true, false]
+    );
+    assert_eq!(
+        record_deliveries(pool, &[&b, &c]).await.unwrap(),
+        [false, true]
+    );
+    for id in ["evt-a", "evt-b", "evt-c"] {
+        assert_eq!(
+            delivery_status(pool, id).await.unwrap().as_deref(),
+            Some("queued")
+        );
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_recorded_once_per_event_on_sqlite_and_postgresql() {
+    let svc = TestService::start(&[("COPILOT_WORKER", "off")]).await;
+    a_batch_of_deliveries_records_each_event_once(&svc.running.state.pool).await;
+    svc.stop().await;
+    let db = crate::common::TestDatabase::create().await;
+    let svc = TestService::start(&[("DATABASE_URL", &db.url), ("COPILOT_WORKER", "off")]).await;
+    a_batch_of_deliveries_records_each_event_once(&svc.running.state.pool).await;
+    svc.stop().await;
+}

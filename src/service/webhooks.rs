@@ -357,20 +357,44 @@ async fn record_batches(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<(Deliver
     }
 }
 
-/// Record deliveries in one transaction; for each, `false` when its event id
-/// was seen before (in an earlier commit or earlier in this one). The job id
-/// is known before the job is added: it derives from the event id.
+/// Columns a delivery is recorded with, eight values each.
+const DELIVERY_COLUMNS: usize = 8;
+
+/// Record deliveries in one statement; for each, `false` when its event id
+/// was seen before (in an earlier commit or earlier in this batch). The job
+/// id is known before the job is added: it derives from the event id.
 pub async fn record_deliveries(
     pool: &Pool,
     deliveries: &[&Delivery],
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let sql = "INSERT INTO webhook_deliveries (event_id, webhook_id, topic, shop, api_version, payload, status, received_at, job_id) \
-               VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8) ON CONFLICT (event_id) DO NOTHING";
-    let mut inserted = Vec::with_capacity(deliveries.len());
-    on_pool!(pool, p => {
-        let mut tx = p.begin().await?;
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<String> = (0..deliveries.len())
+        .map(|i| {
+            let n = |k: usize| format!("${}", i * DELIVERY_COLUMNS + k);
+            format!(
+                "({}, {}, {}, {}, {}, {}, 'queued', {}, {})",
+                n(1),
+                n(2),
+                n(3),
+                n(4),
+                n(5),
+                n(6),
+                n(7),
+                n(8)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO webhook_deliveries (event_id, webhook_id, topic, shop, api_version, payload, status, received_at, job_id) \
+         VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        rows.join(", ")
+    );
+    let inserted: Vec<(String,)> = on_pool!(pool, p => {
+        let mut query = sqlx::query_as(&sql);
         for d in deliveries {
-            let n = sqlx::query(sql)
+            query = query
                 .bind(&d.event_id)
                 .bind(&d.webhook_id)
                 .bind(&d.topic)
@@ -378,15 +402,18 @@ pub async fn record_deliveries(
                 .bind(&d.api_version)
                 .bind(&d.payload)
                 .bind(d.received_at)
-                .bind(job_id(&d.event_id))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            inserted.push(n == 1);
+                .bind(job_id(&d.event_id));
         }
-        tx.commit().await?;
-    });
-    Ok(inserted)
+        query.fetch_all(p).await
+    })?;
+    // A row comes back for each event id written; the first delivery that
+    // carries it is the one written, any later one in the batch is a repeat.
+    let mut fresh: std::collections::HashSet<String> =
+        inserted.into_iter().map(|(id,)| id).collect();
+    Ok(deliveries
+        .iter()
+        .map(|d| fresh.remove(&d.event_id))
+        .collect())
 }
 
 /// Sets a delivery's final status (`$1`) and time (`$2`) by event id (`$3`).
