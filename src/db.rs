@@ -34,6 +34,16 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// `count` numbered placeholders from `$first`: `placeholders(3, 2)` is
+/// `$3, $4`, for statements whose number of values is known at run time
+/// (multi-row inserts, `IN` lists).
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Which database a pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,13 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 
-use copilot::service::metrics::Metrics;
 use copilot::service::queue::{BullmqQueue, JobOptions, Queue};
 use copilot::service::{webhooks, worker};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::service_support::*;
 
@@ -133,21 +130,13 @@ async fn node_to_service(package: &'static str) {
             .await
             .unwrap(),
     );
-    let (stop, stop_rx) = watch::channel(false);
-    let w = tokio::spawn(worker::run(
-        queue.clone(),
-        worker::webhook_handler(pool.clone()),
-        Arc::new(Metrics::default()),
-        Some(pool.clone()),
-        stop_rx,
-    ));
+    let w = Worker::start(&queue, worker::webhook_handler(pool.clone()), Some(&pool));
     eventually("the service's worker completes the Node job", || {
         let queue = queue.clone();
         async move { queue.counts().await.unwrap().completed == 1 }
     })
     .await;
-    let _ = stop.send(true);
-    w.await.unwrap();
+    w.stop().await;
 
     let state = node_async(package, "state.mjs", vec![redis_url(), name.clone(), id]).await;
     assert_eq!(state["state"], "completed", "{state}");

@@ -6,11 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use copilot::service::http::StartOptions;
-use copilot::service::metrics::Metrics;
 use copilot::service::queue::{Backoff, BullmqQueue, JobOptions, MemoryQueue, Queue, QueueCounts};
 use copilot::service::worker::{self, Handler};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::service_support::*;
 
@@ -38,14 +36,7 @@ async fn wait_for_counts(queue: &Queue, what: &str, pred: impl Fn(&QueueCounts) 
 
 async fn retries_then_completes_or_fails(queue: Queue) {
     let (handler, calls) = flaky();
-    let (stop, stop_rx) = watch::channel(false);
-    let worker = tokio::spawn(worker::run(
-        queue.clone(),
-        worker::one_by_one(handler),
-        Arc::new(Metrics::default()),
-        None,
-        stop_rx,
-    ));
+    let worker = Worker::start(&queue, worker::one_by_one(handler), None);
     let opts = JobOptions {
         attempts: 3,
         backoff: Backoff::Exponential { delay: 20 },
@@ -66,8 +57,7 @@ async fn retries_then_completes_or_fails(queue: Queue) {
     let c = queue.counts().await.unwrap();
     assert_eq!((c.waiting, c.active, c.delayed), (0, 0, 0), "{c:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 6, "3 attempts each");
-    let _ = stop.send(true);
-    worker.await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -242,20 +232,12 @@ async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
         .await
         .unwrap();
 
-    let (stop, stop_rx) = watch::channel(false);
-    let worker = tokio::spawn(worker::run(
-        queue.clone(),
-        worker::webhook_handler(pool.clone()),
-        Arc::new(Metrics::default()),
-        Some(pool.clone()),
-        stop_rx,
-    ));
+    let worker = Worker::start(&queue, worker::webhook_handler(pool.clone()), Some(&pool));
     wait_for_counts(&queue, "19 completed and 2 failed", |c| {
         c.completed == 19 && c.failed == 2
     })
     .await;
-    let _ = stop.send(true);
-    worker.await.unwrap();
+    worker.stop().await;
 
     let shops: Vec<(String, String)> =
         sqlx::query_as("SELECT shop, updated_at FROM shops ORDER BY shop")
@@ -284,17 +266,9 @@ async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
     // The same shop twice in one batch: left where its last event leaves it.
     let last = json!({ "topic": "app/uninstalled", "shop": "again-03.myshopify.com" });
     queue.add(job_name, &last, &once).await.unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    let worker = tokio::spawn(worker::run(
-        queue.clone(),
-        worker::webhook_handler(pool.clone()),
-        Arc::new(Metrics::default()),
-        Some(pool.clone()),
-        stop_rx,
-    ));
+    let worker = Worker::start(&queue, worker::webhook_handler(pool.clone()), Some(&pool));
     wait_for_counts(&queue, "40 completed", |c| c.completed == 40).await;
-    let _ = stop.send(true);
-    worker.await.unwrap();
+    worker.stop().await;
     let (n, instants): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT updated_at) FROM shops")
             .fetch_one(sqlite)

@@ -152,3 +152,35 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// A queue worker running on its own task until [`Worker::stop`].
+pub struct Worker {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    /// `handler` on `queue`; with `pool`, a job failed for good marks its
+    /// delivery failed there.
+    pub fn start(
+        queue: &copilot::service::queue::Queue,
+        handler: copilot::service::worker::BatchHandler,
+        pool: Option<&copilot::db::Pool>,
+    ) -> Worker {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(copilot::service::worker::run(
+            queue.clone(),
+            handler,
+            std::sync::Arc::new(copilot::service::metrics::Metrics::default()),
+            pool.cloned(),
+            stop_rx,
+        ));
+        Worker { stop, task }
+    }
+
+    /// Stop taking jobs; returns once the current batch is done.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap();
+    }
+}

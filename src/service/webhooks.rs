@@ -29,7 +29,7 @@ use sha2::Sha256;
 use super::config::Secret;
 use super::http::AppState;
 use super::queue::JobOptions;
-use crate::db::{Pool, on_pool};
+use crate::db::{Pool, on_pool, placeholders};
 
 /// The job name webhook jobs carry in the queue.
 pub const JOB_NAME: &str = "shopify-webhook";
@@ -370,19 +370,14 @@ pub async fn record_deliveries(
     if deliveries.is_empty() {
         return Ok(Vec::new());
     }
+    // Six values, the status, then the time received and the job id.
     let rows: Vec<String> = (0..deliveries.len())
         .map(|i| {
-            let n = |k: usize| format!("${}", i * DELIVERY_COLUMNS + k);
+            let first = i * DELIVERY_COLUMNS + 1;
             format!(
-                "({}, {}, {}, {}, {}, {}, 'queued', {}, {})",
-                n(1),
-                n(2),
-                n(3),
-                n(4),
-                n(5),
-                n(6),
-                n(7),
-                n(8)
+                "({}, 'queued', {})",
+                placeholders(first, 6),
+                placeholders(first + 6, 2)
             )
         })
         .collect();

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::metrics::Metrics;
 use super::queue::{FailOutcome, Job, Queue, QueueError};
 use super::webhooks;
-use crate::db::{Pool, on_pool};
+use crate::db::{Pool, on_pool, placeholders};
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 /// What processing one job means.
@@ -20,19 +20,21 @@ pub type Handler = Arc<dyn Fn(Job) -> HandlerFuture + Send + Sync>;
 
 pub type BatchFuture = Pin<Box<dyn Future<Output = Vec<Result<Value, String>>> + Send>>;
 /// What processing a batch of jobs means: one result per job, in order.
-pub type BatchHandler = Arc<dyn Fn(Vec<Job>) -> BatchFuture + Send + Sync>;
+/// The batch is shared, not copied: the worker still completes or fails
+/// each job after the handler is done.
+pub type BatchHandler = Arc<dyn Fn(Arc<[Job]>) -> BatchFuture + Send + Sync>;
 
 /// Most jobs the worker takes, processes and completes in one step.
 pub const BATCH: usize = 64;
 
 /// A handler of one job at a time, applied to a batch in order.
 pub fn one_by_one(handler: Handler) -> BatchHandler {
-    Arc::new(move |jobs: Vec<Job>| {
+    Arc::new(move |jobs: Arc<[Job]>| {
         let handler = handler.clone();
         Box::pin(async move {
             let mut results = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                results.push(handler(job).await);
+            for job in jobs.iter() {
+                results.push(handler(job.clone()).await);
             }
             results
         })
@@ -103,14 +105,7 @@ fn fold<'a>(events: &[&ShopEvent<'a>]) -> Vec<ShopState<'a>> {
 fn shop_rows(n: usize) -> String {
     let at = 3 * n + 1;
     (0..n)
-        .map(|i| {
-            format!(
-                "(${}, ${}, ${}, ${at}, ${at})",
-                3 * i + 1,
-                3 * i + 2,
-                3 * i + 3
-            )
-        })
+        .map(|i| format!("({}, ${at}, ${at})", placeholders(3 * i + 1, 3)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -130,10 +125,7 @@ async fn apply(pool: &Pool, events: &[&ShopEvent<'_>]) -> Result<(), sqlx::Error
     let delivered: Vec<&str> = events.iter().filter_map(|e| e.event_id).collect();
     let processed = format!(
         "UPDATE webhook_deliveries SET status = 'processed', processed_at = $1 WHERE event_id IN ({})",
-        (2..delivered.len() + 2)
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        placeholders(2, delivered.len())
     );
     on_pool!(pool, p => async {
         let mut tx = p.begin().await?;
@@ -157,7 +149,7 @@ async fn apply(pool: &Pool, events: &[&ShopEvent<'_>]) -> Result<(), sqlx::Error
 /// concern. A batch is one commit; if that commit fails, each job is tried
 /// in a commit of its own, so one job's failure is not its neighbours'.
 pub fn webhook_handler(pool: Pool) -> BatchHandler {
-    Arc::new(move |jobs: Vec<Job>| {
+    Arc::new(move |jobs: Arc<[Job]>| {
         let pool = pool.clone();
         Box::pin(async move {
             let events: Vec<Result<ShopEvent, String>> = jobs.iter().map(ShopEvent::of).collect();
@@ -226,6 +218,7 @@ pub async fn run(
         if jobs.is_empty() {
             continue;
         }
+        let jobs: Arc<[Job]> = jobs.into();
         let results = handler(jobs.clone()).await;
         let mut done = Vec::with_capacity(jobs.len());
         let mut failed = Vec::new();
