@@ -53,6 +53,10 @@ struct Revision {
     status: String,
 }
 
+/// How long a failed deployment is watched for ECS's own rollback before it
+/// is reported as a failed release.
+const ROLLBACK_GRACE: Duration = Duration::from_secs(10);
+
 pub struct EcsProvider {
     root: PathBuf,
     arena: Arena,
@@ -630,6 +634,7 @@ impl Provider for EcsProvider {
             Some(op.timeout),
         );
         let started = Instant::now();
+        let mut failed_at = None;
         let result = loop {
             let services = self.services(c).await?;
             let svc = services[&slot].clone();
@@ -680,6 +685,14 @@ impl Provider for EcsProvider {
                 });
             }
             if let Some(d) = ours.filter(|d| failed(d)) {
+                // ECS's circuit breaker marks the deployment failed a moment
+                // before it moves the service back: watch for that rollback
+                // a while before calling it a failure of ours.
+                let since = *failed_at.get_or_insert_with(Instant::now);
+                if since.elapsed() < ROLLBACK_GRACE && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
                 break Err(ProviderError::new(
                     ErrorKind::ReleaseFailed,
                     format!("deploy into {service}"),
