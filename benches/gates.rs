@@ -22,8 +22,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
-use copilot::service::config::ServiceConfig;
-use copilot::service::http::{self, StartOptions};
+use copilot_service::config::ServiceConfig;
+use copilot_service::http::{self, StartOptions};
 use serde_json::{Value, json};
 
 fn rounds() -> usize {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use copilot::ledger::Ledger;
+use copilot_ledger::Ledger;
 
 const SIZES: [i64; 3] = [100, 10_000, 100_000];
 const ARENAS: [&str; 6] = [
@@ -61,9 +61,9 @@ async fn seed(url: &str, n: i64) {
     } else {
         postgres_seed(n)
     };
-    let pool = copilot::db::Pool::connect(url, 1).await.unwrap();
+    let pool = copilot_db::Pool::connect(url, 1).await.unwrap();
     match &pool {
-        copilot::db::Pool::Sqlite(p) => {
+        copilot_db::Pool::Sqlite(p) => {
             let mut tx = p.begin().await.unwrap();
             for s in &statements {
                 sqlx::query(s).execute(&mut *tx).await.unwrap();
@@ -71,7 +71,7 @@ async fn seed(url: &str, n: i64) {
             tx.commit().await.unwrap();
             sqlx::query("ANALYZE").execute(p).await.unwrap();
         }
-        copilot::db::Pool::Postgres(p) => {
+        copilot_db::Pool::Postgres(p) => {
             let mut tx = p.begin().await.unwrap();
             for s in &statements {
                 sqlx::query(s).execute(&mut *tx).await.unwrap();
@@ -186,12 +186,12 @@ const INDEXES_0006: [&str; 7] = [
 /// Drop migration 0006's indexes; the migration stays recorded as applied,
 /// so opening the ledger does not put them back.
 async fn drop_indexes(url: &str) {
-    let pool = copilot::db::Pool::connect(url, 1).await.unwrap();
+    let pool = copilot_db::Pool::connect(url, 1).await.unwrap();
     for index in INDEXES_0006 {
         let sql = format!("DROP INDEX {index}");
         match &pool {
-            copilot::db::Pool::Sqlite(p) => sqlx::query(&sql).execute(p).await.map(drop),
-            copilot::db::Pool::Postgres(p) => sqlx::query(&sql).execute(p).await.map(drop),
+            copilot_db::Pool::Sqlite(p) => sqlx::query(&sql).execute(p).await.map(drop),
+            copilot_db::Pool::Postgres(p) => sqlx::query(&sql).execute(p).await.map(drop),
         }
         .unwrap();
     }
@@ -282,7 +282,7 @@ fn main() {
     let admin = std::env::var("COPILOT_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let reachable = rt.block_on(async {
-        match copilot::db::Pool::connect(&admin, 1).await {
+        match copilot_db::Pool::connect(&admin, 1).await {
             Ok(p) => {
                 p.close().await;
                 true
@@ -324,8 +324,8 @@ fn main() {
 }
 
 async fn admin_sql(url: &str, sql: &str) {
-    let pool = copilot::db::Pool::connect(url, 1).await.unwrap();
-    if let copilot::db::Pool::Postgres(p) = &pool {
+    let pool = copilot_db::Pool::connect(url, 1).await.unwrap();
+    if let copilot_db::Pool::Postgres(p) = &pool {
         sqlx::query(sql).execute(p).await.unwrap();
     }
     pool.close().await;

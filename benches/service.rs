@@ -25,11 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use copilot::db::Pool;
-use copilot::service::config::ServiceConfig;
-use copilot::service::http::{self, StartOptions};
-use copilot::service::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
-use copilot::service::webhooks;
+use copilot_db::Pool;
+use copilot_service::config::ServiceConfig;
+use copilot_service::http::{self, StartOptions};
+use copilot_service::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
+use copilot_service::webhooks;
 use hdrhistogram::Histogram;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -172,7 +172,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("bench.db").display());
         let pool = Pool::connect(&db, 4).await.unwrap();
-        copilot::service::migrate::up(&pool).await.unwrap();
+        copilot_service::migrate::up(&pool).await.unwrap();
         let t = Instant::now();
         for chunk in seed_records(records_n).chunks(5_000) {
             records::upsert_many(&pool, chunk).await.unwrap();
@@ -182,12 +182,12 @@ fn main() {
             records::count(&pool).await.unwrap(),
             t.elapsed().as_secs_f64()
         );
-        let shop = copilot::service::recommend::ShopContext {
+        let shop = copilot_service::recommend::ShopContext {
             shop: "dev-hotrod.myshopify.com".into(),
             platforms: Vec::new(),
-            api_version: copilot::service::config::ApiVersion::parse("2026-10").unwrap(),
+            api_version: copilot_service::config::ApiVersion::parse("2026-10").unwrap(),
         };
-        let sample = copilot::service::recommend::recommend(&pool, &shop, Utc::now())
+        let sample = copilot_service::recommend::recommend(&pool, &shop, Utc::now())
             .await
             .unwrap();
         println!(

@@ -46,4 +46,4 @@ if [ ! -f "$xsd" ]; then
     rm -rf "$tmp"
 fi
 export COPILOT_TEST_JUNIT_XSD="$PWD/$xsd"
-cargo test --locked "$@"
+cargo test --workspace --locked "$@"

@@ -95,7 +95,7 @@ fn prometheus(a: &Arenas, arena: &str) -> Prometheus {
         a.p.root()
             .join(".copilot/local")
             .join(arena)
-            .join(copilot::providers::local::PROMETHEUS_TARGETS);
+            .join(copilot_provider_local::PROMETHEUS_TARGETS);
     std::fs::write(
         dir.path().join("prometheus.yml"),
         format!(

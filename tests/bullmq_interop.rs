@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use copilot::service::queue::{BullmqQueue, JobOptions, Queue};
-use copilot::service::{webhooks, worker};
+use copilot_service::queue::{BullmqQueue, JobOptions, Queue};
+use copilot_service::{webhooks, worker};
 use serde_json::{Value, json};
 
 use crate::service_support::*;
@@ -144,14 +144,14 @@ async fn node_to_service(package: &'static str) {
     assert_eq!(state["attemptsMade"], 1);
     // The handler did its work: the shop is marked uninstalled.
     let installed: (bool,) = match &pool {
-        copilot::db::Pool::Sqlite(p) => {
+        copilot_db::Pool::Sqlite(p) => {
             sqlx::query_as("SELECT installed FROM shops WHERE shop = $1")
                 .bind("hotrod-canary.myshopify.com")
                 .fetch_one(p)
                 .await
                 .unwrap()
         }
-        copilot::db::Pool::Postgres(p) => {
+        copilot_db::Pool::Postgres(p) => {
             sqlx::query_as("SELECT installed FROM shops WHERE shop = $1")
                 .bind("hotrod-canary.myshopify.com")
                 .fetch_one(p)

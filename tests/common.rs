@@ -329,7 +329,7 @@ impl Traffic {
 /// data plane to take the new weights.
 pub fn sent_during<'a>(
     seen: &'a [Sent],
-    step: &copilot::ledger::Step,
+    step: &copilot_ledger::Step,
     settle: std::time::Duration,
 ) -> Vec<&'a Sent> {
     let from = step.started_at + chrono::Duration::from_std(settle).unwrap();

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset, Utc};
-use copilot::config::duration::Duration;
-use copilot::config::window::{AllowWindow, Freeze, parse_zone};
+use copilot_core::config::duration::Duration;
+use copilot_core::config::window::{AllowWindow, Freeze, parse_zone};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
@@ -227,14 +227,14 @@ proptest! {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, text).unwrap();
         }
-        match copilot::config::load_project(dir.path(), &copilot::providers::RULES, false) {
+        match copilot_core::config::load_project(dir.path(), &copilot_engine::platform::RULES, false) {
             Ok(loaded) => {
                 // What the commands do with an accepted project must not panic either.
                 for arena in loaded.project.arenas.values() {
                     let _ = serde_json::to_string(arena).unwrap();
                 }
             }
-            Err(copilot::config::ConfigError::Invalid { diagnostics }) => {
+            Err(copilot_core::config::ConfigError::Invalid { diagnostics }) => {
                 prop_assert!(!diagnostics.is_empty());
                 for d in &diagnostics {
                     prop_assert!(d.line >= 1 && d.column >= 1, "{d}");

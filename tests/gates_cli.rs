@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use copilot::ledger::{Ledger, NewDeployment};
+use copilot_ledger::{Ledger, NewDeployment};
 use serde_json::Value;
 
 use crate::common::{Project, stdout};
@@ -104,7 +104,7 @@ fn window_freeze_fails_and_bypass_is_recorded() {
     assert!(stdout(&out).contains("bypassed with reason: core update broke parsing"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let log = rt.block_on(async {
-        let ledger = Ledger::connect(&copilot::ledger::default_url(p.root()))
+        let ledger = Ledger::connect(&copilot_ledger::default_url(p.root()))
             .await
             .unwrap();
         ledger.audit_log(Some("hotfix"), 10).await.unwrap()
@@ -195,7 +195,7 @@ fn bake_and_approval_read_the_ledger() {
     // v7 went live in canary at 08:00.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let ledger = Ledger::connect(&copilot::ledger::default_url(p.root()))
+        let ledger = Ledger::connect(&copilot_ledger::default_url(p.root()))
             .await
             .unwrap();
         let rel = ledger.find_release("v7").await.unwrap();
@@ -412,7 +412,7 @@ fn every_run_is_recorded_with_its_evidence() {
         .code(1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (runs, results) = rt.block_on(async {
-        let ledger = Ledger::connect(&copilot::ledger::default_url(p.root()))
+        let ledger = Ledger::connect(&copilot_ledger::default_url(p.root()))
             .await
             .unwrap();
         let runs = ledger

@@ -490,9 +490,8 @@ async fn service_gates_pass_against_a_running_service() {
     let p = Project::init();
     // Ingest the fixture feeds so recommendations have records to read.
     let pool = svc.running.state.pool.clone();
-    let src =
-        copilot::service::ingest::Source::resolve("google-search-status", None, None).unwrap();
-    copilot::service::ingest::ingest(
+    let src = copilot_service::ingest::Source::resolve("google-search-status", None, None).unwrap();
+    copilot_service::ingest::ingest(
         &pool,
         &src,
         &format!("{FIXTURES}/feeds/google-search-incidents.json"),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use copilot::ledger::*;
+use copilot_ledger::*;
 use serde_json::json;
 
 use crate::common::TestDatabase;

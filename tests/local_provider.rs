@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use copilot::providers::local::LocalProvider;
-use copilot::providers::{Op, Provider, Slot};
+use copilot_core::provider::{Op, Provider, Slot};
+use copilot_provider_local::LocalProvider;
 use serde_json::Value;
 
 use crate::common::Project;

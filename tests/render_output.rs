@@ -140,9 +140,11 @@ fn dockerfile_builds_the_service_from_files_that_exist() {
         }
     }
     assert!(copied >= 5, "{dockerfile}");
-    // It builds and runs the service binary the package declares, as a non-root user, with a health check.
-    let manifest: toml::Table =
-        toml::from_str(&std::fs::read_to_string(repo.join("Cargo.toml")).unwrap()).unwrap();
+    // It builds and runs the service binary its package declares, as a non-root user, with a health check.
+    let manifest: toml::Table = toml::from_str(
+        &std::fs::read_to_string(repo.join("crates/copilot-service/Cargo.toml")).unwrap(),
+    )
+    .unwrap();
     let bins: Vec<&str> = manifest["bin"]
         .as_array()
         .unwrap()
@@ -150,7 +152,9 @@ fn dockerfile_builds_the_service_from_files_that_exist() {
         .map(|b| b["name"].as_str().unwrap())
         .collect();
     assert!(bins.contains(&"copilot-service"));
-    assert!(dockerfile.contains("cargo build --release --locked --bin copilot-service"));
+    assert!(dockerfile.contains(
+        "cargo build --release --locked --package copilot-service --bin copilot-service"
+    ));
     assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/copilot-service\"]"));
     assert!(dockerfile.contains("USER 10001"));
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/health"));

@@ -128,9 +128,9 @@ fn versions(list: &Value) -> Vec<(i64, bool)> {
         .collect()
 }
 
-pub fn ledger_steps(p: &Project, deployment: &str) -> Vec<copilot::ledger::Step> {
+pub fn ledger_steps(p: &Project, deployment: &str) -> Vec<copilot_ledger::Step> {
     block_on(async {
-        let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(p.root()))
+        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(p.root()))
             .await
             .unwrap();
         ledger.steps(deployment).await.unwrap()
@@ -420,7 +420,7 @@ fn active_steps(p: &Project) -> Option<usize> {
 /// How many steps the deployment in progress in `arena` has begun.
 pub fn active_steps_in(p: &Project, arena: &str) -> Option<usize> {
     block_on(async {
-        let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(p.root()))
+        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(p.root()))
             .await
             .ok()?;
         let d = ledger.active_deployment(arena).await.ok()??;
@@ -571,7 +571,7 @@ fn hotfix_bypasses_a_freeze_with_a_recorded_reason() {
     let (_, history) = a.run(&["history", "stage"]);
     assert_eq!(history["deployments"][0]["kind"], "hotfix");
     let log = block_on(async {
-        let ledger = copilot::ledger::Ledger::connect(&copilot::ledger::default_url(a.p.root()))
+        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(a.p.root()))
             .await
             .unwrap();
         ledger.audit_log(None, 20).await.unwrap()
@@ -688,7 +688,8 @@ fn rollback_names_the_applied_migrations_the_older_release_lacks() {
 
 #[test]
 fn status_reports_a_split_the_ledger_does_not_show() {
-    use copilot::providers::{Op, Provider, local::LocalProvider};
+    use copilot_core::provider::{Op, Provider};
+    use copilot_provider_local::LocalProvider;
     let a = Arenas::new();
     assert_eq!(a.promote("v1").0, 0);
     assert_eq!(a.promote("v2").0, 0);

@@ -1,7 +1,7 @@
 //! copilot-service over HTTP: webhooks, recommendations, flags, health, metrics.
 
 use chrono::Duration;
-use copilot::service::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
+use copilot_service::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
 use serde_json::Value;
 
 use crate::service_support::*;
@@ -15,11 +15,11 @@ const SIG_PREVIOUS: &str = "nxd6mqqTbMKRBdvUFG2ZcdKNiY9Wn9WOd2JmPTXhGM0=";
 #[test]
 fn signatures_match_independent_vectors() {
     assert_eq!(
-        copilot::service::webhooks::sign(SECRET, BODY.as_bytes()),
+        copilot_service::webhooks::sign(SECRET, BODY.as_bytes()),
         SIG_HUSH
     );
     assert_eq!(
-        copilot::service::webhooks::sign("rotated-previous-secret", BODY.as_bytes()),
+        copilot_service::webhooks::sign("rotated-previous-secret", BODY.as_bytes()),
         SIG_PREVIOUS
     );
 }
@@ -47,7 +47,7 @@ async fn webhook_is_verified_deduplicated_and_processed() {
     eventually("the worker processes the delivery", || {
         let pool = pool.clone();
         async move {
-            copilot::service::webhooks::delivery_status(&pool, "evt-1")
+            copilot_service::webhooks::delivery_status(&pool, "evt-1")
                 .await
                 .unwrap()
                 .as_deref()
@@ -117,7 +117,7 @@ async fn webhook_rejections_are_4xx() {
     );
     // Oversize: 413.
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(8000));
-    let sig = copilot::service::webhooks::sign(SECRET, big.as_bytes());
+    let sig = copilot_service::webhooks::sign(SECRET, big.as_bytes());
     let r = webhook(&svc.base, &big, &sig, "evt-4")
         .send()
         .await
@@ -130,7 +130,7 @@ async fn webhook_rejections_are_4xx() {
         "{doc}"
     );
     // Signed garbage: 400, not 500.
-    let sig = copilot::service::webhooks::sign(SECRET, b"not json");
+    let sig = copilot_service::webhooks::sign(SECRET, b"not json");
     let r = webhook(&svc.base, "not json", &sig, "evt-5")
         .send()
         .await
@@ -412,7 +412,7 @@ async fn recommendations_are_cached_until_records_or_settings_change() {
 
     // An ingestor writes a record (here through its own pool, as another
     // process would): the revision moves and the answer is recomputed.
-    let ingestor = copilot::db::Pool::connect(&svc.running.state.config.database_url, 1)
+    let ingestor = copilot_db::Pool::connect(&svc.running.state.config.database_url, 1)
         .await
         .unwrap();
     records::upsert(
@@ -467,8 +467,8 @@ async fn recommendations_are_cached_until_records_or_settings_change() {
     svc.stop().await;
 }
 
-async fn on_sqlite(pool: &copilot::db::Pool, sql: &str) {
-    let copilot::db::Pool::Sqlite(p) = pool else {
+async fn on_sqlite(pool: &copilot_db::Pool, sql: &str) {
+    let copilot_db::Pool::Sqlite(p) = pool else {
         panic!("an SQLite pool")
     };
     sqlx::query(sql).execute(p).await.unwrap();
@@ -476,7 +476,7 @@ async fn on_sqlite(pool: &copilot::db::Pool, sql: &str) {
 
 #[tokio::test]
 async fn flags_come_from_the_database_through_a_cache() {
-    use copilot::service::flags::Flags;
+    use copilot_service::flags::Flags;
     let svc =
         TestService::start(&[("COPILOT_FLAGS", r#"{"reviews":true,"darkMode":false}"#)]).await;
     let doc: Value = get_json(&svc.url("/api/flags")).await;
@@ -643,7 +643,7 @@ async fn the_service_runs_on_postgresql() {
     eventually("processed on PostgreSQL", || {
         let pool = pool.clone();
         async move {
-            copilot::service::webhooks::delivery_status(&pool, "evt-pg")
+            copilot_service::webhooks::delivery_status(&pool, "evt-pg")
                 .await
                 .unwrap()
                 .as_deref()
@@ -668,7 +668,7 @@ async fn the_service_runs_on_postgresql() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(copilot::service::recommend_cache::REVALIDATE * 2).await;
+    tokio::time::sleep(copilot_service::recommend_cache::REVALIDATE * 2).await;
     let doc: Value = get_json(&svc.url("/api/recommendations?shop=dev-hotrod.myshopify.com")).await;
     assert!(
         doc["recommendations"]
@@ -685,8 +685,8 @@ async fn the_service_runs_on_postgresql() {
 
 /// Deliveries recorded in one statement: a repeat, in the same batch or a
 /// later one, is recorded once and said to be a repeat.
-async fn a_batch_of_deliveries_records_each_event_once(pool: &copilot::db::Pool) {
-    use copilot::service::webhooks::{Delivery, delivery_status, record_deliveries};
+async fn a_batch_of_deliveries_records_each_event_once(pool: &copilot_db::Pool) {
+    use copilot_service::webhooks::{Delivery, delivery_status, record_deliveries};
     let delivery = |event_id: &str| Delivery {
         event_id: event_id.into(),
         webhook_id: format!("wh-{event_id}"),

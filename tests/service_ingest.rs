@@ -1,9 +1,9 @@
 //! Ingestion of the fixture feeds into normalized records.
 
 use chrono::{DateTime, Utc};
-use copilot::db::Pool;
-use copilot::service::ingest::{self, Format, Source};
-use copilot::service::records::{self, Platform, Severity, UpdateKind, UpdateStatus};
+use copilot_db::Pool;
+use copilot_service::ingest::{self, Format, Source};
+use copilot_service::records::{self, Platform, Severity, UpdateKind, UpdateStatus};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/feeds");
@@ -211,7 +211,7 @@ async fn upserts_count_revisions() {
     )
     .await
     .unwrap();
-    copilot::service::migrate::up(&pool).await.unwrap();
+    copilot_service::migrate::up(&pool).await.unwrap();
     let src = Source::resolve("google-search-status", None, None).unwrap();
     let path = format!("{FIXTURES}/google-search-incidents.json");
     let first = ingest::ingest(&pool, &src, &path, fetched()).await.unwrap();

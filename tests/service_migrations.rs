@@ -1,8 +1,8 @@
 //! The service's migrations: every down is tested; up, down to zero and up
 //! again gives the same schema, on SQLite and PostgreSQL.
 
-use copilot::db::Pool;
-use copilot::service::migrate;
+use copilot_db::Pool;
+use copilot_service::migrate;
 
 use crate::common::TestDatabase;
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use copilot::service::http::StartOptions;
-use copilot::service::queue::{Backoff, BullmqQueue, JobOptions, MemoryQueue, Queue, QueueCounts};
-use copilot::service::worker::{self, Handler};
+use copilot_service::http::StartOptions;
+use copilot_service::queue::{Backoff, BullmqQueue, JobOptions, MemoryQueue, Queue, QueueCounts};
+use copilot_service::worker::{self, Handler};
 use serde_json::{Value, json};
 
 use crate::service_support::*;
@@ -203,7 +203,7 @@ async fn bullmq_stalled_jobs_go_back_in_line() {
 async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
     let svc = TestService::start(&[("COPILOT_WORKER", "off")]).await;
     let pool = svc.running.state.pool.clone();
-    let copilot::db::Pool::Sqlite(sqlite) = &pool else {
+    let copilot_db::Pool::Sqlite(sqlite) = &pool else {
         panic!("an SQLite pool")
     };
     sqlx::query(
@@ -217,7 +217,7 @@ async fn a_batch_commits_once_and_a_refused_job_fails_alone(queue: Queue) {
         attempts: 1,
         ..JobOptions::default()
     };
-    let job_name = copilot::service::webhooks::JOB_NAME;
+    let job_name = copilot_service::webhooks::JOB_NAME;
     for i in 0..20 {
         let shop = if i == 7 {
             "refused.myshopify.com".to_string()
@@ -316,7 +316,7 @@ async fn survives_restart(pairs: &[(&str, &str)]) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
-        copilot::service::webhooks::delivery_status(&a.running.state.pool, "evt-restart")
+        copilot_service::webhooks::delivery_status(&a.running.state.pool, "evt-restart")
             .await
             .unwrap()
             .as_deref(),
@@ -329,7 +329,7 @@ async fn survives_restart(pairs: &[(&str, &str)]) {
     eventually("the restarted service processes the delivery", || {
         let pool = pool.clone();
         async move {
-            copilot::service::webhooks::delivery_status(&pool, "evt-restart")
+            copilot_service::webhooks::delivery_status(&pool, "evt-restart")
                 .await
                 .unwrap()
                 .as_deref()

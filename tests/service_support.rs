@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use copilot::service::config::ServiceConfig;
-use copilot::service::http::{self, Running, StartOptions};
+use copilot_service::config::ServiceConfig;
+use copilot_service::http::{self, Running, StartOptions};
 use tempfile::TempDir;
 
 pub const SECRET: &str = "hush";
@@ -163,15 +163,15 @@ impl Worker {
     /// `handler` on `queue`; with `pool`, a job failed for good marks its
     /// delivery failed there.
     pub fn start(
-        queue: &copilot::service::queue::Queue,
-        handler: copilot::service::worker::BatchHandler,
-        pool: Option<&copilot::db::Pool>,
+        queue: &copilot_service::queue::Queue,
+        handler: copilot_service::worker::BatchHandler,
+        pool: Option<&copilot_db::Pool>,
     ) -> Worker {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(copilot::service::worker::run(
+        let task = tokio::spawn(copilot_service::worker::run(
             queue.clone(),
             handler,
-            std::sync::Arc::new(copilot::service::metrics::Metrics::default()),
+            std::sync::Arc::new(copilot_service::metrics::Metrics::default()),
             pool.cloned(),
             stop_rx,
         ));

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use copilot::db::Pool;
-use copilot::service::webhooks::{self, delivery_status, sign};
+use copilot_db::Pool;
+use copilot_service::webhooks::{self, delivery_status, sign};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

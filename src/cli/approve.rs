@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::{CmdResult, Context, Report, arena};
-use crate::clock;
-use crate::ledger::NewAudit;
+use copilot_core::clock;
+use copilot_ledger::NewAudit;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{CmdResult, Context, Report, Table, arena};
-use crate::model::{Arena, MetricLimit};
+use copilot_core::model::{Arena, MetricLimit};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {

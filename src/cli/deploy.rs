@@ -9,9 +9,9 @@ use serde_json::json;
 
 use super::progress::CliProgress;
 use super::{CliError, CmdResult, Context, Exit, Report, arena};
-use crate::providers::{ErrorKind, ProviderError};
-use crate::rollout::RolloutError;
-use crate::rollout::executor::Executor;
+use copilot_core::provider::{ErrorKind, ProviderError};
+use copilot_engine::rollout::RolloutError;
+use copilot_engine::rollout::executor::Executor;
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -115,7 +115,7 @@ pub async fn down(ctx: &Context, args: DownArgs) -> CmdResult {
     let progress = CliProgress::new(ctx);
     let exec = Executor::new(&ledger, &loaded.project, &root, a, &progress)?;
     if args.standby {
-        use crate::rollout::executor::Standby;
+        use copilot_engine::rollout::executor::Standby;
         let outcome = exec.retire_standby(args.force).await?;
         let text = match &outcome {
             Standby::None => format!("{} has no standby\n", a.name),
@@ -145,7 +145,7 @@ pub async fn down(ctx: &Context, args: DownArgs) -> CmdResult {
 }
 
 pub async fn router(args: RouterArgs) -> CmdResult {
-    crate::providers::local::router::serve(args.port, args.admin_port, args.routes)
+    copilot_provider_local::router::serve(args.port, args.admin_port, args.routes)
         .await
         .map_err(|e| CliError::new(Exit::Dependency, format!("router: {e}")))?;
     Ok(Report::new(json!({ "stopped": true }), ""))

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::ledger::MigrationRecord;
+use copilot_ledger::MigrationRecord;
 use serde_json::{Value, json};
 
 use super::{CliError, CmdResult, Context, Report, arena, when};
@@ -124,7 +124,7 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
                     s.name,
                     s.state,
                     when(s.started_at),
-                    cell(&crate::gates::report_excerpt(&outcome, 160))
+                    cell(&copilot_engine::gates::report_excerpt(&outcome, 160))
                 );
             }
             analysis_section(&mut m, &steps);
@@ -161,10 +161,10 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
 }
 
 /// `error_rate > 5.0% (probe, over 5m): rollback`.
-fn describe_metric(m: &crate::model::Metric) -> String {
-    let shown = crate::rollout::analysis::limit_text(m);
+fn describe_metric(m: &copilot_core::model::Metric) -> String {
+    let shown = copilot_engine::rollout::analysis::limit_text(m);
     let limit = match &m.limit {
-        crate::model::MetricLimit::ConsecutiveFailures { .. } => format!("fails {shown}"),
+        copilot_core::model::MetricLimit::ConsecutiveFailures { .. } => format!("fails {shown}"),
         _ => format!("> {shown}"),
     };
     let window = m.window.map(|w| format!(", over {w}")).unwrap_or_default();
@@ -176,7 +176,7 @@ fn describe_metric(m: &crate::model::Metric) -> String {
 }
 
 /// Each bake's metrics: what was measured, against what, how often it failed.
-fn analysis_section(m: &mut String, steps: &[crate::ledger::Step]) {
+fn analysis_section(m: &mut String, steps: &[copilot_ledger::Step]) {
     let bakes: Vec<(&str, &Value)> = steps
         .iter()
         .filter(|s| s.name.starts_with("bake-"))
@@ -228,7 +228,7 @@ fn analysis_section(m: &mut String, steps: &[crate::ledger::Step]) {
 }
 
 /// What a rollback left applied in the database.
-fn schema_section(m: &mut String, steps: &[crate::ledger::Step]) {
+fn schema_section(m: &mut String, steps: &[copilot_ledger::Step]) {
     for s in steps.iter().filter(|s| s.name == "schema-check") {
         let Some(o) = &s.outcome else { continue };
         let _ = writeln!(m, "\n## Schema after the rollback\n");

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{CliError, CmdResult, Context, Exit, Report, Table, arena};
-use crate::clock;
-use crate::gates::{self, GateContext, RunReport, RunVerdict};
-use crate::ledger::NewAudit;
-use crate::model::{Gate, Outcome, Phase};
+use copilot_core::clock;
+use copilot_core::model::{Gate, Outcome, Phase};
+use copilot_engine::gates::{self, GateContext, RunReport, RunVerdict};
+use copilot_ledger::NewAudit;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -113,7 +113,7 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
         if !project.gates.contains_key(g) {
             let names: Vec<&str> = project.gates.keys().map(String::as_str).collect();
             return Err(CliError::invalid(format!("no gate named `{g}`"))
-                .with_hint(crate::config::diag::suggest(g, &names)));
+                .with_hint(copilot_core::config::diag::suggest(g, &names)));
         }
     }
     if args.reason.as_deref().is_some_and(|r| r.trim().is_empty()) {
@@ -198,7 +198,7 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
     // A window bypass is recorded with its reason.
     if let Some(reason) = &args.reason
         && let Some(w) = report.results().find(|r| {
-            r.kind == crate::model::GateKind::Window
+            r.kind == copilot_core::model::GateKind::Window
                 && r.outcome == Outcome::Warn
                 && r.summary.contains("bypassed")
         })

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{CliError, CmdResult, Context, Report};
-use crate::config::schema;
-use crate::scaffold::DEFAULT_FILES;
+use copilot_core::config::schema;
+use copilot_core::templates::DEFAULT_FILES;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,25 +24,21 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
         ("schemas/arena.schema.json", pretty(schema::arena())),
         ("schemas/gate.schema.json", pretty(schema::gate())),
         (
-            "schemas/update-record.schema.json",
-            pretty(crate::service::records::schema()),
-        ),
-        (
-            "schemas/recommendations.schema.json",
-            pretty(crate::service::recommend::schema()),
-        ),
-        (
             ".gitignore",
             "# copilot's ledger, rendered files and local processes\n.copilot/\n".to_string(),
         ),
     ];
+    // The service's migrations come from where the service embeds them, so a
+    // new project's `migrations` gate checks what the service applies.
+    let migrations = copilot_records::migrate::files();
     let files = DEFAULT_FILES
         .iter()
-        .map(|f| (f.path, f.content.to_string()))
-        .chain(generated);
+        .map(|f| (f.path.to_string(), f.content.to_string()))
+        .chain(migrations.into_iter().map(|(p, c)| (p, c.into_owned())))
+        .chain(generated.map(|(p, c)| (p.to_string(), c)));
     let (mut written, mut kept) = (Vec::new(), Vec::new());
     for (path, content) in files {
-        let target = dir.join(path);
+        let target = dir.join(&path);
         if target.exists() && !args.force {
             kept.push(path);
             continue;

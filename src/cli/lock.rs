@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::{CliError, CmdResult, Context, Report, arena};
-use crate::clock;
-use crate::ledger::{LedgerError, LockKind, LockRequest, NewAudit};
+use copilot_core::clock;
+use copilot_ledger::{LedgerError, LockKind, LockRequest, NewAudit};
 
 #[derive(Debug, clap::Args)]
 pub struct LockArgs {

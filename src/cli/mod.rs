@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::config::{self, ConfigError, Diagnostic, Loaded};
-use crate::ledger::{self, Ledger, LedgerError};
-use crate::providers;
+use copilot_core::config::{self, ConfigError, Diagnostic, Loaded};
+use copilot_engine::platform;
+use copilot_ledger::{self as ledger, Ledger, LedgerError};
 
-pub use crate::table::Table;
+pub use copilot_core::table::Table;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -326,8 +326,8 @@ impl From<ConfigError> for CliError {
     }
 }
 
-impl From<crate::render::RenderError> for CliError {
-    fn from(e: crate::render::RenderError) -> Self {
+impl From<copilot_core::render::RenderError> for CliError {
+    fn from(e: copilot_core::render::RenderError) -> Self {
         CliError::invalid(e.to_string())
     }
 }
@@ -393,7 +393,7 @@ impl Context {
     /// Load and check the project's definitions.
     pub fn project(&self) -> Result<(PathBuf, Loaded), CliError> {
         let root = self.root()?;
-        let loaded = config::load_project(&root, &providers::RULES, false)?;
+        let loaded = config::load_project(&root, &platform::RULES, false)?;
         Ok((root, loaded))
     }
 
@@ -413,9 +413,9 @@ impl Context {
 
 /// Look up an arena by name with a "did you mean".
 pub fn arena<'a>(
-    project: &'a crate::model::Project,
+    project: &'a copilot_core::model::Project,
     name: &str,
-) -> Result<&'a crate::model::Arena, CliError> {
+) -> Result<&'a copilot_core::model::Arena, CliError> {
     project.arena(name).ok_or_else(|| {
         let names: Vec<&str> = project.arenas.keys().map(String::as_str).collect();
         CliError::invalid(format!("no arena named `{name}`"))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Context, OutputFormat};
-use crate::rollout::Progress;
+use copilot_engine::rollout::Progress;
 
 enum Mode {
     Quiet,

@@ -14,9 +14,9 @@ use serde_json::json;
 
 use super::progress::CliProgress;
 use super::{CliError, CmdResult, Context, Exit, Report, arena};
-use crate::config::duration::Duration as Dur;
-use crate::rollout::executor::{Executor, Finished, Promotion};
-use crate::rollout::{End, Refusal};
+use copilot_core::config::duration::Duration as Dur;
+use copilot_engine::rollout::executor::{Executor, Finished, Promotion};
+use copilot_engine::rollout::{End, Refusal};
 
 #[derive(Debug, clap::Args)]
 pub struct PromoteArgs {
@@ -68,7 +68,8 @@ pub async fn hotfix(ctx: &Context, args: HotfixArgs) -> CmdResult {
         .arenas
         .values()
         .find(|a| {
-            a.tier == crate::model::Tier::Hotfix && a.target.as_deref() == Some(args.arena.as_str())
+            a.tier == copilot_core::model::Tier::Hotfix
+                && a.target.as_deref() == Some(args.arena.as_str())
         })
         .ok_or_else(|| {
             CliError::invalid(format!("no hotfix lane targets `{}`", args.arena))

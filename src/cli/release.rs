@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use super::{CliError, CmdResult, Context, Report, Table, when};
-use crate::clock;
-use crate::config;
-use crate::ledger::{NewAudit, NewRelease};
+use copilot_core::clock;
+use copilot_core::config;
+use copilot_ledger::{NewAudit, NewRelease};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -54,14 +54,18 @@ pub fn digest_from_image(image: &str) -> Option<String> {
 
 /// The folder of the project's migrations gate, when the definitions load
 /// and it exists: what a release records unless told otherwise.
-async fn default_migrations(root: &std::path::Path) -> Option<Vec<crate::ledger::MigrationRecord>> {
-    let loaded = config::load_project(root, &crate::providers::RULES, false).ok()?;
-    let params = crate::gates::migrations::params_for(&loaded.project, None)?;
+async fn default_migrations(
+    root: &std::path::Path,
+) -> Option<Vec<copilot_ledger::MigrationRecord>> {
+    let loaded = config::load_project(root, &copilot_engine::platform::RULES, false).ok()?;
+    let params = copilot_engine::gates::migrations::params_for(&loaded.project, None)?;
     let dir = root.join(params.migrations);
     if !dir.is_dir() {
         return None;
     }
-    crate::gates::migrations::migration_set(&dir).await.ok()
+    copilot_engine::gates::migrations::migration_set(&dir)
+        .await
+        .ok()
 }
 
 pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
@@ -91,7 +95,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                         "--env `{k}` is not an UPPER_SNAKE_CASE name"
                     )));
                 }
-                if crate::config::validate::looks_secret(k) {
+                if copilot_core::config::validate::looks_secret(k) {
                     return Err(CliError::invalid(format!(
                         "--env {k} looks like a secret; releases carry configuration, secrets belong in the arena's env.secrets"
                     )));
@@ -122,7 +126,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
             };
             let migrations = match migrations {
                 Some(dir) => Some(
-                    crate::gates::migrations::migration_set(&root.join(dir))
+                    copilot_engine::gates::migrations::migration_set(&root.join(dir))
                         .await
                         .map_err(CliError::invalid)?,
                 ),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{CliError, CmdResult, Context, Report, arena};
-use crate::render::{self, ReleaseInfo};
+use copilot_core::render::{self, ReleaseInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,7 +1,7 @@
 //! `copilot schema arena|gate`: the JSON Schemas editors use.
 
 use super::{CmdResult, Context, Report};
-use crate::config::schema;
+use copilot_core::config::schema;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {

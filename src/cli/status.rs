@@ -3,12 +3,13 @@
 use serde_json::{Value, json};
 
 use super::{CmdResult, Context, Report, arena, when};
-use crate::clock;
-use crate::ledger::Ledger;
+use copilot_core::clock;
+use copilot_ledger::Ledger;
 use std::collections::BTreeMap;
 
-use crate::model::{Arena, ProviderKind};
-use crate::providers::{self, ArenaStatus, Provider};
+use copilot_core::model::{Arena, ProviderKind};
+use copilot_core::provider::{ArenaStatus, Provider};
+use copilot_engine::platform;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,7 +56,7 @@ async fn observe(root: &std::path::Path, a: &Arena) -> Option<ArenaStatus> {
     {
         return None;
     }
-    let provider = providers::open(root, a).ok()?;
+    let provider = platform::open(root, a).ok()?;
     match provider.status().await {
         Ok(status) => (!status.slots.is_empty() || !status.drift.is_empty()).then_some(status),
         Err(e) => {

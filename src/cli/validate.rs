@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use super::{CliError, CmdResult, Context, Exit, Report};
-use crate::config::{self, ConfigError, Diagnostic, Severity};
-use crate::providers;
-use crate::render::{self, ReleaseInfo};
+use copilot_core::config::{self, ConfigError, Diagnostic, Severity};
+use copilot_core::render::{self, ReleaseInfo};
+use copilot_engine::platform;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,7 +16,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CmdResult {
     let root = ctx.root()?;
-    let loaded = match config::load_project(&root, &providers::RULES, args.strict) {
+    let loaded = match config::load_project(&root, &platform::RULES, args.strict) {
         Ok(l) => l,
         Err(ConfigError::Invalid { diagnostics }) => return Err(failure(diagnostics)),
         Err(e) => return Err(e.into()),

@@ -1,0 +1,156 @@
+//! The provider factory: every provider this copilot was built with, behind
+//! one type, and every provider's rules for its settings. Adding a provider
+//! is a crate of its own, an arm in [`open`], [`settings`] and
+//! [`capabilities`], and a feature line.
+
+use std::path::Path;
+
+use copilot_core::config::{Diagnostics, ProviderRules, SettingsInput};
+use copilot_core::model::{Arena, Capabilities, Metric, ProviderKind, ProviderSettings};
+use copilot_core::provider::{
+    ArenaStatus, Handle, Op, Provider, ProviderError, ReleaseSpec, Slot, SlotStatus,
+};
+
+/// Every provider this copilot was built with, behind one type.
+pub enum Platform {
+    Local(copilot_provider_local::LocalProvider),
+    #[cfg(feature = "fly")]
+    Fly(copilot_provider_fly::FlyProvider),
+    #[cfg(feature = "ecs")]
+    Ecs(Box<copilot_provider_ecs::EcsProvider>),
+}
+
+macro_rules! each {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            Platform::Local($p) => $e,
+            #[cfg(feature = "fly")]
+            Platform::Fly($p) => $e,
+            #[cfg(feature = "ecs")]
+            Platform::Ecs($p) => $e,
+        }
+    };
+}
+
+impl Provider for Platform {
+    fn kind(&self) -> ProviderKind {
+        each!(self, p => p.kind())
+    }
+    fn url(&self) -> String {
+        each!(self, p => p.url())
+    }
+    fn prepare(&self, release: &mut ReleaseSpec) -> Result<(), ProviderError> {
+        each!(self, p => p.prepare(release))
+    }
+    async fn status(&self) -> Result<ArenaStatus, ProviderError> {
+        each!(self, p => p.status().await)
+    }
+    async fn launch(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+    ) -> Result<Handle, ProviderError> {
+        each!(self, p => p.launch(op, slot, release).await)
+    }
+    async fn wait_ready(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+        handle: &Handle,
+    ) -> Result<SlotStatus, ProviderError> {
+        each!(self, p => p.wait_ready(op, slot, release, handle).await)
+    }
+    async fn set_traffic(
+        &self,
+        op: &Op<'_>,
+        weights: &[(Slot, u8)],
+    ) -> Result<Vec<(Slot, u8)>, ProviderError> {
+        each!(self, p => p.set_traffic(op, weights).await)
+    }
+    async fn restore(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        release: &ReleaseSpec,
+        recorded: Option<&Handle>,
+    ) -> Result<Option<Handle>, ProviderError> {
+        each!(self, p => p.restore(op, slot, release, recorded).await)
+    }
+    async fn platform_metric(
+        &self,
+        slot: Slot,
+        metric: &Metric,
+        window: std::time::Duration,
+    ) -> Result<Option<(f64, f64)>, String> {
+        each!(self, p => p.platform_metric(slot, metric, window).await)
+    }
+    async fn remove(&self, op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
+        each!(self, p => p.remove(op, slot).await)
+    }
+    async fn down(&self) -> Result<(), ProviderError> {
+        each!(self, p => p.down().await)
+    }
+}
+
+/// The provider of arena `a`, built from its typed settings. `root` is the
+/// project (the local provider keeps its state there).
+pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
+    let arena = a.deploys_into();
+    match &a.provider.settings {
+        ProviderSettings::Local(s) => Ok(Platform::Local(
+            copilot_provider_local::LocalProvider::new(root, arena, s.port)?,
+        )),
+        #[cfg(feature = "fly")]
+        ProviderSettings::Fly(s) => Ok(Platform::Fly(copilot_provider_fly::FlyProvider::from_env(
+            arena,
+            s,
+            a.provider.instances,
+            a.strategy.kind,
+        )?)),
+        #[cfg(feature = "ecs")]
+        ProviderSettings::Ecs(s) => Ok(Platform::Ecs(Box::new(
+            copilot_provider_ecs::EcsProvider::new(root, a, s),
+        ))),
+        _ => Err(ProviderError::unavailable(
+            format!("drive the {} provider", a.provider.kind),
+            format!(
+                "this copilot was built without the {} provider",
+                a.provider.kind
+            ),
+        )
+        .with_hint(format!(
+            "build copilot with `--features {}` (all providers are in the default build)",
+            a.provider.kind
+        ))),
+    }
+}
+
+/// Each provider's rules for its settings.
+pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<ProviderSettings> {
+    match input.section.kind.value {
+        ProviderKind::Local => copilot_provider_local::settings(input, diags),
+        ProviderKind::Fly => copilot_provider_fly::settings(input, diags),
+        ProviderKind::Render => copilot_provider_render::settings(input, diags),
+        ProviderKind::Ecs => copilot_provider_ecs::settings(input, diags),
+        ProviderKind::Kubernetes => copilot_provider_kubernetes::settings(input, diags),
+    }
+}
+
+/// What definitions are checked against.
+pub static RULES: ProviderRules = ProviderRules {
+    capabilities,
+    settings,
+};
+
+/// What the provider of `kind` can do.
+pub fn capabilities(kind: ProviderKind) -> &'static Capabilities {
+    match kind {
+        ProviderKind::Local => &copilot_provider_local::CAPABILITIES,
+        ProviderKind::Fly => &copilot_provider_fly::CAPABILITIES,
+        ProviderKind::Render => &copilot_provider_render::CAPABILITIES,
+        ProviderKind::Ecs => &copilot_provider_ecs::CAPABILITIES,
+        ProviderKind::Kubernetes => &copilot_provider_kubernetes::CAPABILITIES,
+    }
+}

@@ -1,0 +1,1092 @@
+//! One executor for every deployment, on every provider.
+//!
+//! `deploy`, `promote`, `hotfix`, `rollback`, `resume`, `abort` and `down`
+//! are methods here; the commands parse arguments, call one, and print what
+//! it returns. The executor holds the arena's lease for the whole operation
+//! (a lost lease stops it at the next step), writes every step's intent to
+//! the ledger before acting and its outcome after, records the platform's
+//! handle of what it started before waiting on it, and leaves traffic and
+//! ledger agreeing when something fails.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{End, Progress, Refusal, Rollout, RolloutError, client_for, split_json};
+use crate::gates::Resolved;
+use crate::gates::{self, GateContext, RunReport, RunVerdict, resolve_reference};
+use crate::platform::{self, Platform};
+use copilot_core::clock;
+use copilot_core::model::{
+    Arena, Gate, GateKind, Outcome, Phase, Project, SecretStore, StrategyKind,
+};
+use copilot_core::provider::{ArenaStatus, Op, Provider, ReleaseSpec, Secret, Slot, SlotStatus};
+use copilot_ledger::{
+    Deployment, Lease, Ledger, LedgerError, LockKind, LockRequest, NewAudit, NewDeployment, Release,
+};
+
+/// How long an arena's lease lives without renewal.
+const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// Drives deployments of one arena.
+pub struct Executor<'a> {
+    pub ledger: &'a Ledger,
+    pub project: &'a Project,
+    pub root: &'a Path,
+    pub arena: &'a Arena,
+    pub provider: Platform,
+    pub actor: String,
+    pub progress: &'a dyn Progress,
+}
+
+/// A deployment as it ended.
+#[derive(Debug, Serialize)]
+pub struct Finished {
+    pub deployment: String,
+    pub release: String,
+    /// `succeeded`, `rolled-back`, `paused`, `refused` or `failed`.
+    pub state: &'static str,
+    pub summary: String,
+    #[serde(skip)]
+    pub end: End,
+    /// What serves where now (deploy).
+    pub detail: Value,
+}
+
+/// A rollback as it ended.
+#[derive(Debug, Serialize)]
+pub struct RolledBack {
+    pub deployment: String,
+    pub from: String,
+    pub to: String,
+    pub switch_ms: u64,
+    pub redeployed: bool,
+    pub schema: Option<super::schema::SchemaReport>,
+}
+
+/// An abort as it ended.
+#[derive(Debug, Serialize)]
+pub struct Aborted {
+    pub deployment: String,
+    pub weights: Value,
+    /// The release serving all traffic again, if there was one to go back to.
+    pub back_to: Option<String>,
+}
+
+/// What `promote` and `hotfix` ask for.
+pub struct Promotion<'a> {
+    /// The arena the release comes from (`None` on the hotfix lane).
+    pub from: Option<&'a Arena>,
+    pub release: Release,
+    pub reason: Option<String>,
+    pub bake: Option<Duration>,
+    /// The hotfix lane: the reason may bypass deploy windows.
+    pub hotfix: bool,
+}
+
+fn pid_alive(pid: i64) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Take an arena's lease; one whose holder died on this machine is taken over
+/// at once (no need to wait for it to expire), and the takeover is audited.
+pub async fn take_lease(
+    ledger: &Ledger,
+    arena: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<Lease, LedgerError> {
+    let req = LockRequest::here(arena, LockKind::Lease, actor, reason, Some(LEASE_TTL));
+    match ledger.hold_lease(&req, clock::now()).await {
+        Err(LedgerError::LockHeld(l))
+            if l.kind == LockKind::Lease && l.host == req.host && !pid_alive(l.pid) =>
+        {
+            ledger.unlock(arena, true, clock::now()).await?;
+            ledger
+                .audit(
+                    &NewAudit {
+                        actor: actor.to_string(),
+                        action: "lock.takeover".into(),
+                        arena: Some(arena.to_string()),
+                        reason: Some(format!(
+                            "holder {} (pid {}) is gone: {}",
+                            l.owner, l.pid, l.reason
+                        )),
+                        ..NewAudit::default()
+                    },
+                    clock::now(),
+                )
+                .await?;
+            ledger.hold_lease(&req, clock::now()).await
+        }
+        other => other,
+    }
+}
+
+/// How `before` gates ended, as a refusal when they did not pass.
+fn refusal(report: &RunReport) -> Option<Refusal> {
+    match gates::exit_for(report, false) {
+        RunVerdict::Passed => None,
+        RunVerdict::Failed
+            if report
+                .results()
+                .any(|r| r.blocks && r.outcome == Outcome::Fail) =>
+        {
+            Some(Refusal::Blocked)
+        }
+        RunVerdict::Failed => Some(Refusal::GateFailed),
+        RunVerdict::DependencyFailed => Some(Refusal::Dependency),
+        RunVerdict::Inconclusive => Some(Refusal::Inconclusive),
+    }
+}
+
+fn state_of(end: &Result<End, RolloutError>) -> (&'static str, Option<String>) {
+    match end {
+        Ok(End::Succeeded) => ("succeeded", None),
+        Ok(End::RolledBack(why)) => ("rolled-back", Some(why.clone())),
+        Ok(End::Paused(why)) => ("paused", Some(why.clone())),
+        Ok(End::Refused(why, _)) => ("rolled-back", Some(why.clone())),
+        Err(e) => (failed_state(e), Some(e.to_string())),
+    }
+}
+
+/// How a rollout that stopped on `e` is recorded: a release the platform
+/// rolled back on its own (ECS's circuit breaker) is rolled back, not
+/// merely failed, and never succeeded.
+fn failed_state(e: &RolloutError) -> &'static str {
+    match e {
+        RolloutError::Provider(p) if p.kind == copilot_core::provider::ErrorKind::RolledBack => {
+            "rolled-back"
+        }
+        _ => "failed",
+    }
+}
+
+impl<'a> Executor<'a> {
+    /// The executor of arena `a`, with its provider built from the arena's settings.
+    pub fn new(
+        ledger: &'a Ledger,
+        project: &'a Project,
+        root: &'a Path,
+        arena: &'a Arena,
+        progress: &'a dyn Progress,
+    ) -> Result<Self, RolloutError> {
+        Ok(Executor {
+            ledger,
+            project,
+            root,
+            arena,
+            provider: platform::open(root, arena)?,
+            actor: clock::actor(),
+            progress,
+        })
+    }
+
+    fn target(&self) -> &str {
+        self.arena.deploys_into()
+    }
+
+    /// What the provider runs for `release`: the arena's values, flags and
+    /// secrets (values for `env:`/`file:`, references for the platform's
+    /// store), with the release's own variables on top.
+    pub fn release_spec(&self, release: &Release) -> Result<ReleaseSpec, RolloutError> {
+        let a = self.arena;
+        let mut env = a.env.values.clone();
+        let mut secrets = std::collections::BTreeMap::new();
+        let attachable = platform::capabilities(a.provider.kind).secret_stores;
+        for (name, r) in &a.env.secrets {
+            match r.store {
+                SecretStore::Env | SecretStore::File => {
+                    match resolve_reference(a, &format!("env:{name}")) {
+                        Resolved::Value(v) => {
+                            secrets.insert(name.clone(), Secret::Value(v));
+                        }
+                        // The local provider brings its own development webhook secret.
+                        Resolved::Unresolvable(_) if name == "SHOPIFY_WEBHOOK_SECRET" => {}
+                        Resolved::Unresolvable(why) if a.env.required.contains(name) => {
+                            return Err(RolloutError::invalid(
+                                format!("cannot start {}: {why}", a.name),
+                                Some(format!(
+                                    "set it, or run `copilot gate run {} --gate env`",
+                                    a.name
+                                )),
+                            ));
+                        }
+                        Resolved::Unresolvable(_) => {}
+                    }
+                }
+                store if attachable.contains(&store) => {
+                    secrets.insert(name.clone(), Secret::Platform(r.clone()));
+                }
+                store if a.env.required.contains(name) && name != "SHOPIFY_WEBHOOK_SECRET" => {
+                    return Err(RolloutError::invalid(
+                        format!(
+                            "cannot start {}: {name} is kept in {store} ({r}), which the {} provider cannot attach",
+                            a.name, a.provider.kind
+                        ),
+                        Some("keep it where this provider reads secrets, or in env:/file:".into()),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        env.insert(
+            "COPILOT_FLAGS".into(),
+            serde_json::to_string(&a.flags).expect("flags serialize"),
+        );
+        env.extend(release.env.0.clone());
+        let mut spec = ReleaseSpec {
+            release_id: release.id.clone(),
+            version: release.version.clone(),
+            image: release.image.clone(),
+            env,
+            secrets,
+        };
+        self.provider.prepare(&mut spec)?;
+        Ok(spec)
+    }
+
+    fn rollout<'r>(
+        &'r self,
+        deployment: &'r str,
+        release: ReleaseSpec,
+        bake: Option<Duration>,
+        lease: &'r Lease,
+    ) -> Rollout<'r> {
+        Rollout {
+            ledger: self.ledger,
+            provider: &self.provider,
+            arena: self.arena,
+            deployment_id: deployment,
+            release,
+            bake,
+            progress: self.progress,
+            lease,
+        }
+    }
+
+    async fn lease(&self, what: &str) -> Result<Lease, RolloutError> {
+        Ok(take_lease(self.ledger, self.target(), &self.actor, what).await?)
+    }
+
+    async fn new_deployment(
+        &self,
+        release: &Release,
+        previous: Option<&SlotStatus>,
+        kind: &str,
+        strategy: &str,
+        source: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<Deployment, RolloutError> {
+        Ok(self
+            .ledger
+            .create_deployment(
+                &NewDeployment {
+                    arena: self.target().to_string(),
+                    release_id: release.id.clone(),
+                    previous_release_id: previous.map(|l| l.release_id.clone()),
+                    kind: kind.into(),
+                    strategy: strategy.into(),
+                    source_arena: source.map(str::to_string),
+                    reason,
+                    created_by: self.actor.clone(),
+                },
+                clock::now(),
+            )
+            .await?)
+    }
+
+    /// Record how a deployment ended and audit it.
+    async fn close(
+        &self,
+        deployment: &str,
+        state: &str,
+        action: &str,
+        reason: Option<String>,
+        detail: Value,
+    ) -> Result<(), RolloutError> {
+        self.ledger
+            .set_deployment_state(deployment, state, clock::now())
+            .await?;
+        self.ledger
+            .audit(
+                &NewAudit {
+                    actor: self.actor.clone(),
+                    action: format!("{action}.{state}"),
+                    arena: Some(self.target().to_string()),
+                    subject: Some(deployment.to_string()),
+                    reason,
+                    detail,
+                },
+                clock::now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A deployment that cannot go on: recorded as failed, the lease let go,
+    /// and the error passed on.
+    async fn give_up<T>(
+        &self,
+        deployment: &str,
+        lease: Lease,
+        e: RolloutError,
+    ) -> Result<T, RolloutError> {
+        self.ledger
+            .set_deployment_state(deployment, failed_state(&e), clock::now())
+            .await?;
+        lease.release().await?;
+        Err(e)
+    }
+
+    /// What the platform runs now.
+    pub async fn status(&self) -> Result<ArenaStatus, RolloutError> {
+        Ok(self.provider.status().await?)
+    }
+
+    /// `copilot deploy`: the release into the idle colour, then all traffic
+    /// to it at once; blue-green keeps the old colour as the standby.
+    pub async fn deploy(
+        &self,
+        release: &Release,
+        reason: Option<String>,
+    ) -> Result<Finished, RolloutError> {
+        let lease = self
+            .lease(&format!(
+                "deploy {} to {}",
+                release.version, self.arena.name
+            ))
+            .await?;
+        let before = self.provider.status().await?;
+        let live = before.live().cloned();
+        let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
+        let d = self
+            .new_deployment(
+                release,
+                live.as_ref(),
+                "deploy",
+                self.arena.strategy.kind.as_str(),
+                None,
+                reason.clone(),
+            )
+            .await?;
+        let result: Result<Value, RolloutError> = async {
+            let spec = self.release_spec(release)?;
+            let r = self.rollout(&d.id, spec, None, &lease);
+            let started = r.start_colour("deploy-idle", idle, None, None).await?;
+            if let Err(e) = r.shift_as("switch", idle, live.as_ref(), 100, Value::Null).await {
+                // Nothing may run that the ledger does not show serving: the
+                // new colour never took traffic, so it goes, and the live one stays.
+                r.retire("retire-new", idle, Some(&e.to_string())).await?;
+                return Err(e);
+            }
+            let blue_green = self.arena.strategy.kind == StrategyKind::BlueGreen;
+            if let (Some(l), false) = (&live, blue_green) {
+                r.retire("retire-old", l.slot, None).await?;
+            }
+            Ok(json!({
+                "slot": started.slot,
+                "url": self.provider.url(),
+                "instances": started.instances,
+                "standby": live.as_ref().filter(|_| blue_green).map(|l| json!({ "slot": l.slot, "release": l.version })),
+            }))
+        }
+        .await;
+        let state = match &result {
+            Ok(_) => "succeeded",
+            Err(e) => failed_state(e),
+        };
+        self.close(
+            &d.id,
+            state,
+            "deploy",
+            reason,
+            json!({ "release": release.version }),
+        )
+        .await?;
+        lease.release().await?;
+        let detail = result?;
+        Ok(Finished {
+            deployment: d.id,
+            release: release.version.clone(),
+            state,
+            summary: format!("{} is live in {}", release.version, self.arena.name),
+            end: End::Succeeded,
+            detail,
+        })
+    }
+
+    fn gates_of(&self, phase: Phase) -> Vec<&'a Gate> {
+        let project = self.project;
+        self.arena
+            .gates
+            .for_phase(phase)
+            .iter()
+            .map(|g| &project.gates[g])
+            .collect()
+    }
+
+    /// `copilot promote` and `copilot hotfix`: before gates, the idle
+    /// colour, after gates against it, then the strategy's traffic steps
+    /// with a bake and analysis at each.
+    pub async fn promote(&self, p: Promotion<'_>) -> Result<Finished, RolloutError> {
+        let to = self.arena;
+        let release = &p.release;
+        let origin = p
+            .from
+            .map_or("the hotfix lane".to_string(), |f| f.name.clone());
+        let lease = self
+            .lease(&format!("promote {} from {origin}", release.version))
+            .await?;
+        let before = self.provider.status().await?;
+        let live = before.live().cloned();
+        let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
+        let kind = if p.hotfix { "hotfix" } else { "promote" };
+        let d = self
+            .new_deployment(
+                release,
+                live.as_ref(),
+                kind,
+                to.strategy.kind.as_str(),
+                p.from.map(|f| f.name.as_str()),
+                p.reason.clone(),
+            )
+            .await?;
+        let http = reqwest::Client::new();
+        let gctx = |url: Option<String>, http: reqwest::Client| GateContext {
+            project: self.project,
+            root: self.root,
+            arena: to,
+            source: p.from,
+            release: Some(release),
+            ledger: self.ledger,
+            now: clock::now(),
+            target_url: url,
+            source_url: None,
+            bypass_reason: if p.hotfix { p.reason.clone() } else { None },
+            actor: self.actor.clone(),
+            http,
+        };
+        let end: Result<End, RolloutError> = async {
+            // Before gates: nothing changes when they do not pass.
+            let before_gates = self.gates_of(Phase::Before);
+            if !before_gates.is_empty() {
+                self.progress
+                    .line(&format!("before gates: {}", to.gates.before.join(", ")));
+                let phase = gates::run(
+                    &gctx(None, http.clone()),
+                    Phase::Before,
+                    &before_gates,
+                    Some(&d.id),
+                )
+                .await?;
+                let report = RunReport {
+                    arena: to.name.clone(),
+                    release: Some(release.version.clone()),
+                    phases: vec![phase],
+                };
+                // A window bypassed on the hotfix lane is recorded with its reason.
+                if let Some(w) = report
+                    .results()
+                    .find(|r| r.kind == GateKind::Window && r.summary.contains("bypassed"))
+                {
+                    self.ledger
+                        .audit(
+                            &NewAudit {
+                                actor: self.actor.clone(),
+                                action: "window.bypass".into(),
+                                arena: Some(to.name.clone()),
+                                subject: Some(d.id.clone()),
+                                reason: p.reason.clone(),
+                                detail: json!({ "gate": w.gate, "summary": w.summary }),
+                            },
+                            clock::now(),
+                        )
+                        .await?;
+                }
+                if let Some(why) = refusal(&report) {
+                    let failed: Vec<String> = report
+                        .results()
+                        .filter(|r| {
+                            !matches!(r.outcome, Outcome::Pass | Outcome::Warn | Outcome::Skipped)
+                        })
+                        .map(|r| format!("{}: {}", r.gate, r.summary))
+                        .collect();
+                    return Ok(End::Refused(
+                        format!("before gates did not pass: {}", failed.join("; ")),
+                        why,
+                    ));
+                }
+            }
+            let spec = self.release_spec(release)?;
+            let rollout = self.rollout(&d.id, spec, p.bake, &lease);
+            let after = self.gates_of(Phase::After);
+            rollout
+                .run(idle, live.as_ref(), None, async |new: &SlotStatus| {
+                    if after.is_empty() {
+                        return Ok(true);
+                    }
+                    let phase = gates::run(
+                        &gctx(Some(new.url.clone()), client_for(new)),
+                        Phase::After,
+                        &after,
+                        Some(&d.id),
+                    )
+                    .await?;
+                    let report = RunReport {
+                        arena: to.name.clone(),
+                        release: Some(release.version.clone()),
+                        phases: vec![phase],
+                    };
+                    Ok(refusal(&report).is_none())
+                })
+                .await
+        }
+        .await;
+        let (state, why) = state_of(&end);
+        let summary = why.unwrap_or_else(|| format!("{} is live in {}", release.version, to.name));
+        self.close(
+            &d.id,
+            state,
+            kind,
+            p.reason.clone(),
+            json!({ "release": release.version, "from": origin, "summary": summary }),
+        )
+        .await?;
+        lease.release().await?;
+        Ok(Finished {
+            deployment: d.id,
+            release: release.version.clone(),
+            state,
+            summary,
+            end: end?,
+            detail: Value::Null,
+        })
+    }
+
+    /// `copilot rollback`: traffic back to the standby colour at once when
+    /// it still runs the target; else the target is brought back (by the
+    /// platform's own means where it has them) and then switched to. The
+    /// arena is pinned until `copilot unlock`.
+    pub async fn rollback(
+        &self,
+        to: Option<&str>,
+        reason: String,
+    ) -> Result<RolledBack, RolloutError> {
+        let a = self.arena;
+        let lease = self.lease(&format!("rollback: {reason}")).await?;
+        let status = self.provider.status().await?;
+        // An interrupted deployment is what is rolled back: its new release is
+        // "live", its previous release the target.
+        let interrupted = self
+            .ledger
+            .active_deployment(self.target())
+            .await?
+            .map(|d| d.deployment);
+        let live = match &interrupted {
+            Some(d) => status
+                .slots
+                .iter()
+                .find(|s| s.release_id == d.release_id)
+                .cloned()
+                .or_else(|| status.live().cloned()),
+            None => status.live().cloned(),
+        };
+        let Some(live) = live else {
+            lease.release().await?;
+            return Err(RolloutError::invalid(
+                format!("nothing is live in {} to roll back", a.name),
+                None,
+            ));
+        };
+        if let Some(d) = &interrupted {
+            self.ledger
+                .interrupt_steps(&d.id, "rollback", clock::now())
+                .await?;
+            self.ledger
+                .set_deployment_state(&d.id, "aborted", clock::now())
+                .await?;
+        }
+        // The target: --to, else the release that was live before the current one.
+        let target = match (
+            to,
+            interrupted
+                .as_ref()
+                .and_then(|d| d.previous_release_id.clone()),
+        ) {
+            (Some(r), _) => Some(self.ledger.find_release(r).await?),
+            (None, Some(previous)) => self.ledger.release_by_id(&previous).await?,
+            (None, None) => {
+                let history = self.ledger.history(Some(self.target()), 200).await?;
+                let previous = history
+                    .iter()
+                    .filter(|d| {
+                        d.deployment.state == "succeeded"
+                            && d.deployment.release_id != live.release_id
+                    })
+                    .map(|d| d.deployment.release_id.clone())
+                    .next();
+                match previous {
+                    Some(id) => self.ledger.release_by_id(&id).await?,
+                    None => None,
+                }
+            }
+        };
+        let Some(target) = target else {
+            lease.release().await?;
+            return Err(RolloutError::invalid(
+                format!("{} has no earlier release to roll back to", a.name),
+                Some("name one with --to".into()),
+            ));
+        };
+        let d = self
+            .new_deployment(
+                &target,
+                Some(&live),
+                "rollback",
+                "switch",
+                None,
+                Some(reason.clone()),
+            )
+            .await?;
+        let spec = self.release_spec(&target)?;
+        let r = self.rollout(&d.id, spec, None, &lease);
+        // Instant when the standby colour still runs the target; else bring it back first.
+        let instant = status
+            .slots
+            .iter()
+            .find(|s| s.slot != live.slot && s.healthy && s.release_id == target.id)
+            .cloned();
+        let redeployed = instant.is_none();
+        let standby = match instant {
+            Some(s) => s,
+            None => {
+                let recorded = self.ledger.last_handle(self.target(), &target.id).await?;
+                match r
+                    .start_colour(
+                        "redeploy-previous",
+                        live.slot.other(),
+                        None,
+                        recorded.as_ref(),
+                    )
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => return self.give_up(&d.id, lease, e).await,
+                }
+            }
+        };
+        let started = Instant::now();
+        let asked = [
+            (standby.slot, standby.version.as_str(), 100u8),
+            (live.slot, live.version.as_str(), 0u8),
+        ];
+        let split = split_json(&asked);
+        let switched = r
+            .step(
+                "switch-to-standby",
+                json!({ "weights": split }),
+                async |_| {
+                    let op = r.op("switch-to-standby");
+                    let achieved = self
+                        .provider
+                        .set_traffic(&op, &[(standby.slot, 100), (live.slot, 0)])
+                        .await?;
+                    let switch_ms = started.elapsed().as_millis() as u64;
+                    let split = super::achieved_json(&asked, &achieved);
+                    self.ledger
+                        .set_traffic(self.target(), &split, Some(&d.id), clock::now())
+                        .await?;
+                    Ok((
+                        switch_ms,
+                        json!({ "weights": split, "switch_ms": switch_ms }),
+                    ))
+                },
+            )
+            .await;
+        let switch_ms = match switched {
+            Ok(ms) => ms,
+            Err(e) => return self.give_up(&d.id, lease, e).await,
+        };
+        self.ledger
+            .set_deployment_state(&d.id, "succeeded", clock::now())
+            .await?;
+        lease.release().await?;
+        // Pin the arena: no promotion into it until someone unlocks it.
+        self.ledger
+            .acquire_lock(
+                &LockRequest::here(
+                    self.target(),
+                    LockKind::Pin,
+                    &self.actor,
+                    &format!(
+                        "rolled back from {} to {}: {reason}",
+                        live.version, standby.version
+                    ),
+                    None,
+                ),
+                clock::now(),
+            )
+            .await?;
+        // Traffic is back and the rollback complete (a crash from here on leaves
+        // nothing to undo); now say what the database keeps that the target lacks.
+        let from_release = self.ledger.release_by_id(&live.release_id).await?;
+        let schema = match &from_release {
+            Some(from) => {
+                let s = self
+                    .ledger
+                    .start_step(
+                        &d.id,
+                        "schema-check",
+                        &json!({ "to": target.version }),
+                        clock::now(),
+                    )
+                    .await?;
+                let report =
+                    super::schema::after_rollback(self.root, self.project, a, from, &target).await;
+                let outcome = serde_json::to_value(&report).expect("report serializes");
+                self.ledger
+                    .finish_step(&d.id, s.seq, "done", &outcome, clock::now())
+                    .await?;
+                Some(report)
+            }
+            None => None,
+        };
+        self.ledger
+            .audit(
+                &NewAudit {
+                    actor: self.actor.clone(),
+                    action: "rollback".into(),
+                    arena: Some(self.target().to_string()),
+                    subject: Some(d.id.clone()),
+                    reason: Some(reason.clone()),
+                    detail: json!({ "from": live.version, "to": standby.version, "switch_ms": switch_ms, "schema": schema }),
+                },
+                clock::now(),
+            )
+            .await?;
+        Ok(RolledBack {
+            deployment: d.id,
+            from: live.version,
+            to: standby.version,
+            switch_ms,
+            redeployed,
+            schema,
+        })
+    }
+
+    /// The deployment in progress, with the arena's lease taken to `what` it.
+    async fn take_active(&self, what: &str) -> Result<(Deployment, Lease), RolloutError> {
+        let Some(active) = self.ledger.active_deployment(self.target()).await? else {
+            return Err(RolloutError::invalid(
+                format!("no deployment in progress in {}", self.arena.name),
+                None,
+            ));
+        };
+        let dep = active.deployment;
+        let lease = self.lease(&format!("{what} {}", dep.id)).await?;
+        Ok((dep, lease))
+    }
+
+    /// `copilot resume`: continue an interrupted or paused deployment from
+    /// where it stood; a start that was under way is waited on again by the
+    /// handle its step recorded.
+    pub async fn resume(&self, bake: Option<Duration>) -> Result<Finished, RolloutError> {
+        let a = self.arena;
+        let (dep, lease) = self.take_active("resume").await?;
+        // What a killed command was waiting on, before its steps are closed.
+        let steps = self.ledger.steps(&dep.id).await?;
+        let waiting = steps
+            .iter()
+            .rev()
+            .find(|s| s.name == "deploy-idle" && s.state == "started")
+            .and_then(|s| s.handle.as_ref().map(|h| h.0.clone()));
+        // With the lease ours, a step still `started` belongs to a dead command.
+        self.ledger
+            .interrupt_steps(&dep.id, "resume", clock::now())
+            .await?;
+        let release = self
+            .ledger
+            .release_by_id(&dep.release_id)
+            .await?
+            .ok_or_else(|| RolloutError::invalid("the deployment's release is missing", None))?;
+        let status = self.provider.status().await?;
+        let new = status
+            .slots
+            .iter()
+            .find(|s| s.release_id == dep.release_id && s.healthy)
+            .cloned();
+        let old = status
+            .slots
+            .iter()
+            .find(|s| Some(&s.release_id) == dep.previous_release_id.as_ref() && s.healthy)
+            .cloned();
+        self.ledger
+            .set_deployment_state(&dep.id, "running", clock::now())
+            .await?;
+        let end = async {
+            let spec = self.release_spec(&release)?;
+            let rollout = self.rollout(&dep.id, spec, bake, &lease);
+            match &new {
+                Some(n) => {
+                    // A weight whose bake never finished (the command died during
+                    // it, or before it began) is baked again; one whose bake ended in
+                    // a pause was decided on by whoever resumes.
+                    let baked = steps
+                        .iter()
+                        .any(|s| s.name == format!("bake-{}", n.weight) && s.state == "done");
+                    let has_bake = bake.is_some()
+                        || a.strategy.steps.iter().any(|s| {
+                            s.weight == n.weight && s.bake.is_some_and(|b| !b.as_std().is_zero())
+                        });
+                    let from = if has_bake && !baked && n.weight > 0 {
+                        n.weight - 1
+                    } else {
+                        n.weight
+                    };
+                    self.progress.line(&format!(
+                        "{} runs in {} with {}% of traffic; continuing{}",
+                        release.version,
+                        n.slot,
+                        n.weight,
+                        if from < n.weight {
+                            " with its bake"
+                        } else {
+                            ""
+                        }
+                    ));
+                    rollout.advance(n, old.as_ref(), from).await
+                }
+                None => {
+                    let idle = old.as_ref().map_or(Slot::Blue, |o| o.slot.other());
+                    self.progress.line(&if waiting.is_some() {
+                        format!("{} was starting; waiting for it again", release.version)
+                    } else {
+                        format!("{} is not running yet; deploying it again", release.version)
+                    });
+                    rollout
+                        .run(idle, old.as_ref(), waiting.as_ref(), async |_| Ok(true))
+                        .await
+                }
+            }
+        }
+        .await;
+        let (state, why) = state_of(&end);
+        let summary = why.unwrap_or_else(|| format!("{} is live in {}", release.version, a.name));
+        self.close(
+            &dep.id,
+            state,
+            "resume",
+            None,
+            json!({ "release": release.version, "summary": summary }),
+        )
+        .await?;
+        lease.release().await?;
+        Ok(Finished {
+            deployment: dep.id,
+            release: release.version,
+            state,
+            summary,
+            end: end?,
+            detail: Value::Null,
+        })
+    }
+
+    /// `copilot abort`: stop the deployment in progress and put traffic back
+    /// on the previous release.
+    pub async fn abort(&self, reason: Option<String>) -> Result<Aborted, RolloutError> {
+        let (dep, lease) = self.take_active("abort").await?;
+        self.ledger
+            .interrupt_steps(&dep.id, "abort", clock::now())
+            .await?;
+        let status = self.provider.status().await?;
+        let new = status
+            .slots
+            .iter()
+            .find(|s| s.release_id == dep.release_id)
+            .cloned();
+        let old = status
+            .slots
+            .iter()
+            .find(|s| Some(&s.release_id) == dep.previous_release_id.as_ref() && s.healthy)
+            .cloned();
+        let release = self
+            .ledger
+            .release_by_id(&dep.release_id)
+            .await?
+            .ok_or_else(|| RolloutError::invalid("the deployment's release is missing", None))?;
+        let spec = ReleaseSpec {
+            release_id: release.id.clone(),
+            version: release.version.clone(),
+            image: release.image.clone(),
+            env: Default::default(),
+            secrets: Default::default(),
+        };
+        let r = self.rollout(&dep.id, spec, None, &lease);
+        let weights = r
+            .step(
+                "abort",
+                json!({ "reason": reason, "back_to": old.as_ref().map(|o| &o.version) }),
+                async |_| {
+                    let op: Op<'_> = r.op("abort");
+                    let split = match (&old, &new) {
+                        (Some(o), n) => {
+                            let mut asked = vec![(o.slot, o.version.as_str(), 100u8)];
+                            let mut weights = vec![(o.slot, 100u8)];
+                            if let Some(n) = n {
+                                asked.push((n.slot, n.version.as_str(), 0));
+                                weights.push((n.slot, 0));
+                            }
+                            let achieved = self.provider.set_traffic(&op, &weights).await?;
+                            if let Some(n) = n {
+                                self.provider.remove(&op, n.slot).await?;
+                            }
+                            super::achieved_json(&asked, &achieved)
+                        }
+                        // Nothing to go back to: the new colour keeps serving; only the deployment stops.
+                        (None, Some(n)) => split_json(&[(n.slot, n.version.as_str(), n.weight)]),
+                        (None, None) => json!({}),
+                    };
+                    self.ledger
+                        .set_traffic(self.target(), &split, Some(&dep.id), clock::now())
+                        .await?;
+                    Ok((split.clone(), json!({ "weights": split })))
+                },
+            )
+            .await;
+        let weights = match weights {
+            Ok(w) => w,
+            Err(e) => return self.give_up(&dep.id, lease, e).await,
+        };
+        self.ledger
+            .set_deployment_state(&dep.id, "aborted", clock::now())
+            .await?;
+        self.ledger
+            .audit(
+                &NewAudit {
+                    actor: self.actor.clone(),
+                    action: "abort".into(),
+                    arena: Some(self.target().to_string()),
+                    subject: Some(dep.id.clone()),
+                    reason,
+                    detail: json!({ "weights": weights }),
+                },
+                clock::now(),
+            )
+            .await?;
+        lease.release().await?;
+        Ok(Aborted {
+            deployment: dep.id,
+            weights,
+            back_to: old.map(|o| o.version),
+        })
+    }
+
+    /// `copilot down`: stop everything the provider runs for the arena.
+    /// It takes no lease: stopping must work whatever holds the arena.
+    pub async fn down(&self) -> Result<(), RolloutError> {
+        self.provider.down().await?;
+        self.ledger
+            .set_traffic(self.target(), &json!({}), None, clock::now())
+            .await?;
+        self.ledger
+            .audit(
+                &NewAudit {
+                    actor: self.actor.clone(),
+                    action: "down".into(),
+                    arena: Some(self.target().to_string()),
+                    ..NewAudit::default()
+                },
+                clock::now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `copilot down --standby`: scale the blue-green standby to zero once
+    /// it has been kept for the arena's `keep_standby` since it stopped
+    /// serving (at once with `force`). A rollback afterwards brings the
+    /// release back from its recorded revision before it switches.
+    pub async fn retire_standby(&self, force: bool) -> Result<Standby, RolloutError> {
+        let lease = self.lease("retire the standby").await?;
+        let result = async {
+            let status = self.provider.status().await?;
+            let Some(live) = status.live() else {
+                return Ok(Standby::None);
+            };
+            let Some(standby) = status
+                .slots
+                .iter()
+                .find(|s| s.slot != live.slot && s.weight == 0 && s.instances.desired > 0)
+                .cloned()
+            else {
+                return Ok(Standby::None);
+            };
+            let since = self
+                .ledger
+                .history(Some(self.target()), 50)
+                .await?
+                .into_iter()
+                .find(|d| d.deployment.state == "succeeded")
+                .and_then(|d| d.deployment.finished_at);
+            let keep = self.arena.rollback.keep_standby.map(|d| d.as_chrono());
+            if let (false, Some(since), Some(keep)) = (force, since, keep) {
+                let until = since + keep;
+                if clock::now() < until {
+                    return Ok(Standby::Kept {
+                        slot: standby.slot,
+                        version: standby.version,
+                        until,
+                    });
+                }
+            }
+            let op = Op {
+                key: format!("{}/retire-standby/{}", self.target(), standby.slot),
+                progress: self.progress,
+                timeout: self.arena.provider.ready_timeout.as_std(),
+            };
+            self.provider.remove(&op, standby.slot).await?;
+            self.ledger
+                .audit(
+                    &NewAudit {
+                        actor: self.actor.clone(),
+                        action: "retire-standby".into(),
+                        arena: Some(self.target().to_string()),
+                        detail: json!({ "slot": standby.slot, "release": standby.version, "forced": force }),
+                        ..NewAudit::default()
+                    },
+                    clock::now(),
+                )
+                .await?;
+            Ok(Standby::Retired {
+                slot: standby.slot,
+                version: standby.version,
+            })
+        }
+        .await;
+        lease.release().await?;
+        result
+    }
+}
+
+/// What `retire_standby` found and did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "standby", rename_all = "kebab-case")]
+pub enum Standby {
+    /// No colour besides the live one runs.
+    None,
+    /// Kept: `keep_standby` has not run out.
+    Kept {
+        slot: Slot,
+        version: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// Scaled to zero.
+    Retired { slot: Slot, version: String },
+}

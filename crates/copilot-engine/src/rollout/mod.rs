@@ -1,0 +1,504 @@
+//! Rollouts: a strategy expanded into steps and executed against a provider,
+//! each step's intent written to the ledger before it acts and its outcome
+//! after; traffic shifts bake under analysis and roll back automatically.
+//!
+//! [`executor::Executor`] owns a deployment from start to end (the arena's
+//! lease, the journal, gates, provider calls, rollback, resume and abort);
+//! [`Rollout`] is the part of it that moves one release in.
+
+pub mod analysis;
+pub mod executor;
+pub mod schema;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::platform::Platform;
+use analysis::{Bake, BakeVerdict, Target};
+use copilot_core::model::{Arena, OnFail, StrategyKind};
+pub use copilot_core::progress::Progress;
+use copilot_core::provider::{Handle, Op, Provider, ProviderError, ReleaseSpec, Slot, SlotStatus};
+use copilot_ledger::{Lease, Ledger, LedgerError};
+
+/// How a rollout ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    Succeeded,
+    /// Analysis or a failed step sent traffic back to the previous release.
+    RolledBack(String),
+    /// Waiting for a person: an alert, or too little data to decide.
+    Paused(String),
+    /// Nothing changed: the `before` gates did not let the release in.
+    Refused(String, Refusal),
+}
+
+/// Why `before` gates refused a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A blocking gate (a window, a freeze, an approval) said no.
+    Blocked,
+    GateFailed,
+    /// A gate could not reach what it measures.
+    Dependency,
+    Inconclusive,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The request cannot be carried out as asked (nothing live, no earlier release).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        hint: Option<String>,
+    },
+    /// Another process took the arena's lease over: this one stops.
+    #[error("the lease on {0} was taken over by another process; this rollout stopped")]
+    LeaseLost(String),
+}
+
+impl RolloutError {
+    pub fn invalid(message: impl Into<String>, hint: Option<String>) -> Self {
+        RolloutError::Invalid {
+            message: message.into(),
+            hint,
+        }
+    }
+}
+
+/// Everything a rollout needs.
+pub struct Rollout<'a> {
+    pub ledger: &'a Ledger,
+    pub provider: &'a Platform,
+    pub arena: &'a Arena,
+    pub deployment_id: &'a str,
+    pub release: ReleaseSpec,
+    /// Overrides every bake duration (demos, tests).
+    pub bake: Option<Duration>,
+    pub progress: &'a dyn Progress,
+    /// The arena's lease: every step checks it is still held.
+    pub lease: &'a Lease,
+}
+
+/// A split as the ledger records it: per colour, its release and weight.
+pub fn split_json(parts: &[(Slot, &str, u8)]) -> Value {
+    parts
+        .iter()
+        .map(|(slot, version, w)| (slot.to_string(), json!({ "release": version, "weight": w })))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// The achieved split, with what was asked next to each weight that differs.
+fn achieved_json(asked: &[(Slot, &str, u8)], achieved: &[(Slot, u8)]) -> Value {
+    asked
+        .iter()
+        .map(|(slot, version, w)| {
+            let got = achieved
+                .iter()
+                .find(|(s, _)| s == slot)
+                .map_or(*w, |(_, g)| *g);
+            let mut v = json!({ "release": version, "weight": got });
+            if got != *w {
+                v["requested"] = json!(w);
+            }
+            (slot.to_string(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// An HTTP client that sends `slot`'s pinning headers with every request.
+pub fn client_for(slot: &SlotStatus) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &slot.headers {
+        if let (Ok(k), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+            reqwest::header::HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client builds")
+}
+
+impl Rollout<'_> {
+    /// The provider operation of step `name`: its idempotency key comes from
+    /// the deployment and the step, so a retry or a resume asks for the same one.
+    pub fn op(&self, name: &str) -> Op<'_> {
+        Op {
+            key: format!("{}/{name}", self.deployment_id),
+            progress: self.progress,
+            timeout: self.arena.provider.ready_timeout.as_std(),
+        }
+    }
+
+    pub async fn step<T>(
+        &self,
+        name: &str,
+        intent: Value,
+        act: impl AsyncFnOnce(i32) -> Result<(T, Value), RolloutError>,
+    ) -> Result<T, RolloutError> {
+        if self.lease.is_lost() {
+            return Err(RolloutError::LeaseLost(self.arena.deploys_into().into()));
+        }
+        let s = self
+            .ledger
+            .start_step(
+                self.deployment_id,
+                name,
+                &intent,
+                copilot_core::clock::now(),
+            )
+            .await?;
+        match act(s.seq).await {
+            Ok((v, outcome)) => {
+                self.ledger
+                    .finish_step(
+                        self.deployment_id,
+                        s.seq,
+                        "done",
+                        &outcome,
+                        copilot_core::clock::now(),
+                    )
+                    .await?;
+                Ok(v)
+            }
+            Err(e) => {
+                let mut outcome = json!({ "error": e.to_string() });
+                if let RolloutError::Provider(p) = &e {
+                    outcome["kind"] = serde_json::to_value(p.kind).unwrap_or_default();
+                }
+                self.ledger
+                    .finish_step(
+                        self.deployment_id,
+                        s.seq,
+                        "failed",
+                        &outcome,
+                        copilot_core::clock::now(),
+                    )
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Start the release in `slot` as step `name`: the platform's handle is
+    /// recorded as soon as it has one, then the step waits for health. With
+    /// `recorded`, an earlier command's handle, it only waits (resume);
+    /// with `restore`, the handle the older release ran as (rollback).
+    pub async fn start_colour(
+        &self,
+        name: &str,
+        slot: Slot,
+        recorded: Option<&Handle>,
+        restore: Option<&Handle>,
+    ) -> Result<SlotStatus, RolloutError> {
+        let intent = json!({ "slot": slot, "release": self.release.version });
+        self.progress.begin(
+            &format!("deploying {} into {slot}", self.release.version),
+            None,
+        );
+        let started = self
+            .step(name, intent, async |seq| {
+                let op = self.op(name);
+                let handle = match recorded {
+                    Some(h) => h.clone(),
+                    None => {
+                        let restored = match restore {
+                            Some(r) => {
+                                self.provider
+                                    .restore(&op, slot, &self.release, Some(r))
+                                    .await?
+                            }
+                            None => None,
+                        };
+                        match restored {
+                            Some(h) => h,
+                            None => self.provider.launch(&op, slot, &self.release).await?,
+                        }
+                    }
+                };
+                self.ledger
+                    .record_handle(self.deployment_id, seq, &handle)
+                    .await?;
+                let s = self
+                    .provider
+                    .wait_ready(&op, slot, &self.release, &handle)
+                    .await?;
+                let outcome = json!({
+                    "slot": s.slot, "url": s.url, "healthy": s.healthy,
+                    "instances": s.instances, "handle": handle,
+                });
+                Ok((s, outcome))
+            })
+            .await;
+        self.progress.finish();
+        started
+    }
+
+    /// Send `w` percent to the new colour (the rest to the old), as step
+    /// `name`; the ledger records the split achieved next to the one asked.
+    pub async fn shift_as(
+        &self,
+        name: &str,
+        new: Slot,
+        old: Option<&SlotStatus>,
+        w: u8,
+        extra: Value,
+    ) -> Result<Vec<(Slot, u8)>, RolloutError> {
+        let mut asked = vec![(new, self.release.version.as_str(), w)];
+        if let Some(o) = old {
+            asked.push((o.slot, o.version.as_str(), 100 - w));
+        }
+        let requested = split_json(&asked);
+        let mut intent = json!({ "weights": requested });
+        if let Value::Object(extra) = extra {
+            intent.as_object_mut().expect("object").extend(extra);
+        }
+        self.step(name, intent, async |_| {
+            let weights: Vec<(Slot, u8)> = asked.iter().map(|(s, _, w)| (*s, *w)).collect();
+            let achieved = self.provider.set_traffic(&self.op(name), &weights).await?;
+            let split = achieved_json(&asked, &achieved);
+            self.ledger
+                .set_traffic(
+                    self.arena.deploys_into(),
+                    &split,
+                    Some(self.deployment_id),
+                    copilot_core::clock::now(),
+                )
+                .await?;
+            Ok((
+                achieved,
+                json!({ "weights": split, "requested": requested }),
+            ))
+        })
+        .await
+    }
+
+    async fn shift(&self, new: Slot, old: Option<&SlotStatus>, w: u8) -> Result<(), RolloutError> {
+        let achieved = self
+            .shift_as(&format!("shift-{w}"), new, old, w, Value::Null)
+            .await?;
+        if let Some((_, got)) = achieved.iter().find(|(s, _)| *s == new)
+            && *got != w
+        {
+            self.progress.line(&format!(
+                "the platform carries {got}% (not {w}%) on {}",
+                self.release.version
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stop `slot` as step `name` (it carries no traffic).
+    pub async fn retire(
+        &self,
+        name: &str,
+        slot: Slot,
+        why: Option<&str>,
+    ) -> Result<(), RolloutError> {
+        let mut intent = json!({ "slot": slot });
+        if let Some(why) = why {
+            intent["why"] = json!(why);
+        }
+        self.step(name, intent, async |_| {
+            self.provider.remove(&self.op(name), slot).await?;
+            Ok(((), json!({ "stopped": slot })))
+        })
+        .await
+    }
+
+    /// Send all traffic back to the old colour.
+    pub async fn roll_back(
+        &self,
+        new: Slot,
+        old: Option<&SlotStatus>,
+        why: &str,
+    ) -> Result<(), RolloutError> {
+        let Some(o) = old else {
+            return Ok(());
+        };
+        let asked = [
+            (o.slot, o.version.as_str(), 100),
+            (new, self.release.version.as_str(), 0),
+        ];
+        let full = split_json(&asked);
+        self.step(
+            "rollback",
+            json!({ "reason": why, "weights": full }),
+            async |_| {
+                let achieved = self
+                    .provider
+                    .set_traffic(&self.op("rollback"), &[(o.slot, 100), (new, 0)])
+                    .await?;
+                let split = achieved_json(&asked, &achieved);
+                self.ledger
+                    .set_traffic(
+                        self.arena.deploys_into(),
+                        &split,
+                        Some(self.deployment_id),
+                        copilot_core::clock::now(),
+                    )
+                    .await?;
+                Ok(((), json!({ "weights": split })))
+            },
+        )
+        .await
+    }
+
+    /// Deploy into the idle colour, then shift traffic step by step with analysis.
+    /// `recorded`: the handle of an earlier, interrupted start of this deployment.
+    pub async fn run(
+        &self,
+        idle: Slot,
+        old: Option<&SlotStatus>,
+        recorded: Option<&Handle>,
+        after_gates: impl AsyncFnOnce(&SlotStatus) -> Result<bool, RolloutError>,
+    ) -> Result<End, RolloutError> {
+        let started = self
+            .start_colour("deploy-idle", idle, recorded, None)
+            .await?;
+        self.progress.line(&format!(
+            "{idle} is healthy at {}; running after gates against it",
+            started.url
+        ));
+        if !after_gates(&started).await? {
+            self.retire("retire-new", idle, None).await?;
+            return Ok(End::RolledBack(
+                "after gates failed against the new colour".into(),
+            ));
+        }
+        self.advance(&started, old, 0).await
+    }
+
+    /// Shift traffic to the new colour through the steps above `from` percent,
+    /// baking each; `from` is what the new colour already carries (resume).
+    pub async fn advance(
+        &self,
+        new: &SlotStatus,
+        old: Option<&SlotStatus>,
+        from: u8,
+    ) -> Result<End, RolloutError> {
+        let idle = new.slot;
+        let probe = client_for(new);
+        // A first release has nothing to share traffic with: it takes it all.
+        let steps = match (self.arena.strategy.kind, old) {
+            (StrategyKind::BlueGreen | StrategyKind::Canary, Some(_)) => {
+                self.arena.strategy.steps.clone()
+            }
+            (StrategyKind::BlueGreen | StrategyKind::Canary, None) => {
+                vec![copilot_core::model::TrafficStep {
+                    weight: 100,
+                    bake: self.arena.strategy.steps.last().and_then(|s| s.bake),
+                }]
+            }
+            (StrategyKind::Rolling | StrategyKind::Immediate, _) => {
+                vec![copilot_core::model::TrafficStep {
+                    weight: 100,
+                    bake: None,
+                }]
+            }
+        };
+        for step in steps.iter().filter(|s| s.weight > from) {
+            self.progress.line(&format!(
+                "shifting {}% of traffic to {}",
+                step.weight, self.release.version
+            ));
+            self.shift(idle, old, step.weight).await?;
+            let duration = self.bake.or(step.bake.map(|b| b.as_std()));
+            let Some(duration) = duration.filter(|d| !d.is_zero()) else {
+                continue;
+            };
+            let report = self
+                .step(
+                    &format!("bake-{}", step.weight),
+                    json!({ "duration_ms": duration.as_millis() as u64, "weight": step.weight }),
+                    async |_| {
+                        let r = Bake {
+                            http: &probe,
+                            provider: self.provider,
+                            arena: self.arena,
+                            target: Target {
+                                url: &new.url,
+                                slot: idle,
+                                release: &self.release.version,
+                                weight: step.weight,
+                            },
+                            duration,
+                            // Shortened bakes measure at least twice.
+                            interval_cap: self.bake.map_or(Duration::MAX, |b| b / 2),
+                            progress: self.progress,
+                        }
+                        .run()
+                        .await;
+                        let outcome = serde_json::to_value(&r).expect("report serializes");
+                        Ok((r, outcome))
+                    },
+                )
+                .await?;
+            match report.verdict {
+                BakeVerdict::Healthy => {}
+                BakeVerdict::Breached {
+                    metric,
+                    action,
+                    measured,
+                    limit,
+                } => {
+                    let why = if limit.ends_with("in a row") {
+                        format!(
+                            "{metric} failed {measured} (limit {limit}) at {}%",
+                            step.weight
+                        )
+                    } else {
+                        format!("{metric} {measured} > {limit} at {}%", step.weight)
+                    };
+                    match action {
+                        OnFail::Rollback | OnFail::Remove
+                            if self.arena.rollback.automatic || old.is_none() =>
+                        {
+                            let what = if action == OnFail::Remove {
+                                "taking the new instance out, traffic back to the previous release"
+                            } else {
+                                "rolling back"
+                            };
+                            self.progress.line(&format!("analysis: {why}; {what}"));
+                            self.roll_back(idle, old, &why).await?;
+                            // The failed release must not stay around as a rollback target.
+                            if old.is_some() {
+                                self.retire("retire-new", idle, None).await?;
+                            }
+                            return Ok(End::RolledBack(why));
+                        }
+                        _ => {
+                            self.progress
+                                .line(&format!("analysis: {why}; paused for a decision"));
+                            return Ok(End::Paused(format!(
+                                "{why}: `copilot resume {}` to continue or `copilot rollback {}`",
+                                self.arena.name, self.arena.name
+                            )));
+                        }
+                    }
+                }
+                BakeVerdict::Inconclusive { reason } => {
+                    return Ok(End::Paused(format!(
+                        "analysis inconclusive at {}%: {reason}",
+                        step.weight
+                    )));
+                }
+            }
+        }
+        // Blue-green keeps the old colour on standby for an instant rollback.
+        if let (Some(o), false) = (old, self.arena.strategy.kind == StrategyKind::BlueGreen) {
+            self.retire("retire-old", o.slot, None).await?;
+        }
+        Ok(End::Succeeded)
+    }
+}

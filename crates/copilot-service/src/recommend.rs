@@ -1,0 +1,334 @@
+//! Recommendations: deterministic rules over recent update records and the
+//! shop's settings, turned into actions for a merchant.
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::config::ApiVersion;
+use super::records::{self, Platform, Severity, UpdateKind, UpdateRecord, UpdateStatus};
+use copilot_db::Pool;
+
+/// One action for a merchant, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recommendation {
+    /// Stable for the same rule and records: `rec_<hash>`.
+    pub id: String,
+    pub rule: Rule,
+    pub severity: Severity,
+    pub title: String,
+    pub rationale: String,
+    pub actions: Vec<String>,
+    /// Ids of the update records this is based on (empty for configuration rules).
+    pub based_on: Vec<String>,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// The response of `GET /api/recommendations`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Recommendations for a shop")]
+pub struct RecommendationsResponse {
+    pub shop: String,
+    pub generated_at: DateTime<Utc>,
+    pub api_version: String,
+    pub recommendations: Vec<Recommendation>,
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    CoreUpdateInProgress,
+    CoreUpdateReview,
+    SpamUpdateAudit,
+    SearchIncidentExternal,
+    AdsPlatformIncidentHold,
+    ApiVersionExpiring,
+    ApiVersionStale,
+    ApiDeprecation,
+}
+
+/// What the rules know about a shop.
+#[derive(Clone, Debug)]
+pub struct ShopContext {
+    pub shop: String,
+    /// Platforms the shop uses; empty means all.
+    pub platforms: Vec<Platform>,
+    pub api_version: ApiVersion,
+}
+
+impl ShopContext {
+    fn uses(&self, p: Platform) -> bool {
+        self.platforms.is_empty() || self.platforms.contains(&p)
+    }
+}
+
+/// How far back the rules look for ended updates.
+const LOOKBACK_DAYS: i64 = 45;
+
+/// Is this a valid `*.myshopify.com` shop domain?
+pub fn valid_shop(shop: &str) -> bool {
+    let Some(name) = shop.strip_suffix(".myshopify.com") else {
+        return false;
+    };
+    !name.is_empty()
+        && name.len() <= 60
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+}
+
+/// Compute the recommendations for a shop at `now`.
+pub async fn recommend(
+    pool: &Pool,
+    ctx: &ShopContext,
+    now: DateTime<Utc>,
+) -> Result<RecommendationsResponse, sqlx::Error> {
+    let kinds = [
+        UpdateKind::CoreUpdate,
+        UpdateKind::SpamUpdate,
+        UpdateKind::SearchIncident,
+        UpdateKind::PlatformIncident,
+        UpdateKind::ApiDeprecation,
+    ];
+    let recent = records::relevant(pool, &kinds, now - Duration::days(LOOKBACK_DAYS), 500).await?;
+    let mut recs = evaluate(ctx, &recent, now);
+    recs.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.rule.cmp(&b.rule))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(RecommendationsResponse {
+        shop: ctx.shop.clone(),
+        generated_at: now,
+        api_version: ctx.api_version.to_string(),
+        recommendations: recs,
+    })
+}
+
+fn rec(
+    rule: Rule,
+    severity: Severity,
+    title: String,
+    rationale: String,
+    actions: &[&str],
+    based_on: &[&UpdateRecord],
+    valid_until: DateTime<Utc>,
+) -> Recommendation {
+    let mut ids: Vec<String> = based_on.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    let mut h = Sha256::new();
+    h.update(format!("{rule:?}"));
+    for id in &ids {
+        h.update([0]);
+        h.update(id.as_bytes());
+    }
+    Recommendation {
+        id: format!("rec_{}", &format!("{:x}", h.finalize())[..16]),
+        rule,
+        severity,
+        title,
+        rationale,
+        actions: actions.iter().map(|s| s.to_string()).collect(),
+        based_on: ids,
+        valid_until,
+    }
+}
+
+/// The rules, as a pure function of the records and the shop.
+pub fn evaluate(
+    ctx: &ShopContext,
+    recent: &[UpdateRecord],
+    now: DateTime<Utc>,
+) -> Vec<Recommendation> {
+    let mut out = Vec::new();
+    let tomorrow = now + Duration::days(1);
+    let ongoing = |r: &&UpdateRecord| r.ended_at.is_none() && r.status == UpdateStatus::Ongoing;
+
+    if ctx.uses(Platform::GoogleSearch) {
+        // Core update rolling out: freeze structural changes, judge nothing yet.
+        for r in recent
+            .iter()
+            .filter(|r| r.kind == UpdateKind::CoreUpdate)
+            .filter(ongoing)
+        {
+            out.push(rec(
+                Rule::CoreUpdateInProgress,
+                Severity::High,
+                format!("{} is rolling out: freeze structural and URL changes", r.title),
+                format!(
+                    "Google started the {} on {}. Rankings move for days while it rolls out; changes to site structure, URLs or templates now would be confounded with the update.",
+                    r.title,
+                    r.started_at.unwrap_or(r.published_at).format("%Y-%m-%d")
+                ),
+                &[
+                    "Freeze URL, navigation and template changes until the rollout completes",
+                    "Do not judge the effect of recent SEO changes until the rollout completes",
+                    "Annotate analytics with the rollout start date",
+                ],
+                &[r],
+                tomorrow,
+            ));
+        }
+        // Core update ended a week or more ago: time to compare.
+        for r in recent.iter().filter(|r| r.kind == UpdateKind::CoreUpdate) {
+            let Some(ended) = r.ended_at else { continue };
+            let age = now - ended;
+            if age >= Duration::days(7) && age <= Duration::days(LOOKBACK_DAYS) {
+                out.push(rec(
+                    Rule::CoreUpdateReview,
+                    Severity::Medium,
+                    format!("Compare search performance before and after the {}", r.title),
+                    format!(
+                        "The {} finished on {}; a week of data after it is now available.",
+                        r.title,
+                        ended.format("%Y-%m-%d")
+                    ),
+                    &[
+                        "In Search Console, compare the two weeks before the rollout with the week after it ended",
+                        "Review pages that lost clicks against Google's helpful-content guidance",
+                    ],
+                    &[r],
+                    ended + Duration::days(LOOKBACK_DAYS),
+                ));
+            }
+        }
+        // Spam update: audit.
+        let spam: Vec<&UpdateRecord> = recent
+            .iter()
+            .filter(|r| r.kind == UpdateKind::SpamUpdate)
+            .filter(|r| r.ended_at.is_none_or(|e| now - e <= Duration::days(30)))
+            .collect();
+        for r in spam {
+            let live = r.ended_at.is_none();
+            out.push(rec(
+                Rule::SpamUpdateAudit,
+                if live { Severity::High } else { Severity::Medium },
+                format!("Audit the store against Google's spam policies ({})", r.title),
+                format!("Google {} the {}.", if live { "is rolling out" } else { "recently finished" }, r.title),
+                &[
+                    "Check for scaled or auto-generated product content, expired-domain and site-reputation abuse",
+                    "Review paid and exchanged links pointing to the store",
+                ],
+                &[r],
+                r.ended_at.map_or(tomorrow, |e| e + Duration::days(30)),
+            ));
+        }
+        // Crawling/indexing/serving trouble on Google's side: not the shop's fault.
+        for r in recent
+            .iter()
+            .filter(|r| r.kind == UpdateKind::SearchIncident)
+        {
+            let affects = r
+                .surfaces
+                .iter()
+                .any(|s| matches!(s.as_str(), "Crawling" | "Indexing" | "Serving"))
+                || r.surfaces.is_empty();
+            let current = r.ended_at.is_none_or(|e| now - e <= Duration::days(2));
+            if affects && current {
+                let live = r.ended_at.is_none();
+                out.push(rec(
+                    Rule::SearchIncidentExternal,
+                    if live { Severity::High } else { Severity::Medium },
+                    format!("Search traffic changes are caused externally: {}", r.title),
+                    format!(
+                        "Google reports {} affecting {}. Drops in impressions or indexing in this period come from Google, not from the store.",
+                        if live { "an ongoing incident" } else { "a recent incident" },
+                        if r.surfaces.is_empty() { "Search".to_string() } else { r.surfaces.join(", ") }
+                    ),
+                    &[
+                        "Mark the traffic change as externally caused in reports",
+                        "Do not roll back recent site changes because of it",
+                    ],
+                    &[r],
+                    r.ended_at.map_or(tomorrow, |e| e + Duration::days(2)),
+                ));
+            }
+        }
+    }
+
+    // Ads platform incident: hold automation.
+    for r in recent
+        .iter()
+        .filter(|r| {
+            r.kind == UpdateKind::PlatformIncident && r.platform.is_ads() && ctx.uses(r.platform)
+        })
+        .filter(ongoing)
+    {
+        out.push(rec(
+            Rule::AdsPlatformIncidentHold,
+            Severity::High,
+            format!("Hold automated bid and budget changes on {}", r.platform),
+            format!("{} reports an ongoing incident: {}. Performance data is unreliable until it is resolved.", r.platform, r.title),
+            &[
+                "Pause automated bid and budget rules on the affected platform",
+                "Do not judge campaign changes made during the incident",
+            ],
+            &[r],
+            tomorrow,
+        ));
+    }
+
+    // Deprecations announced by the platforms the shop uses.
+    for r in recent
+        .iter()
+        .filter(|r| r.kind == UpdateKind::ApiDeprecation && ctx.uses(r.platform))
+    {
+        if now - r.published_at <= Duration::days(LOOKBACK_DAYS) {
+            out.push(rec(
+                Rule::ApiDeprecation,
+                Severity::Medium,
+                format!("Plan for a {} deprecation: {}", r.platform, r.title),
+                "A feature or API the store may depend on is being deprecated.".into(),
+                &[
+                    "Check whether the store's apps or themes use it",
+                    "Schedule the migration before the sunset date",
+                ],
+                &[r],
+                r.published_at + Duration::days(LOOKBACK_DAYS),
+            ));
+        }
+    }
+
+    // The shop's configured Shopify API version.
+    let v = ctx.api_version;
+    let expires = v.supported_until().and_time(NaiveTime::MIN).and_utc();
+    let left = expires - now;
+    if left <= Duration::days(90) {
+        let days = left.num_days().max(0);
+        out.push(rec(
+            Rule::ApiVersionExpiring,
+            if left <= Duration::days(30) { Severity::Critical } else { Severity::High },
+            format!("Shopify API version {v} expires in {days} days"),
+            format!("Shopify supports a version for twelve months; {v} stops being supported on {}.", expires.format("%Y-%m-%d")),
+            &["Upgrade SHOPIFY_API_VERSION to the latest stable version and test webhooks and queries"],
+            &[],
+            expires,
+        ));
+    } else if now - v.released().and_time(NaiveTime::MIN).and_utc() > Duration::days(274) {
+        out.push(rec(
+            Rule::ApiVersionStale,
+            Severity::Medium,
+            format!("Shopify API version {v} is more than nine months old"),
+            "Upgrading before the last quarter of support leaves time to test.".into(),
+            &["Plan the upgrade of SHOPIFY_API_VERSION this quarter"],
+            &[],
+            expires - Duration::days(90),
+        ));
+    }
+    out
+}
+
+/// The JSON Schema of the response, as published in `schemas/recommendations.schema.json`.
+pub fn schema() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<RecommendationsResponse>();
+    serde_json::to_value(schema).expect("schema serializes")
+}
