@@ -5,7 +5,10 @@
 //! Whole processes, medians of COPILOT_BENCH_ROUNDS (default 9) runs;
 //! prints figures and the ratio to the 100-deployment ledger, asserts none.
 //! The largest ledger is measured again without the indexes of ledger
-//! migration 0006, in the same run, to show what they are worth.
+//! migration 0006, in the same run, to show what they are worth. Then one
+//! arena alone: 100 and 20,000 deployments of as many releases in
+//! `production`, where the lookup of the deployment in progress must not
+//! read the arena's history (migration 0007's partial index).
 //! `cargo bench --bench ledger`.
 
 use std::path::Path;
@@ -15,6 +18,17 @@ use std::time::Instant;
 use copilot_ledger::Ledger;
 
 const SIZES: [i64; 3] = [100, 10_000, 100_000];
+/// Deployments (and releases) of the one-arena ledgers.
+const ONE_ARENA_SIZES: [i64; 2] = [100, 20_000];
+
+/// How the seeded deployments are laid out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Over the six arenas, of 100 releases.
+    Spread,
+    /// All in `production`, each of its own release.
+    OneArena,
+}
 const ARENAS: [&str; 6] = [
     "local",
     "preview",
@@ -53,13 +67,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// with five steps and one gate run of three results; the newest of each
 /// arena succeeded, none is in progress (the lookup of an active deployment
 /// has nothing to find, its worst case).
-async fn seed(url: &str, n: i64) {
+async fn seed(url: &str, n: i64, shape: Shape) {
     let ledger = Ledger::connect(url).await.expect("ledger opens");
     ledger.close().await;
     let statements = if url.starts_with("sqlite:") {
-        sqlite_seed(n)
+        sqlite_seed(n, shape)
     } else {
-        postgres_seed(n)
+        postgres_seed(n, shape)
     };
     let pool = copilot_db::Pool::connect(url, 1).await.unwrap();
     match &pool {
@@ -92,8 +106,11 @@ fn arena_case(i: &str) -> String {
     format!("CASE {i} % 6{arms} END")
 }
 
-fn sqlite_seed(n: i64) -> Vec<String> {
-    let arena = arena_case("i");
+fn sqlite_seed(n: i64, shape: Shape) -> Vec<String> {
+    let (arena, r) = match shape {
+        Shape::Spread => (arena_case("i"), 100),
+        Shape::OneArena => ("'production'".to_string(), n),
+    };
     let ts = |expr: &str| {
         format!(
             "strftime('%Y-%m-%dT%H:%M:%S.000000000+00:00', 1638316800 + ({expr}) * (157680000 / {n}), 'unixepoch')"
@@ -104,13 +121,13 @@ fn sqlite_seed(n: i64) -> Vec<String> {
     vec![
         format!(
             "INSERT INTO releases (id, version, image, config_hash, created_by, created_at) \
-             WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 99) \
+             WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {r} - 1) \
              SELECT 'rel_bench' || i, 'v0.' || i, 'ghcr.io/acme/copilot-service:v0.' || i, 'sha256:bench', 'bench', {started} FROM k"
         ),
         format!(
             "INSERT INTO deployments (id, arena, release_id, previous_release_id, kind, strategy, state, created_by, started_at, finished_at) \
              WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {n} - 1) \
-             SELECT printf('dep_bench%08d', i), {arena}, 'rel_bench' || (i % 100), 'rel_bench' || ((i + 99) % 100), 'promote', 'blue-green', \
+             SELECT printf('dep_bench%08d', i), {arena}, 'rel_bench' || (i % {r}), 'rel_bench' || ((i + {r} - 1) % {r}), 'promote', 'blue-green', \
              CASE WHEN i >= {n} - 6 THEN 'succeeded' WHEN i % 10 = 3 THEN 'rolled-back' WHEN i % 10 = 7 THEN 'failed' ELSE 'succeeded' END, \
              'bench', {started}, {finished} FROM k"
         ),
@@ -123,7 +140,7 @@ fn sqlite_seed(n: i64) -> Vec<String> {
         format!(
             "INSERT INTO gate_runs (id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at) \
              WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {n} - 1) \
-             SELECT printf('gr_bench%08d', i), {arena}, 'rel_bench' || (i % 100), printf('dep_bench%08d', i), 'before', 'passed', {started}, {finished} FROM k"
+             SELECT printf('gr_bench%08d', i), {arena}, 'rel_bench' || (i % {r}), printf('dep_bench%08d', i), 'before', 'passed', {started}, {finished} FROM k"
         ),
         format!(
             "INSERT INTO gate_results (gate_run_id, gate, kind, outcome, summary, evidence, started_at, duration_ms) \
@@ -134,8 +151,11 @@ fn sqlite_seed(n: i64) -> Vec<String> {
     ]
 }
 
-fn postgres_seed(n: i64) -> Vec<String> {
-    let arena = arena_case("i");
+fn postgres_seed(n: i64, shape: Shape) -> Vec<String> {
+    let (arena, r) = match shape {
+        Shape::Spread => (arena_case("i"), 100),
+        Shape::OneArena => ("'production'".to_string(), n),
+    };
     let ts = |expr: &str| {
         format!("timestamptz '2021-12-01 00:00:00+00' + ({expr}) * (interval '5 years' / {n})")
     };
@@ -144,11 +164,11 @@ fn postgres_seed(n: i64) -> Vec<String> {
         format!(
             "INSERT INTO releases (id, version, image, config_hash, created_by, created_at) \
              SELECT 'rel_bench' || i, 'v0.' || i, 'ghcr.io/acme/copilot-service:v0.' || i, 'sha256:bench', 'bench', {started} \
-             FROM generate_series(0, 99) AS i"
+             FROM generate_series(0, {r} - 1) AS i"
         ),
         format!(
             "INSERT INTO deployments (id, arena, release_id, previous_release_id, kind, strategy, state, created_by, started_at, finished_at) \
-             SELECT 'dep_bench' || lpad(i::text, 8, '0'), {arena}, 'rel_bench' || (i % 100), 'rel_bench' || ((i + 99) % 100), 'promote', 'blue-green', \
+             SELECT 'dep_bench' || lpad(i::text, 8, '0'), {arena}, 'rel_bench' || (i % {r}), 'rel_bench' || ((i + {r} - 1) % {r}), 'promote', 'blue-green', \
              CASE WHEN i >= {n} - 6 THEN 'succeeded' WHEN i % 10 = 3 THEN 'rolled-back' WHEN i % 10 = 7 THEN 'failed' ELSE 'succeeded' END, \
              'bench', {started}, {started} FROM generate_series(0, {n} - 1) AS i ORDER BY i"
         ),
@@ -160,7 +180,7 @@ fn postgres_seed(n: i64) -> Vec<String> {
         ),
         format!(
             "INSERT INTO gate_runs (id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at) \
-             SELECT 'gr_bench' || lpad(i::text, 8, '0'), {arena}, 'rel_bench' || (i % 100), 'dep_bench' || lpad(i::text, 8, '0'), 'before', 'passed', {started}, {started} \
+             SELECT 'gr_bench' || lpad(i::text, 8, '0'), {arena}, 'rel_bench' || (i % {r}), 'dep_bench' || lpad(i::text, 8, '0'), 'before', 'passed', {started}, {started} \
              FROM generate_series(0, {n} - 1) AS i"
         ),
         format!(
@@ -266,7 +286,7 @@ fn main() {
             root.join(format!("ledger-{size}.db")).display()
         );
         let t = Instant::now();
-        rt.block_on(seed(&url, size));
+        rt.block_on(seed(&url, size, Shape::Spread));
         eprintln!(
             "seeded {size} deployments (SQLite) in {:.1}s",
             t.elapsed().as_secs_f64()
@@ -278,6 +298,16 @@ fn main() {
         }
     }
     print("SQLite", &rows);
+    let mut rows = Vec::new();
+    for size in ONE_ARENA_SIZES {
+        let url = format!(
+            "sqlite://{}",
+            root.join(format!("ledger-one-arena-{size}.db")).display()
+        );
+        rt.block_on(seed(&url, size, Shape::OneArena));
+        rows.push(measure(root, &url, format!("{size} in one arena"), rounds));
+    }
+    print("SQLite, one arena (as many releases as deployments)", &rows);
 
     let admin = std::env::var("COPILOT_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -305,7 +335,7 @@ fn main() {
         ));
         rt.block_on(admin_sql(&admin, &format!("CREATE DATABASE {name}")));
         let t = Instant::now();
-        rt.block_on(seed(&url, size));
+        rt.block_on(seed(&url, size, Shape::Spread));
         eprintln!(
             "seeded {size} deployments (PostgreSQL) in {:.1}s",
             t.elapsed().as_secs_f64()
@@ -321,6 +351,26 @@ fn main() {
         ));
     }
     print("PostgreSQL", &rows);
+    let mut rows = Vec::new();
+    for size in ONE_ARENA_SIZES {
+        let name = format!("copilot_bench_ledger_one_arena_{size}");
+        let url = format!("{base}/{name}");
+        rt.block_on(admin_sql(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {name}"),
+        ));
+        rt.block_on(admin_sql(&admin, &format!("CREATE DATABASE {name}")));
+        rt.block_on(seed(&url, size, Shape::OneArena));
+        rows.push(measure(root, &url, format!("{size} in one arena"), rounds));
+        rt.block_on(admin_sql(
+            &admin,
+            &format!("DROP DATABASE {name} WITH (FORCE)"),
+        ));
+    }
+    print(
+        "PostgreSQL, one arena (as many releases as deployments)",
+        &rows,
+    );
 }
 
 async fn admin_sql(url: &str, sql: &str) {

@@ -13,6 +13,10 @@ mod common {
     pub fn free_port() -> u16 {
         super::free_port()
     }
+    /// `copilot-service`, which the workspace builds beside `copilot`.
+    pub fn service_bin() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_BIN_EXE_copilot")).with_file_name("copilot-service")
+    }
 }
 
 #[allow(dead_code)]

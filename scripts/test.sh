@@ -10,11 +10,10 @@ bash scripts/services.sh
 if ! command -v node >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
-# npm ci refuses a lock file written with omit-lockfile-registry-resolved when
-# it lacks other platforms' optional packages; npm install then follows the lock.
+# The lock files list every platform's optional packages, so `npm ci`
+# installs exactly what they pin on any machine.
 for dir in tests/bullmq tests/prism; do
-    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error \
-        || npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
 done
 # moto's server is the AWS the ECS provider's tests run against (ECS, ELBv2,
 # CloudWatch, RDS, Secrets Manager), in a virtualenv of its own.

@@ -177,9 +177,24 @@ pub fn copilot() -> Command {
     cmd
 }
 
+/// Where the `copilot-service` binary is: beside `copilot` (the workspace
+/// builds both into one target folder; it is another package's binary, so
+/// cargo gives this test no `CARGO_BIN_EXE_` for it), as the local provider
+/// finds it.
+pub fn service_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_copilot"))
+        .with_file_name(format!("copilot-service{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p copilot-service`",
+        bin.display()
+    );
+    bin
+}
+
 /// The `copilot-service` binary with an empty environment.
 pub fn copilot_service() -> Command {
-    let mut cmd = Command::cargo_bin("copilot-service").expect("binary");
+    let mut cmd = Command::new(service_bin());
     cmd.env_clear();
     pass_through(&mut cmd);
     cmd

@@ -366,7 +366,7 @@ impl Aws {
             requests: Vec::new(),
             seq: 0,
             root: dir.path().to_path_buf(),
-            service_bin: assert_cmd::cargo::cargo_bin("copilot-service"),
+            service_bin: crate::common::service_bin(),
             moto: moto_url.clone(),
         }));
         let plane = Arc::new(Mutex::new(Plane::default()));

@@ -196,7 +196,7 @@ impl FlyEmulator {
             requests: Vec::new(),
             retiring: Vec::new(),
             root: dir.path().to_path_buf(),
-            service_bin: assert_cmd::cargo::cargo_bin("copilot-service"),
+            service_bin: crate::common::service_bin(),
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

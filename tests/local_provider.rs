@@ -186,7 +186,7 @@ async fn the_router_splits_traffic_exactly() {
         "local",
         port,
         assert_cmd::cargo::cargo_bin("copilot"),
-        assert_cmd::cargo::cargo_bin("copilot-service"),
+        crate::common::service_bin(),
     )
     .unwrap();
     provider

@@ -703,7 +703,7 @@ fn status_reports_a_split_the_ledger_does_not_show() {
         "stage",
         a.stage_port,
         assert_cmd::cargo::cargo_bin("copilot"),
-        assert_cmd::cargo::cargo_bin("copilot-service"),
+        crate::common::service_bin(),
     )
     .unwrap();
     block_on(async {

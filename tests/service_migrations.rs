@@ -62,37 +62,3 @@ async fn postgres_round_trip() {
     round_trip(&pool).await;
     pool.close().await;
 }
-
-#[test]
-fn migrate_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("s.db").display());
-    let run = |args: &[&str]| {
-        crate::common::copilot_service()
-            .env("DATABASE_URL", &db)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["migrate", "status"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0001 0001_update_records"));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pending"));
-    let out = run(&["migrate", "up"]);
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
-    let out = run(&["migrate", "down", "--steps", "2"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "reverted 6\nreverted 5\n"
-    );
-    let out = run(&["migrate", "status"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(text.matches(" applied").count(), 4, "{text}");
-    assert_eq!(text.matches("pending").count(), 2, "{text}");
-    let out = crate::common::copilot_service()
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
-        .args(["migrate", "up"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-}

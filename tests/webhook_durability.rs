@@ -122,7 +122,7 @@ impl ServiceProcess {
             .append(true)
             .open(dir.join("service.log"))
             .unwrap();
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("copilot-service"));
+        let mut cmd = std::process::Command::new(crate::common::service_bin());
         hermetic(&mut cmd)
             .env("PORT", port.to_string())
             .env("BIND_ADDRESS", "127.0.0.1")

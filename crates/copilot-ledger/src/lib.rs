@@ -88,7 +88,7 @@ macro_rules! migrations {
 }
 
 fn sqlite_migrator() -> Migrator {
-    let migrations = migrations!("sqlite": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes");
+    let migrations = migrations!("sqlite": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
@@ -96,7 +96,7 @@ fn sqlite_migrator() -> Migrator {
 }
 
 fn postgres_migrator() -> Migrator {
-    let migrations = migrations!("postgres": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes");
+    let migrations = migrations!("postgres": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
