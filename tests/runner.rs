@@ -7,6 +7,7 @@ mod service_support;
 mod analysis_sources;
 mod bullmq_interop;
 mod cli_basics;
+mod cli_snapshots;
 mod cli_validate;
 mod definition_properties;
 #[cfg(feature = "ecs")]

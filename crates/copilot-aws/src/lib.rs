@@ -37,6 +37,15 @@ pub async fn config(region: Option<&str>) -> Result<SdkConfig, ProviderError> {
     if let Some(r) = region {
         loader = loader.region(Region::new(r.to_string()));
     }
+    let sources = credential_sources(&|k| std::env::var_os(k), on_ec2());
+    if sources.is_empty() {
+        // The chain would end at the instance metadata service, which off
+        // EC2 answers nothing (or a proxy's refusal) after its timeouts.
+        return Err(no_credentials(
+            "none of AWS_ACCESS_KEY_ID, AWS_PROFILE, a shared config or credentials file, \
+             web identity or container credentials is set, and this is not an EC2 instance",
+        ));
+    }
     let conf = loader.load().await;
     if conf.region().is_none() {
         return Err(
@@ -49,16 +58,82 @@ pub async fn config(region: Option<&str>) -> Result<SdkConfig, ProviderError> {
         return Err(no_credentials("no credentials provider is configured"));
     };
     if let Err(e) = creds.provide_credentials().await {
-        return Err(no_credentials(&DisplayErrorContext(&e).to_string()));
+        return Err(no_credentials(&format!(
+            "{} gave none: {}",
+            sources.join(", "),
+            causes(&e)
+        )));
     }
     Ok(conf)
+}
+
+/// Where the standard chain could find credentials here, by what is set:
+/// the environment's keys, a profile or the shared files, web identity,
+/// container credentials, and the instance metadata service on EC2.
+fn credential_sources(
+    var: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    on_ec2: bool,
+) -> Vec<&'static str> {
+    let set = |k: &str| var(k).is_some_and(|v| !v.is_empty());
+    let home = var("HOME").map(std::path::PathBuf::from);
+    let file = |env: &str, name: &str| match var(env) {
+        Some(p) if !p.is_empty() => std::path::Path::new(&p).is_file(),
+        _ => home
+            .as_ref()
+            .is_some_and(|h| h.join(".aws").join(name).is_file()),
+    };
+    let mut sources = Vec::new();
+    if set("AWS_ACCESS_KEY_ID") {
+        sources.push("the environment's keys");
+    }
+    if set("AWS_PROFILE") || file("AWS_CONFIG_FILE", "config") {
+        sources.push("the shared config");
+    }
+    if file("AWS_SHARED_CREDENTIALS_FILE", "credentials") {
+        sources.push("the shared credentials file");
+    }
+    if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+        sources.push("web identity");
+    }
+    if set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") || set("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        sources.push("container credentials");
+    }
+    let imds_off = var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !imds_off && (on_ec2 || set("AWS_EC2_METADATA_SERVICE_ENDPOINT")) {
+        sources.push("the instance metadata service");
+    }
+    sources
+}
+
+/// Whether this machine is an EC2 instance, by what its firmware says (Nitro
+/// and Xen instances alike), so the metadata service is only asked there.
+fn on_ec2() -> bool {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    read("/sys/devices/virtual/dmi/id/sys_vendor").trim() == "Amazon EC2"
+        || read("/sys/devices/virtual/dmi/id/board_asset_tag").starts_with("i-")
+        || read("/sys/hypervisor/uuid").starts_with("ec2")
+}
+
+/// An error and its causes on one line, without the SDK's debug structures.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let said = s.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn no_credentials(why: &str) -> ProviderError {
     ProviderError::new(
         ErrorKind::Unauthorised,
         "find AWS credentials",
-        format!("the standard credentials chain gave none: {why}"),
+        format!("no AWS credentials: {why}"),
     )
     .with_hint(
         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE (with `aws sso login`), \
@@ -144,5 +219,68 @@ where
                 ProviderError::new(ErrorKind::Retryable, action, text)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::ffi::OsString;
+
+    fn sources(vars: &[(&str, &str)], on_ec2: bool) -> Vec<&'static str> {
+        let vars: BTreeMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        credential_sources(&|k| vars.get(k).cloned(), on_ec2)
+    }
+
+    #[test]
+    fn the_metadata_service_is_asked_only_on_ec2_or_when_named() {
+        let nowhere = [("HOME", "/nonexistent")];
+        assert!(sources(&nowhere, false).is_empty());
+        assert_eq!(sources(&nowhere, true), ["the instance metadata service"]);
+        assert!(
+            sources(
+                &[
+                    ("HOME", "/nonexistent"),
+                    ("AWS_EC2_METADATA_DISABLED", "true")
+                ],
+                true
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            sources(
+                &[
+                    ("HOME", "/nonexistent"),
+                    ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                    (
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                        "/v2/credentials/x"
+                    ),
+                ],
+                false
+            ),
+            ["the environment's keys", "container credentials"]
+        );
+    }
+
+    #[test]
+    fn shared_files_count_where_they_exist() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path().to_str().unwrap();
+        assert!(sources(&[("HOME", h)], false).is_empty());
+        std::fs::create_dir(home.path().join(".aws")).unwrap();
+        std::fs::write(home.path().join(".aws/credentials"), "[default]\n").unwrap();
+        assert_eq!(
+            sources(&[("HOME", h)], false),
+            ["the shared credentials file"]
+        );
+        assert_eq!(
+            sources(&[("HOME", h), ("AWS_PROFILE", "prod")], false),
+            ["the shared config", "the shared credentials file"]
+        );
     }
 }
