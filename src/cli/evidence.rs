@@ -2,10 +2,11 @@
 
 use std::fmt::Write as _;
 
-use copilot_ledger::MigrationRecord;
 use serde_json::{Value, json};
 
 use super::{CliError, CmdResult, Context, Report, arena, when};
+use copilot_engine::views;
+use copilot_engine::views::evidence::GateRunView;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EvidenceFormat {
@@ -34,44 +35,15 @@ fn cell(s: &str) -> String {
 pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
     let root = ctx.root()?;
     let ledger = ctx.ledger(Some(&root)).await?;
-    let Some(d) = ledger.deployment(&args.deployment).await? else {
+    let Some(view) = views::evidence::evidence(&root, &ledger, &args.deployment).await? else {
         return Err(
             CliError::invalid(format!("no deployment matches `{}`", args.deployment))
                 .with_hint("`copilot history` lists deployments"),
         );
     };
+    let doc = serde_json::to_value(&view).expect("json");
+    let (d, steps) = (&view.deployment, &view.steps);
     let dep = &d.deployment;
-    let steps = ledger.steps(&dep.id).await?;
-    let runs = ledger.gate_runs(None, Some(&dep.id), 50).await?;
-    let mut gate_runs = Vec::new();
-    for r in runs.iter().rev() {
-        let results = ledger.gate_results(&r.id).await?;
-        gate_runs.push((r.clone(), results));
-    }
-    // Log excerpts of the colours this deployment started (local provider).
-    let mut logs = Vec::new();
-    for s in steps
-        .iter()
-        .filter(|s| s.name == "deploy-idle" || s.name == "redeploy-previous")
-    {
-        if let Some(slot) = s.intent.0.get("slot").and_then(Value::as_str) {
-            let file = root
-                .join(".copilot/local")
-                .join(&dep.arena)
-                .join(format!("{slot}-{}.log", d.version.replace(['/', ' '], "_")));
-            if let Ok(text) = std::fs::read_to_string(&file) {
-                let lines: Vec<&str> = text.lines().collect();
-                let excerpt = lines[lines.len().saturating_sub(15)..].join("\n");
-                logs.push(json!({ "slot": slot, "file": file, "excerpt": excerpt }));
-            }
-        }
-    }
-    let doc = json!({
-        "deployment": d,
-        "steps": steps,
-        "gate_runs": gate_runs.iter().map(|(r, res)| json!({ "run": r, "results": res })).collect::<Vec<_>>(),
-        "logs": logs,
-    });
     let text = match args.format {
         EvidenceFormat::Json => serde_json::to_string_pretty(&doc).expect("json") + "\n",
         EvidenceFormat::Markdown => {
@@ -102,7 +74,7 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
                 m,
                 "\n## Steps\n\n| # | step | state | started | took | outcome |\n| --- | --- | --- | --- | --- | --- |"
             );
-            for s in &steps {
+            for s in steps {
                 let took = s
                     .finished_at
                     .map(|f| {
@@ -127,9 +99,9 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
                     cell(&copilot_engine::gates::report_excerpt(&outcome, 160))
                 );
             }
-            analysis_section(&mut m, &steps);
-            schema_section(&mut m, &steps);
-            for (r, results) in &gate_runs {
+            analysis_section(&mut m, steps);
+            schema_section(&mut m, steps);
+            for GateRunView { run: r, results } in &view.gate_runs {
                 let _ = writeln!(
                     m,
                     "\n## Gates: {} ({})\n\n| gate | outcome | took | summary |\n| --- | --- | --- | --- |",
@@ -146,33 +118,13 @@ pub async fn evidence(ctx: &Context, args: EvidenceArgs) -> CmdResult {
                     );
                 }
             }
-            for l in &logs {
-                let _ = writeln!(
-                    m,
-                    "\n## Log excerpt: {}\n\n```\n{}\n```",
-                    l["slot"].as_str().unwrap_or(""),
-                    l["excerpt"].as_str().unwrap_or("")
-                );
+            for l in &view.logs {
+                let _ = writeln!(m, "\n## Log excerpt: {}\n\n```\n{}\n```", l.slot, l.excerpt);
             }
             m
         }
     };
     Ok(Report::new(doc, text))
-}
-
-/// `error_rate > 5.0% (probe, over 5m): rollback`.
-fn describe_metric(m: &copilot_core::model::Metric) -> String {
-    let shown = copilot_engine::rollout::analysis::limit_text(m);
-    let limit = match &m.limit {
-        copilot_core::model::MetricLimit::ConsecutiveFailures { .. } => format!("fails {shown}"),
-        _ => format!("> {shown}"),
-    };
-    let window = m.window.map(|w| format!(", over {w}")).unwrap_or_default();
-    let dry = if m.dry_run { ", dry run" } else { "" };
-    format!(
-        "{} {limit} ({}{window}{dry}): {}",
-        m.name, m.source, m.on_fail
-    )
 }
 
 /// Each bake's metrics: what was measured, against what, how often it failed.
@@ -266,177 +218,83 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> CmdResult {
     let from = arena(p, &args.from)?;
     let to = arena(p, &args.to)?;
     let ledger = ctx.ledger(Some(&root)).await?;
-    let candidate = ledger.live(&from.name).await?;
-    let current = ledger.live(to.deploys_into()).await?;
-    // What changes for the service: values by name and value, secrets and flags by name.
-    let mut env_diff = Vec::new();
-    let keys: std::collections::BTreeSet<&String> =
-        from.env.values.keys().chain(to.env.values.keys()).collect();
-    for k in keys {
-        let (a, b) = (from.env.values.get(k), to.env.values.get(k));
-        if a != b {
-            env_diff.push(json!({ "name": k, "from": a, "to": b }));
-        }
-    }
-    let secrets_only_in_to: Vec<&String> = to
-        .env
-        .secrets
-        .keys()
-        .filter(|k| !from.env.secrets.contains_key(*k))
-        .collect();
-    let flag_diff: Vec<Value> = to
-        .flags
-        .iter()
-        .filter(|(k, v)| from.flags.get(*k) != Some(*v))
-        .map(|(k, v)| json!({ "flag": k, "from": from.flags.get(k), "to": v }))
-        .collect();
-    let steps: Vec<String> = to
-        .strategy
-        .steps
-        .iter()
-        .map(|s| match &s.bake {
-            Some(b) => format!("{}% bake {b}", s.weight),
-            None => format!("{}%", s.weight),
-        })
-        .collect();
-    // The schema: what the candidate's recorded migrations add to the live release's.
-    let recorded = async |id: Option<&String>| -> Result<Option<Vec<MigrationRecord>>, CliError> {
-        Ok(match id {
-            Some(id) => ledger
-                .release_by_id(id)
-                .await?
-                .and_then(|r| r.migrations.map(|m| m.0)),
-            None => None,
-        })
-    };
-    let schema = match (
-        recorded(candidate.as_ref().map(|c| &c.deployment.release_id)).await?,
-        recorded(current.as_ref().map(|c| &c.deployment.release_id)).await?,
-    ) {
-        (Some(new), old) => {
-            let known: std::collections::BTreeSet<i64> =
-                old.iter().flatten().map(|m| m.version).collect();
-            let added: Vec<&MigrationRecord> =
-                new.iter().filter(|m| !known.contains(&m.version)).collect();
-            json!({ "adds": added, "compared_with_live": old.is_some() })
-        }
-        (None, _) => Value::Null,
-    };
-    let analysis: Vec<String> = to
-        .strategy
-        .analysis
-        .iter()
-        .flat_map(|a| &a.metrics)
-        .map(describe_metric)
-        .collect();
-    let doc = json!({
-        "from": from.name,
-        "to": to.name,
-        "schema": schema,
-        "analysis": to.strategy.analysis,
-        "release": candidate.as_ref().map(|c| json!({ "version": c.version, "image": c.image })),
-        "replaces": current.as_ref().map(|c| json!({ "version": c.version, "image": c.image })),
-        "env_diff": env_diff,
-        "secrets_only_in_target": secrets_only_in_to,
-        "flag_diff": flag_diff,
-        "gates": to.gates,
-        "strategy": to.strategy.kind,
-        "steps": steps,
-        "provider": to.provider.kind,
-    });
+    let view = views::plan::plan(&ledger, from, to).await?;
     let mut t = String::new();
     let _ = writeln!(
         t,
         "Plan: {} -> {} ({} on {})",
-        from.name, to.name, to.strategy.kind, to.provider.kind
+        view.from, view.to, view.strategy, view.provider
     );
     let _ = writeln!(
         t,
         "  release   {} replaces {}",
-        candidate
+        view.release
             .as_ref()
-            .map_or("nothing live in the source".to_string(), |c| c
-                .version
-                .clone()),
-        current
+            .map_or("nothing live in the source", |r| r.version.as_str()),
+        view.replaces
             .as_ref()
-            .map_or("nothing".to_string(), |c| c.version.clone())
+            .map_or("nothing", |r| r.version.as_str())
     );
-    for e in &env_diff {
+    for e in &view.env_diff {
         let _ = writeln!(
             t,
             "  env       {}: {} -> {}",
-            e["name"].as_str().unwrap_or(""),
-            e["from"],
-            e["to"]
+            e.name,
+            json!(e.from),
+            json!(e.to)
         );
     }
-    for f in &flag_diff {
-        let _ = writeln!(
-            t,
-            "  flag      {}: {} -> {}",
-            f["flag"].as_str().unwrap_or(""),
-            f["from"],
-            f["to"]
-        );
+    for f in &view.flag_diff {
+        let _ = writeln!(t, "  flag      {}: {} -> {}", f.flag, json!(f.from), f.to);
     }
-    let _ = writeln!(
-        t,
-        "  before    {}",
-        if to.gates.before.is_empty() {
-            "-".into()
+    let listed = |names: &[String]| {
+        if names.is_empty() {
+            "-".to_string()
         } else {
-            to.gates.before.join(", ")
+            names.join(", ")
         }
-    );
+    };
+    let _ = writeln!(t, "  before    {}", listed(&view.gates.before));
     let _ = writeln!(
         t,
         "  deploy    the idle colour, then after gates: {}",
-        if to.gates.after.is_empty() {
-            "-".into()
-        } else {
-            to.gates.after.join(", ")
-        }
+        listed(&view.gates.after)
     );
     let _ = writeln!(
         t,
         "  traffic   {}",
-        if steps.is_empty() {
+        if view.steps.is_empty() {
             "switch".into()
         } else {
-            steps.join(" -> ")
+            view.steps.join(" -> ")
         }
     );
-    if let Some(a) = &to.strategy.analysis {
+    if let Some(a) = &view.analysis {
+        let metrics = view.analysis_text();
         let _ = writeln!(
             t,
             "  analysis  every {}, at least {} samples: {}",
             a.interval,
             a.min_samples,
-            if analysis.is_empty() {
+            if metrics.is_empty() {
                 "no metrics".into()
             } else {
-                analysis.join("; ")
+                metrics.join("; ")
             }
         );
     }
-    if let Some(added) = schema["adds"].as_array() {
-        let irreversible: Vec<String> = added
+    if let Some(schema) = &view.schema {
+        let irreversible: Vec<String> = schema
+            .adds
             .iter()
-            .filter(|m| m["reversible"] == false)
-            .map(|m| {
-                format!(
-                    "{} {}",
-                    m["version"],
-                    m["description"].as_str().unwrap_or("")
-                )
-            })
+            .filter(|m| !m.reversible)
+            .map(|m| format!("{} {}", m.version, m.description))
             .collect();
         let _ = writeln!(
             t,
             "  schema    {} new migration(s){}{}",
-            added.len(),
-            if schema["compared_with_live"] == true {
+            schema.adds.len(),
+            if schema.compared_with_live {
                 ""
             } else {
                 " (the live release recorded none)"
@@ -448,5 +306,5 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> CmdResult {
             }
         );
     }
-    Ok(Report::new(doc, t))
+    Ok(Report::new(serde_json::to_value(&view).expect("json"), t))
 }

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::{CliError, CmdResult, Context, Exit, Report, Table, arena};
 use copilot_core::clock;
-use copilot_core::model::{Gate, Outcome, Phase};
+use copilot_core::model::{Gate, Phase};
 use copilot_engine::gates::{self, GateContext, RunReport, RunVerdict};
-use copilot_ledger::NewAudit;
+use copilot_engine::views;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -120,14 +120,7 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
         return Err(CliError::invalid("--reason must say why"));
     }
     let ledger = ctx.ledger(Some(&root)).await?;
-    let release = match (&args.release, source) {
-        (Some(r), _) => Some(ledger.find_release(r).await?),
-        (None, Some(s)) => match ledger.live(&s.name).await? {
-            Some(live) => ledger.release_by_id(&live.deployment.release_id).await?,
-            None => None,
-        },
-        (None, None) => None,
-    };
+    let release = views::candidate(&ledger, args.release.as_deref(), source).await?;
     let now = clock::now();
     let gctx = GateContext {
         project,
@@ -196,26 +189,16 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
     }
 
     // A window bypass is recorded with its reason.
-    if let Some(reason) = &args.reason
-        && let Some(w) = report.results().find(|r| {
-            r.kind == copilot_core::model::GateKind::Window
-                && r.outcome == Outcome::Warn
-                && r.summary.contains("bypassed")
-        })
-    {
-        ledger
-            .audit(
-                &NewAudit {
-                    actor: gctx.actor.clone(),
-                    action: "window.bypass".into(),
-                    arena: Some(target.name.clone()),
-                    subject: report.release.clone(),
-                    reason: Some(reason.clone()),
-                    detail: json!({ "gate": w.gate, "summary": w.summary }),
-                },
-                now,
-            )
-            .await?;
+    if args.reason.is_some() {
+        gates::audit_bypass(
+            &ledger,
+            &report,
+            &gctx.actor,
+            report.release.clone(),
+            args.reason.as_deref(),
+            now,
+        )
+        .await?;
     }
 
     if let Some(path) = &args.junit {

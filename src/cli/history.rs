@@ -1,8 +1,7 @@
 //! `copilot history [ARENA] [--limit N]`.
 
-use serde_json::json;
-
 use super::{CmdResult, Context, Report, Table, arena, when};
+use copilot_engine::views::history::history;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,9 +17,8 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
         arena(&loaded.project, name)?;
     }
     let ledger = ctx.ledger(Some(&root)).await?;
-    let rows = ledger
-        .history(args.arena.as_deref(), args.limit.max(1))
-        .await?;
+    let view = history(&ledger, args.arena.as_deref(), args.limit).await?;
+    let rows = &view.deployments;
     let mut t = Table::new([
         "STARTED",
         "ARENA",
@@ -31,7 +29,7 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
         "DEPLOYMENT",
         "REASON",
     ]);
-    for r in &rows {
+    for r in rows {
         let d = &r.deployment;
         t.row([
             when(d.started_at),
@@ -49,5 +47,8 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     } else {
         t.render()
     };
-    Ok(Report::new(json!({ "deployments": rows }), text))
+    Ok(Report::new(
+        serde_json::to_value(&view).expect("json"),
+        text,
+    ))
 }

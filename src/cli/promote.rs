@@ -17,6 +17,7 @@ use super::{CliError, CmdResult, Context, Exit, Report, arena};
 use copilot_core::config::duration::Duration as Dur;
 use copilot_engine::rollout::executor::{Executor, Finished, Promotion};
 use copilot_engine::rollout::{End, Refusal};
+use copilot_engine::views;
 
 #[derive(Debug, clap::Args)]
 pub struct PromoteArgs {
@@ -136,24 +137,13 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
     let from = arena(project, &args.from)?;
     let to = arena(project, &args.to)?;
     let ledger = ctx.ledger(Some(&root)).await?;
-    let release = match &args.release {
-        Some(r) => ledger.find_release(r).await?,
-        None => {
-            let Some(live) = ledger.live(&from.name).await? else {
-                return Err(CliError::invalid(format!(
-                    "nothing is live in {} to promote",
-                    from.name
-                ))
-                .with_hint(format!(
-                    "`copilot deploy {} --release REF` first",
-                    from.name
-                )));
-            };
-            ledger
-                .release_by_id(&live.deployment.release_id)
-                .await?
-                .ok_or_else(|| CliError::invalid("the live release is missing from the ledger"))?
-        }
+    let Some(release) = views::candidate(&ledger, args.release.as_deref(), Some(from)).await?
+    else {
+        return Err(
+            CliError::invalid(format!("nothing is live in {} to promote", from.name)).with_hint(
+                format!("`copilot deploy {} --release REF` first", from.name),
+            ),
+        );
     };
     let steps: Vec<String> = to
         .strategy

@@ -1,15 +1,11 @@
 //! `copilot status [ARENA]`: what runs where, right now.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{CmdResult, Context, Report, arena, when};
 use copilot_core::clock;
-use copilot_ledger::Ledger;
-use std::collections::BTreeMap;
-
-use copilot_core::model::{Arena, ProviderKind};
-use copilot_core::provider::{ArenaStatus, Provider};
-use copilot_engine::platform;
+use copilot_core::model::Arena;
+use copilot_engine::views::status::{ArenaStatusView, status};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,89 +25,21 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
         }
     };
     let ledger = ctx.ledger(Some(&root)).await?;
-    let now = clock::now();
-    let mut items = Vec::new();
-    let mut text = String::new();
-    for a in arenas {
-        let observed = observe(&root, a).await;
-        let (json, human) = arena_status(&ledger, a, observed, now).await?;
-        items.push(json);
-        text.push_str(&human);
-    }
+    let view = status(&root, &ledger, &arenas, clock::now()).await?;
+    let text: String = view.arenas.iter().map(render).collect();
     Ok(Report::new(
-        json!({ "at": now, "ledger": ledger.display_url(), "arenas": items }),
+        serde_json::to_value(&view).expect("json"),
         text,
     ))
 }
 
-/// What the provider itself reports, where copilot can ask it (a provider
-/// built in, with its credentials, that runs something for the arena);
-/// `None` otherwise. A lane is reported with the arena it deploys into.
-async fn observe(root: &std::path::Path, a: &Arena) -> Option<ArenaStatus> {
-    if a.deploys_into() != a.name {
-        return None;
-    }
-    // The local provider starts nothing until something is deployed.
-    if a.provider.kind == ProviderKind::Local && !root.join(".copilot/local").join(&a.name).is_dir()
-    {
-        return None;
-    }
-    let provider = platform::open(root, a).ok()?;
-    match provider.status().await {
-        Ok(status) => (!status.slots.is_empty() || !status.drift.is_empty()).then_some(status),
-        Err(e) => {
-            tracing::warn!(
-                "cannot ask the {} provider about {}: {e}",
-                a.provider.kind,
-                a.name
-            );
-            None
-        }
-    }
-}
-
-/// Slot -> (release, weight) of the slots carrying traffic.
-fn carrying(split: Option<&Value>) -> BTreeMap<String, (String, u64)> {
-    split
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(slot, v)| {
-            let w = v.get("weight").and_then(Value::as_u64).unwrap_or(0);
-            let r = v.get("release").and_then(Value::as_str).unwrap_or("?");
-            (w > 0).then(|| (slot.clone(), (r.to_string(), w)))
-        })
-        .collect()
-}
-
-async fn arena_status(
-    ledger: &Ledger,
-    a: &Arena,
-    observed: Option<ArenaStatus>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(Value, String), super::CliError> {
-    let live = ledger.live(&a.name).await?;
-    let active = ledger.active_deployment(&a.name).await?;
-    let traffic = ledger.traffic(&a.name).await?;
-    let lock = ledger.current_lock(&a.name, now).await?;
-    let step = match &active {
-        Some(d) => ledger.steps(&d.deployment.id).await?.pop(),
-        None => None,
-    };
-    let in_freeze: Vec<String> = a
-        .windows
-        .freeze
-        .iter()
-        .filter(|f| f.contains(now))
-        .map(ToString::to_string)
-        .collect();
-    let in_window = a.windows.allow.is_empty() || a.windows.allow.iter().any(|w| w.contains(now));
-
+/// One arena as lines of text.
+fn render(v: &ArenaStatusView) -> String {
     let mut s = format!(
         "{} ({}, {} on {})\n",
-        a.name, a.tier, a.strategy.kind, a.provider.kind
+        v.arena, v.tier, v.strategy, v.provider
     );
-    match &live {
+    match &v.live {
         Some(l) => s.push_str(&format!(
             "  live      {} since {} ({})\n",
             l.version,
@@ -120,8 +48,10 @@ async fn arena_status(
         )),
         None => s.push_str("  live      nothing deployed yet\n"),
     }
-    if let Some(d) = &active {
-        let step_text = step
+    if let Some(p) = &v.deployment {
+        let d = &p.deployment;
+        let step_text = p
+            .step
             .as_ref()
             .map(|st| format!(", step {} `{}` {}", st.seq, st.name, st.state))
             .unwrap_or_default();
@@ -130,36 +60,23 @@ async fn arena_status(
             d.version, d.deployment.kind, d.deployment.id, d.deployment.state
         ));
     }
-    if let Some(t) = &traffic {
-        s.push_str(&format!("  traffic   {}\n", describe_split(&t.split.0)));
+    if let Some(t) = &v.traffic {
+        s.push_str(&format!("  traffic   {}\n", describe_split(t)));
     }
     // The provider's own account: where it differs from the ledger (a step
     // interrupted between acting and recording, or a change made outside
     // copilot), or a serving slot is down, say so.
-    let observed_split = observed.as_ref().map(|o| {
-        let m: serde_json::Map<String, Value> = o
-            .slots
-            .iter()
-            .map(|x| {
-                (
-                    x.slot.to_string(),
-                    json!({ "release": x.version, "weight": x.weight, "healthy": x.healthy, "instances": x.instances, "regions": x.regions }),
-                )
-            })
-            .collect();
-        Value::Object(m)
-    });
-    let drift = observed_split
-        .as_ref()
-        .is_some_and(|o| carrying(Some(o)) != carrying(traffic.as_ref().map(|t| &t.split.0)));
-    if let (true, Some(o)) = (drift, &observed_split) {
+    if let (true, Some(o)) = (v.drift, &v.observed) {
         s.push_str(&format!(
             "  observed  {split} (the ledger says otherwise: `copilot resume {name}` or `copilot rollback {name}` reconciles)\n",
             split = describe_split(o),
-            name = a.name,
+            name = v.arena,
         ));
     }
-    for x in observed.iter().flat_map(|o| &o.slots) {
+    if let Some(why) = &v.not_observed {
+        s.push_str(&format!("  platform  not asked ({why})\n"));
+    }
+    for x in &v.slots {
         if x.weight > 0 && !x.healthy {
             s.push_str(&format!(
                 "  unhealthy {} {} carries {}% and does not answer its health check\n",
@@ -167,7 +84,7 @@ async fn arena_status(
             ));
         }
     }
-    for x in observed.iter().flat_map(|o| &o.slots) {
+    for x in &v.slots {
         let n = x.instances;
         if n.desired > 1 || n.healthy < n.desired {
             s.push_str(&format!(
@@ -184,35 +101,21 @@ async fn arena_status(
             s.push_str(&format!("            by region: {}\n", per.join(", ")));
         }
     }
-    for d in observed.iter().flat_map(|o| &o.drift) {
+    for d in &v.platform_drift {
         s.push_str(&format!("  drift     {}: {}\n", d.instance, d.what));
     }
-    if let Some(l) = &lock {
+    if let Some(l) = &v.lock {
         s.push_str(&format!(
             "  locked    by {} ({}): {}\n",
             l.owner, l.kind, l.reason
         ));
     }
-    if !in_freeze.is_empty() {
-        s.push_str(&format!("  frozen    {}\n", in_freeze.join(", ")));
-    } else if !in_window {
+    if !v.window.freezes.is_empty() {
+        s.push_str(&format!("  frozen    {}\n", v.window.freezes.join(", ")));
+    } else if !v.window.open {
         s.push_str("  window    outside the deploy windows now\n");
     }
-    let json = json!({
-        "arena": a.name,
-        "tier": a.tier,
-        "provider": a.provider.kind,
-        "strategy": a.strategy.kind,
-        "live": live,
-        "deployment": active.map(|d| json!({ "deployment": d, "step": step })),
-        "traffic": traffic.map(|t| t.split.0),
-        "observed": observed_split,
-        "drift": drift,
-        "platform_drift": observed.as_ref().map(|o| o.drift.clone()).unwrap_or_default(),
-        "lock": lock,
-        "window": { "open": in_window, "freezes": in_freeze },
-    });
-    Ok((json, s))
+    s
 }
 
 /// `{"blue": {"release": "v1", "weight": 90}, ...}` -> `blue v1 90% | green v2 10%`.

@@ -7,7 +7,9 @@
 //!   resume, abort), and the analysis it runs at each step;
 //! - [`platform`]: the provider factory, every provider this copilot was
 //!   built with behind one type;
-//! - [`prometheus`]: instant queries against Prometheus's HTTP API.
+//! - [`prometheus`]: instant queries against Prometheus's HTTP API;
+//! - [`views`]: what `status`, `history`, `evidence` and `plan` show, as
+//!   typed values the CLI renders.
 //!
 //! The CLI parses, calls into the engine and prints.
 
@@ -15,3 +17,4 @@ pub mod gates;
 pub mod platform;
 pub mod prometheus;
 pub mod rollout;
+pub mod views;

@@ -113,6 +113,15 @@ pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
         ProviderSettings::Ecs(s) => Ok(Platform::Ecs(Box::new(
             copilot_provider_ecs::EcsProvider::new(root, a, s),
         ))),
+        // Their settings validate; their clients are still to come.
+        ProviderSettings::Render(_) | ProviderSettings::Kubernetes(_) => {
+            Err(ProviderError::unavailable(
+                format!("drive the {} provider", a.provider.kind),
+                format!("copilot cannot drive {} yet", a.provider.kind),
+            )
+            .with_hint("deploy this arena with the platform's own tools for now"))
+        }
+        #[allow(unreachable_patterns)]
         _ => Err(ProviderError::unavailable(
             format!("drive the {} provider", a.provider.kind),
             format!(

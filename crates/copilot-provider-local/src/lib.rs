@@ -24,6 +24,21 @@ use copilot_core::provider::{
 };
 use router::{Backend, Routes};
 
+/// Where the local provider keeps an arena's state, logs and routes.
+pub fn state_dir(root: &Path, arena: &str) -> PathBuf {
+    root.join(".copilot").join("local").join(arena)
+}
+
+/// Whether anything was ever deployed into `arena` on this machine.
+pub fn has_state(root: &Path, arena: &str) -> bool {
+    state_dir(root, arena).is_dir()
+}
+
+/// The log of `version` started in `slot` (one per start).
+pub fn log_file(root: &Path, arena: &str, slot: Slot, version: &str) -> PathBuf {
+    state_dir(root, arena).join(format!("{slot}-{}.log", version.replace(['/', ' '], "_")))
+}
+
 /// The router's port when an arena names none.
 pub const DEFAULT_PORT: u16 = 7400;
 
@@ -205,7 +220,7 @@ impl LocalProvider {
         // stands: every path they are given must be absolute.
         let root = std::path::absolute(root)
             .map_err(|e| failed("resolve the project root", e.to_string()))?;
-        let dir = root.join(".copilot").join("local").join(arena);
+        let dir = state_dir(&root, arena);
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed("create the state folder", e.to_string()))?;
         Ok(LocalProvider {
@@ -479,10 +494,7 @@ impl Provider for LocalProvider {
             stop_pid(old.proc.pid);
         }
         let port = free_port().map_err(|e| failed("find a port", e.to_string()))?;
-        let log = self.dir.join(format!(
-            "{slot}-{}.log",
-            release.version.replace(['/', ' '], "_")
-        ));
+        let log = log_file(&self.root, &self.arena, slot, &release.version);
         // One log per start: the evidence of a deployment quotes only its own run.
         let _ = std::fs::remove_file(&log);
         let mut env = release.env.clone();

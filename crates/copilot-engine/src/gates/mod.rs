@@ -98,6 +98,9 @@ pub struct Verdict {
     pub dependency_failed: bool,
     /// A failure that means "not allowed now" (window, approval): blocked, not broken.
     pub blocks: bool,
+    /// A deploy window or freeze was passed with a reason (recorded in the
+    /// audit log by [`audit_bypass`]).
+    pub bypassed: bool,
 }
 
 impl Verdict {
@@ -108,6 +111,7 @@ impl Verdict {
             evidence,
             dependency_failed: false,
             blocks: false,
+            bypassed: false,
         }
     }
     pub fn pass(summary: impl Into<String>, evidence: Value) -> Self {
@@ -136,6 +140,10 @@ impl Verdict {
         self.blocks = true;
         self
     }
+    fn bypassing(mut self) -> Self {
+        self.bypassed = true;
+        self
+    }
 }
 
 /// One gate's result as reported and recorded.
@@ -149,8 +157,40 @@ pub struct GateResult {
     pub evidence: Value,
     pub dependency_failed: bool,
     pub blocks: bool,
+    /// A window passed with a reason; see [`audit_bypass`].
+    #[serde(skip)]
+    pub bypassed: bool,
     pub started_at: DateTime<Utc>,
     pub duration_ms: u64,
+}
+
+/// Record in the audit log a deploy window passed with `reason` in
+/// `report`, if one was: who, which arena, which release or deployment
+/// (`subject`), the gate and what it said.
+pub async fn audit_bypass(
+    ledger: &Ledger,
+    report: &RunReport,
+    actor: &str,
+    subject: Option<String>,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), copilot_ledger::LedgerError> {
+    let Some(w) = report.results().find(|r| r.bypassed) else {
+        return Ok(());
+    };
+    ledger
+        .audit(
+            &copilot_ledger::NewAudit {
+                actor: actor.to_string(),
+                action: "window.bypass".into(),
+                arena: Some(report.arena.clone()),
+                subject,
+                reason: reason.map(str::to_string),
+                detail: serde_json::json!({ "gate": w.gate, "summary": w.summary }),
+            },
+            now,
+        )
+        .await
 }
 
 /// Turn a gate's JSON parameters back into their typed form.

@@ -93,6 +93,7 @@ async fn one(ctx: &GateContext<'_>, gate: &Gate, phase: Phase) -> GateResult {
         evidence: v.evidence,
         dependency_failed: v.dependency_failed,
         blocks: v.blocks,
+        bypassed: v.bypassed,
         started_at: ctx.now,
         duration_ms: started.elapsed().as_millis() as u64,
     }

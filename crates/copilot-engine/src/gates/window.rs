@@ -71,7 +71,8 @@ pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: WindowParams) -> Verd
         (Some(reason), WindowBypass::WithReason) => Verdict::warn(
             format!("{problem}; bypassed with reason: {reason}"),
             evidence,
-        ),
+        )
+        .bypassing(),
         (Some(_), WindowBypass::Never) => Verdict::fail(
             format!("{problem}{next}; this arena's windows cannot be bypassed"),
             evidence,

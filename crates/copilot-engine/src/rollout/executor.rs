@@ -19,9 +19,7 @@ use crate::gates::Resolved;
 use crate::gates::{self, GateContext, RunReport, RunVerdict, resolve_reference};
 use crate::platform::{self, Platform};
 use copilot_core::clock;
-use copilot_core::model::{
-    Arena, Gate, GateKind, Outcome, Phase, Project, SecretStore, StrategyKind,
-};
+use copilot_core::model::{Arena, Gate, Outcome, Phase, Project, SecretStore, StrategyKind};
 use copilot_core::provider::{ArenaStatus, Op, Provider, ReleaseSpec, Secret, Slot, SlotStatus};
 use copilot_ledger::{
     Deployment, Lease, Ledger, LedgerError, LockKind, LockRequest, NewAudit, NewDeployment, Release,
@@ -492,24 +490,15 @@ impl<'a> Executor<'a> {
                     phases: vec![phase],
                 };
                 // A window bypassed on the hotfix lane is recorded with its reason.
-                if let Some(w) = report
-                    .results()
-                    .find(|r| r.kind == GateKind::Window && r.summary.contains("bypassed"))
-                {
-                    self.ledger
-                        .audit(
-                            &NewAudit {
-                                actor: self.actor.clone(),
-                                action: "window.bypass".into(),
-                                arena: Some(to.name.clone()),
-                                subject: Some(d.id.clone()),
-                                reason: p.reason.clone(),
-                                detail: json!({ "gate": w.gate, "summary": w.summary }),
-                            },
-                            clock::now(),
-                        )
-                        .await?;
-                }
+                gates::audit_bypass(
+                    self.ledger,
+                    &report,
+                    &self.actor,
+                    Some(d.id.clone()),
+                    p.reason.as_deref(),
+                    clock::now(),
+                )
+                .await?;
                 if let Some(why) = refusal(&report) {
                     let failed: Vec<String> = report
                         .results()
