@@ -740,3 +740,87 @@ fn status_reports_a_split_the_ledger_does_not_show() {
     let (_, status) = a.run(&["status", "stage"]);
     assert_eq!(status["arenas"][0]["drift"], false, "{status:#}");
 }
+
+#[test]
+fn a_promotion_tells_its_lifecycle_as_events_and_a_broken_events_file_stops_nothing() {
+    let a = Arenas::new();
+    let (code, _) = a.run(&["deploy", "local", "--release", "v1"]);
+    assert_eq!(code, 0);
+    let (code, _) = a.run(&["deploy", "stage", "--release", "v1"]);
+    assert_eq!(code, 0);
+    let file = a.p.path("events.jsonl");
+    let (code, doc) = a.run(&[
+        "--events",
+        file.to_str().unwrap(),
+        "promote",
+        "local",
+        "stage",
+        "--release",
+        "v2",
+        "--yes",
+        "--bake",
+        "1s",
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    let deployment = doc["deployment"].as_str().unwrap();
+    let events: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.iter().all(|e| e["deployment"] == deployment));
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"deployment-started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"finished"), "{kinds:?}");
+    assert_eq!(events.last().unwrap()["state"], "succeeded");
+    assert_eq!(events[0]["release"], "v2");
+    // Every step that started finished, in order, as the ledger recorded them.
+    let steps = ledger_steps(&a.p, deployment);
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step-started")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let finished: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step-finished")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let recorded: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(started, recorded);
+    assert_eq!(finished, recorded);
+    // The after gates, the traffic the platform achieved at each weight, and
+    // analysis samples during the bakes.
+    assert!(kinds.contains(&"gates-finished"), "{kinds:?}");
+    let achieved: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "traffic-set")
+        .map(|e| &e["achieved"])
+        .collect();
+    assert_eq!(
+        achieved,
+        [
+            &serde_json::json!([["green", 10], ["blue", 90]]),
+            &serde_json::json!([["green", 50], ["blue", 50]]),
+            &serde_json::json!([["green", 100], ["blue", 0]]),
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "analysis-sample" && e["metric"] == "error_rate"),
+        "{kinds:?}"
+    );
+
+    // An events file that cannot be written leaves the rollout alone.
+    let (code, doc) = a.run(&[
+        "--events",
+        a.p.path("no/such/folder/events.jsonl").to_str().unwrap(),
+        "rollback",
+        "stage",
+    ]);
+    assert_eq!(code, 0, "{doc}");
+}

@@ -11,7 +11,6 @@ use super::progress::CliProgress;
 use super::{CliError, CmdResult, Context, Exit, Report, arena};
 use copilot_core::provider::{ErrorKind, ProviderError};
 use copilot_engine::rollout::RolloutError;
-use copilot_engine::rollout::executor::Executor;
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -91,7 +90,7 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> CmdResult {
     let a = arena(&loaded.project, &args.arena)?;
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
-    let exec = Executor::new(&ledger, &loaded.project, &root, a, &progress)?;
+    let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     let release = ledger.find_release(&args.release).await?;
     let done = exec.deploy(&release, args.reason).await?;
     let text = format!(
@@ -113,7 +112,7 @@ pub async fn down(ctx: &Context, args: DownArgs) -> CmdResult {
     let a = arena(&loaded.project, &args.arena)?;
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
-    let exec = Executor::new(&ledger, &loaded.project, &root, a, &progress)?;
+    let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     if args.standby {
         use copilot_engine::rollout::executor::Standby;
         let outcome = exec.retire_standby(args.force).await?;

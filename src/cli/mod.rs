@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 use copilot_core::config::{self, ConfigError, Diagnostic, Loaded};
 use copilot_engine::platform;
+use copilot_engine::rollout::events::JsonLines;
+use copilot_engine::rollout::executor::Executor;
 use copilot_ledger::{self as ledger, Ledger, LedgerError};
 
 pub use copilot_core::table::Table;
@@ -71,6 +73,10 @@ pub struct Cli {
     /// Never colour output (also: NO_COLOR)
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// Append a rollout's lifecycle events to FILE as JSON lines (deployment
+    /// and step started and finished, gates, traffic, analysis samples, end)
+    #[arg(long, global = true, value_name = "FILE", env = "COPILOT_EVENTS")]
+    pub events: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -357,6 +363,8 @@ pub struct Context {
     pub ledger_arg: Option<String>,
     pub output: OutputFormat,
     pub quiet: bool,
+    /// `--events FILE`.
+    pub events: Option<PathBuf>,
 }
 
 impl Context {
@@ -409,6 +417,27 @@ impl Context {
         let url = self.ledger_url(root)?;
         Ok(Ledger::connect(&url).await?)
     }
+
+    /// The executor of arena `a`, its events going where `--events` says.
+    /// An events file that cannot be opened is said and left out: following
+    /// a deployment never stops it.
+    pub fn executor<'a>(
+        &self,
+        ledger: &'a Ledger,
+        project: &'a copilot_core::model::Project,
+        root: &'a Path,
+        a: &'a copilot_core::model::Arena,
+        progress: &'a dyn copilot_core::progress::Progress,
+    ) -> Result<Executor<'a>, CliError> {
+        let mut exec = Executor::new(ledger, project, root, a, progress)?;
+        if let Some(path) = &self.events {
+            match JsonLines::open(path) {
+                Ok(sink) => exec = exec.with_sink(Box::new(sink)),
+                Err(e) => tracing::warn!("cannot open the events file {}: {e}", path.display()),
+            }
+        }
+        Ok(exec)
+    }
 }
 
 /// Look up an arena by name with a "did you mean".
@@ -430,6 +459,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         ledger_arg: cli.ledger,
         output: cli.output,
         quiet: cli.quiet,
+        events: cli.events,
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),

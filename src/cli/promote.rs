@@ -15,7 +15,7 @@ use serde_json::json;
 use super::progress::CliProgress;
 use super::{CliError, CmdResult, Context, Exit, Report, arena};
 use copilot_core::config::duration::Duration as Dur;
-use copilot_engine::rollout::executor::{Executor, Finished, Promotion};
+use copilot_engine::rollout::executor::{Finished, Promotion};
 use copilot_engine::rollout::{End, Refusal};
 use copilot_engine::views;
 
@@ -170,7 +170,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
         return Ok(Report::new(json!({ "dry_run": true, "plan": plan }), text));
     }
     let progress = CliProgress::new(ctx);
-    let exec = Executor::new(&ledger, project, &root, to, &progress)?;
+    let exec = ctx.executor(&ledger, project, &root, to, &progress)?;
     if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         eprint!(
             "Promote {} from {} to {} ({} {})? [y/N] ",
@@ -204,7 +204,7 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     let a = arena(&loaded.project, &args.arena)?;
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
-    let exec = Executor::new(&ledger, &loaded.project, &root, a, &progress)?;
+    let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     let reason = args.reason.unwrap_or_else(|| "rollback".into());
     let r = exec.rollback(args.to.as_deref(), reason).await?;
     let how = if r.redeployed {
@@ -241,7 +241,7 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
     let a = arena(&loaded.project, &args.arena)?;
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
-    let exec = Executor::new(&ledger, &loaded.project, &root, a, &progress)?;
+    let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     let done = exec.resume(args.bake.map(|b| b.as_std())).await?;
     Ok(finished(&a.name, done, None))
 }
@@ -252,7 +252,7 @@ pub async fn abort(ctx: &Context, args: ArenaArgs) -> CmdResult {
     let a = arena(&loaded.project, &args.arena)?;
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
-    let exec = Executor::new(&ledger, &loaded.project, &root, a, &progress)?;
+    let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     let r = exec.abort(args.reason).await?;
     let back = r.back_to.as_ref().map_or(
         "nothing to go back to; the new release keeps serving".to_string(),

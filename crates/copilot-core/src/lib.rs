@@ -9,8 +9,8 @@
 //!   project's templates;
 //! - [`promql`]: the PromQL subset analysis evaluates, and the exposition
 //!   format;
-//! - [`clock`], [`progress`] and [`table`]: the current time and actor, where
-//!   long operations report, and plain tables.
+//! - [`clock`], [`progress`], [`process`] and [`table`]: the current time and
+//!   actor, where long operations report, processes by pid, and plain tables.
 //!
 //! Nothing here talks to a database or a platform; the crates above do.
 
@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod model;
+pub mod process;
 pub mod progress;
 pub mod promql;
 pub mod provider;

@@ -120,29 +120,10 @@ pub struct LocalProvider {
     children: std::sync::Mutex<BTreeMap<u32, std::process::Child>>,
 }
 
-fn alive(pid: u32) -> bool {
-    Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use copilot_core::process::alive;
 
 fn stop_pid(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if alive(pid) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
+    copilot_core::process::stop(pid, Duration::from_secs(5));
 }
 
 /// Variables of the CLI's environment a started process keeps: how to find

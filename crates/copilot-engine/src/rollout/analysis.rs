@@ -387,6 +387,10 @@ pub struct Bake<'a> {
     /// Caps the analysis interval (demos and tests bake for seconds).
     pub interval_cap: Duration,
     pub progress: &'a dyn Progress,
+    /// Where each measurement is announced, as `(deployment, step)`'s.
+    pub events: &'a super::events::Events,
+    pub deployment: &'a str,
+    pub step: &'a str,
 }
 
 impl Bake<'_> {
@@ -524,6 +528,15 @@ impl Bake<'_> {
                 };
                 states[i].record(m, min_samples, elapsed, reading);
                 health_runs[i].1 = health_runs[i].0;
+                if let Some(measurement) = states[i].last() {
+                    self.events.emit(super::events::Event::AnalysisSample {
+                        deployment: self.deployment.to_string(),
+                        step: self.step.to_string(),
+                        metric: m.name.clone(),
+                        measurement: measurement.clone(),
+                        at: copilot_core::clock::now(),
+                    });
+                }
             }
             if let Some(Ok(s)) = scraped {
                 scrapes.push((now, s));

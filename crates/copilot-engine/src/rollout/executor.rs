@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::events::{Event, EventSink, Events, GateOutcome};
 use super::{End, Progress, Refusal, Rollout, RolloutError, client_for, split_json};
 use crate::gates::Resolved;
 use crate::gates::{self, GateContext, RunReport, RunVerdict, resolve_reference};
@@ -37,6 +38,8 @@ pub struct Executor<'a> {
     pub provider: Platform,
     pub actor: String,
     pub progress: &'a dyn Progress,
+    /// Where lifecycle events go (the ledger's journal stays the source of truth).
+    pub events: Events,
 }
 
 /// A deployment as it ended.
@@ -85,11 +88,7 @@ pub struct Promotion<'a> {
 }
 
 fn pid_alive(pid: i64) -> bool {
-    std::process::Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    u32::try_from(pid).is_ok_and(copilot_core::process::alive)
 }
 
 /// Take an arena's lease; one whose holder died on this machine is taken over
@@ -183,7 +182,32 @@ impl<'a> Executor<'a> {
             provider: platform::open(root, arena)?,
             actor: clock::actor(),
             progress,
+            events: Events::default(),
         })
+    }
+
+    /// Send lifecycle events to `sink` too.
+    pub fn with_sink(mut self, sink: Box<dyn EventSink>) -> Self {
+        self.events.add(sink);
+        self
+    }
+
+    /// Announce a phase of gates that ran for `deployment`.
+    fn gates_finished(&self, deployment: &str, phase: &gates::PhaseReport) {
+        self.events.emit(Event::GatesFinished {
+            deployment: deployment.to_string(),
+            phase: phase.phase,
+            results: phase
+                .results
+                .iter()
+                .map(|r| GateOutcome {
+                    gate: r.gate.clone(),
+                    outcome: r.outcome,
+                    summary: r.summary.clone(),
+                })
+                .collect(),
+            at: clock::now(),
+        });
     }
 
     fn target(&self) -> &str {
@@ -265,6 +289,7 @@ impl<'a> Executor<'a> {
             release,
             bake,
             progress: self.progress,
+            events: &self.events,
             lease,
         }
     }
@@ -282,7 +307,7 @@ impl<'a> Executor<'a> {
         source: Option<&str>,
         reason: Option<String>,
     ) -> Result<Deployment, RolloutError> {
-        Ok(self
+        let d = self
             .ledger
             .create_deployment(
                 &NewDeployment {
@@ -297,7 +322,16 @@ impl<'a> Executor<'a> {
                 },
                 clock::now(),
             )
-            .await?)
+            .await?;
+        self.events.emit(Event::DeploymentStarted {
+            deployment: d.id.clone(),
+            arena: d.arena.clone(),
+            release: release.version.clone(),
+            kind: d.kind.clone(),
+            strategy: d.strategy.clone(),
+            at: d.started_at,
+        });
+        Ok(d)
     }
 
     /// Record how a deployment ended and audit it.
@@ -312,6 +346,31 @@ impl<'a> Executor<'a> {
         self.ledger
             .set_deployment_state(deployment, state, clock::now())
             .await?;
+        let summary = detail["summary"]
+            .as_str()
+            .map_or_else(|| format!("{action} {state}"), str::to_string);
+        let (id, at) = (deployment.to_string(), clock::now());
+        match state {
+            "rolled-back" => self.events.emit(Event::RolledBack {
+                deployment: id.clone(),
+                reason: summary.clone(),
+                at,
+            }),
+            "paused" => self.events.emit(Event::Paused {
+                deployment: id.clone(),
+                reason: summary.clone(),
+                at,
+            }),
+            _ => {}
+        }
+        if state != "paused" && state != "running" {
+            self.events.emit(Event::Finished {
+                deployment: id,
+                state: state.to_string(),
+                summary,
+                at,
+            });
+        }
         self.ledger
             .audit(
                 &NewAudit {
@@ -336,9 +395,16 @@ impl<'a> Executor<'a> {
         lease: Lease,
         e: RolloutError,
     ) -> Result<T, RolloutError> {
+        let state = failed_state(&e);
         self.ledger
-            .set_deployment_state(deployment, failed_state(&e), clock::now())
+            .set_deployment_state(deployment, state, clock::now())
             .await?;
+        self.events.emit(Event::Finished {
+            deployment: deployment.to_string(),
+            state: state.to_string(),
+            summary: e.to_string(),
+            at: clock::now(),
+        });
         lease.release().await?;
         Err(e)
     }
@@ -484,6 +550,7 @@ impl<'a> Executor<'a> {
                     Some(&d.id),
                 )
                 .await?;
+                self.gates_finished(&d.id, &phase);
                 let report = RunReport {
                     arena: to.name.clone(),
                     release: Some(release.version.clone()),
@@ -528,6 +595,7 @@ impl<'a> Executor<'a> {
                         Some(&d.id),
                     )
                     .await?;
+                    self.gates_finished(&d.id, &phase);
                     let report = RunReport {
                         arena: to.name.clone(),
                         release: Some(release.version.clone()),

@@ -7,6 +7,7 @@
 //! [`Rollout`] is the part of it that moves one release in.
 
 pub mod analysis;
+pub mod events;
 pub mod executor;
 pub mod schema;
 
@@ -80,6 +81,8 @@ pub struct Rollout<'a> {
     /// Overrides every bake duration (demos, tests).
     pub bake: Option<Duration>,
     pub progress: &'a dyn Progress,
+    /// Where lifecycle events go.
+    pub events: &'a events::Events,
     /// The arena's lease: every step checks it is still held.
     pub lease: &'a Lease,
 }
@@ -158,6 +161,21 @@ impl Rollout<'_> {
                 copilot_core::clock::now(),
             )
             .await?;
+        self.events.emit(events::Event::StepStarted {
+            deployment: self.deployment_id.to_string(),
+            seq: s.seq,
+            name: name.to_string(),
+            intent,
+            at: s.started_at,
+        });
+        let finished = |state: &str, outcome: Value| events::Event::StepFinished {
+            deployment: self.deployment_id.to_string(),
+            seq: s.seq,
+            name: name.to_string(),
+            state: state.to_string(),
+            outcome,
+            at: copilot_core::clock::now(),
+        };
         match act(s.seq).await {
             Ok((v, outcome)) => {
                 self.ledger
@@ -169,6 +187,7 @@ impl Rollout<'_> {
                         copilot_core::clock::now(),
                     )
                     .await?;
+                self.events.emit(finished("done", outcome));
                 Ok(v)
             }
             Err(e) => {
@@ -185,6 +204,7 @@ impl Rollout<'_> {
                         copilot_core::clock::now(),
                     )
                     .await?;
+                self.events.emit(finished("failed", outcome));
                 Err(e)
             }
         }
@@ -266,6 +286,12 @@ impl Rollout<'_> {
         self.step(name, intent, async |_| {
             let weights: Vec<(Slot, u8)> = asked.iter().map(|(s, _, w)| (*s, *w)).collect();
             let achieved = self.provider.set_traffic(&self.op(name), &weights).await?;
+            self.events.emit(events::Event::TrafficSet {
+                deployment: self.deployment_id.to_string(),
+                requested: weights.clone(),
+                achieved: achieved.clone(),
+                at: copilot_core::clock::now(),
+            });
             let split = achieved_json(&asked, &achieved);
             self.ledger
                 .set_traffic(
@@ -335,10 +361,17 @@ impl Rollout<'_> {
             "rollback",
             json!({ "reason": why, "weights": full }),
             async |_| {
+                let requested = [(o.slot, 100), (new, 0)];
                 let achieved = self
                     .provider
-                    .set_traffic(&self.op("rollback"), &[(o.slot, 100), (new, 0)])
+                    .set_traffic(&self.op("rollback"), &requested)
                     .await?;
+                self.events.emit(events::Event::TrafficSet {
+                    deployment: self.deployment_id.to_string(),
+                    requested: requested.to_vec(),
+                    achieved: achieved.clone(),
+                    at: copilot_core::clock::now(),
+                });
                 let split = achieved_json(&asked, &achieved);
                 self.ledger
                     .set_traffic(
@@ -436,6 +469,9 @@ impl Rollout<'_> {
                             // Shortened bakes measure at least twice.
                             interval_cap: self.bake.map_or(Duration::MAX, |b| b / 2),
                             progress: self.progress,
+                            events: self.events,
+                            deployment: self.deployment_id,
+                            step: &format!("bake-{}", step.weight),
                         }
                         .run()
                         .await;
