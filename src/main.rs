@@ -86,20 +86,34 @@ fn print_error(err: &cli::CliError) {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let level = match (quiet, verbose) {
-        (true, _) => tracing::Level::ERROR,
-        (false, 0) => tracing::Level::WARN,
-        (false, 1) => tracing::Level::INFO,
-        (false, 2) => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, 2) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
+    // Libraries (the AWS SDK, sqlx, hyper) speak at warning level about
+    // what copilot says itself in one line (a credential chain that found
+    // nothing, a slow statement): their records show from -v on.
+    let libraries = if verbose == 0 {
+        LevelFilter::ERROR
+    } else {
+        level
+    };
+    let filter = Targets::new()
+        .with_default(libraries)
+        .with_target("copilot", level);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(
             anstream::ColorChoice::global() != anstream::ColorChoice::Never
                 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         )
-        .with_target(false)
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
         .init();
 }

@@ -539,3 +539,46 @@ async fn published_junit_validates_against_the_junit_schema() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn windows_in_a_named_time_zone_follow_its_daylight_saving_time() {
+    let p = Project::init_at(Some("2026-07-07T13:30:00Z"));
+    p.edit(
+        "arenas/production.yaml",
+        "timezone: UTC",
+        "timezone: America/New_York",
+    );
+    p.edit(
+        "arenas/production.yaml",
+        "Tue-Thu 10:00-14:00",
+        "Tue-Thu 09:00-11:00",
+    );
+    p.copilot(["validate"]).assert().success();
+    let gate = |now: &str| {
+        let out = p
+            .copilot(["gate", "run", "production", "--gate", "window"])
+            .env("COPILOT_NOW", now)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap(), stdout(&out))
+    };
+    // 09:30 in New York on a Tuesday: 13:30 UTC in summer, 14:30 in winter.
+    assert_eq!(gate("2026-07-07T13:30:00Z").0, 0);
+    assert_eq!(gate("2027-01-12T14:30:00Z").0, 0);
+    let (code, text) = gate("2027-01-12T13:30:00Z");
+    assert_eq!(code, 1, "08:30 in New York in January: {text}");
+    // A zone that does not exist is refused where it is written.
+    p.edit(
+        "arenas/production.yaml",
+        "timezone: America/New_York",
+        "timezone: America/Gotham",
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("arenas/production.yaml:")
+            && err.contains("unknown time zone `America/Gotham`"),
+        "{err}"
+    );
+}

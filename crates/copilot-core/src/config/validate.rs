@@ -5,14 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::FixedOffset;
-
 use super::def::{
     ArenaFile, At, GateFileAny, Loc, MetricSection, ProviderSection, Scalar, StrategySection,
 };
 use super::diag::{Diagnostics, SourceFile, did_you_mean};
 use super::duration::Duration;
-use super::window::{AllowWindow, Freeze, parse_zone};
+use super::window::{AllowWindow, Freeze, Zone, parse_zone};
 use crate::model::*;
 
 /// What the providers layer says of each provider: what it can do, and its
@@ -900,10 +898,10 @@ fn check_arena(
             Ok(z) => z,
             Err(e) => {
                 diags.error(file, tz.loc, e.message, e.hint);
-                FixedOffset::east_opt(0).expect("zero offset")
+                Zone::UTC
             }
         },
-        None => FixedOffset::east_opt(0).expect("zero offset"),
+        None => Zone::UTC,
     };
     let mut windows = Windows {
         bypass: a.windows.bypass.unwrap_or(if tier == Tier::Hotfix {

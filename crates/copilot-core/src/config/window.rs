@@ -1,8 +1,10 @@
 //! Deploy windows and freeze periods.
 //!
 //! Allow windows: `Tue-Thu 10:00-14:00 UTC`, `Mon,Wed 09:30-17:00 +02:00`,
-//! `daily 08:00-20:00`. The zone is `UTC` or a fixed offset; without one the
-//! arena's `windows.timezone` applies.
+//! `daily 08:00-20:00`, `Mon-Fri 09:00-17:00 America/New_York`. The zone is
+//! `UTC`, a fixed offset, or a named IANA zone whose daylight saving time is
+//! followed (a window at 09:00 in New York is 09:00 there in July and in
+//! January); without one the arena's `windows.timezone` applies.
 //!
 //! Freezes: a named period from the calendar (`black-friday-week`,
 //! `december-holidays`), a yearly day range `12-20..12-26` (may wrap the new
@@ -46,19 +48,47 @@ fn freeze_err(message: String) -> ParseWindowError {
     }
 }
 
-/// Parse a zone: `UTC`, `Z` or a fixed offset such as `+02:00`.
-pub fn parse_zone(text: &str) -> Result<FixedOffset, ParseWindowError> {
+/// Where a window's or a freeze's wall clock is: a fixed offset from UTC,
+/// or a named IANA zone with its daylight saving time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Zone {
+    Fixed(FixedOffset),
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    pub const UTC: Zone = Zone::Fixed(FixedOffset::east_opt(0).expect("zero offset"));
+}
+
+impl From<FixedOffset> for Zone {
+    fn from(offset: FixedOffset) -> Self {
+        Zone::Fixed(offset)
+    }
+}
+
+impl Default for Zone {
+    fn default() -> Self {
+        Zone::UTC
+    }
+}
+
+/// Parse a zone: `UTC`, `Z`, a fixed offset such as `+02:00`, or an IANA
+/// name such as `America/New_York` or `Europe/Berlin`.
+pub fn parse_zone(text: &str) -> Result<Zone, ParseWindowError> {
     let t = text.trim();
     if t.eq_ignore_ascii_case("utc") || t == "Z" {
-        return Ok(FixedOffset::east_opt(0).expect("zero offset"));
+        return Ok(Zone::UTC);
     }
     let (sign, rest) = match t.as_bytes().first() {
         Some(b'+') => (1, &t[1..]),
         Some(b'-') => (-1, &t[1..]),
         _ => {
-            return Err(allow_err(format!(
-                "unknown time zone `{t}`: use `UTC` or a fixed offset such as `+02:00`"
-            )));
+            return t.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+                allow_err(format!(
+                    "unknown time zone `{t}`: use `UTC`, a fixed offset such as `+02:00`, \
+                     or an IANA zone such as `America/New_York`"
+                ))
+            });
         }
     };
     let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
@@ -67,12 +97,16 @@ pub fn parse_zone(text: &str) -> Result<FixedOffset, ParseWindowError> {
         _ => return Err(allow_err(format!("`{t}` is not a UTC offset"))),
     };
     FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+        .map(Zone::Fixed)
         .ok_or_else(|| allow_err(format!("`{t}` is not a UTC offset")))
 }
 
 /// `at` as a wall-clock time in `zone`; `None` past the calendar's ends.
-fn local_time(at: DateTime<Utc>, zone: FixedOffset) -> Option<chrono::NaiveDateTime> {
-    at.naive_utc().checked_add_offset(zone)
+fn local_time(at: DateTime<Utc>, zone: Zone) -> Option<chrono::NaiveDateTime> {
+    match zone {
+        Zone::Fixed(offset) => at.naive_utc().checked_add_offset(offset),
+        Zone::Named(tz) => Some(at.with_timezone(&tz).naive_local()),
+    }
 }
 
 /// A recurring weekly window in which deploys are allowed.
@@ -82,7 +116,7 @@ pub struct AllowWindow {
     days: [bool; 7],
     start: NaiveTime,
     end: NaiveTime,
-    zone: FixedOffset,
+    zone: Zone,
 }
 
 fn parse_weekday(s: &str) -> Option<Weekday> {
@@ -107,7 +141,8 @@ fn parse_time(s: &str) -> Option<NaiveTime> {
 
 impl AllowWindow {
     /// Parse a window; `default_zone` applies when the text names none.
-    pub fn parse(text: &str, default_zone: FixedOffset) -> Result<Self, ParseWindowError> {
+    pub fn parse(text: &str, default_zone: impl Into<Zone>) -> Result<Self, ParseWindowError> {
+        let default_zone = default_zone.into();
         let parts: Vec<&str> = text.split_whitespace().collect();
         let (days_part, time_part, zone) = match parts.as_slice() {
             [d, t] => (*d, *t, default_zone),
@@ -195,7 +230,7 @@ impl Serialize for AllowWindow {
 pub struct Freeze {
     text: String,
     rule: FreezeRule,
-    zone: FixedOffset,
+    zone: Zone,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,7 +264,8 @@ pub fn black_friday(year: i32) -> NaiveDate {
 }
 
 impl Freeze {
-    pub fn parse(text: &str, zone: FixedOffset) -> Result<Self, ParseWindowError> {
+    pub fn parse(text: &str, zone: impl Into<Zone>) -> Result<Self, ParseWindowError> {
+        let zone = zone.into();
         let t = text.trim();
         let rule = match t {
             "black-friday-week" => FreezeRule::BlackFridayWeek,
@@ -388,6 +424,29 @@ mod tests {
         let dated = Freeze::parse("2026-11-23..2026-11-25", utc()).unwrap();
         assert!(dated.contains(at("2026-11-24T12:00:00Z")));
         assert!(!dated.contains(at("2027-11-24T12:00:00Z")));
+    }
+
+    #[test]
+    fn named_zones_follow_daylight_saving_time() {
+        let w = AllowWindow::parse("Mon-Fri 09:00-17:00 America/New_York", utc()).unwrap();
+        // 09:30 in New York: UTC-4 in July (EDT), UTC-5 in January (EST).
+        assert!(w.contains(at("2026-07-07T13:30:00Z")));
+        assert!(!w.contains(at("2026-07-07T12:30:00Z")));
+        assert!(w.contains(at("2026-01-06T14:30:00Z")));
+        assert!(!w.contains(at("2026-01-06T13:30:00Z")));
+        // The arena's zone applies to windows and freezes that name none.
+        let berlin = parse_zone("Europe/Berlin").unwrap();
+        let w = AllowWindow::parse("daily 00:00-01:00", berlin).unwrap();
+        assert!(w.contains(at("2026-03-28T23:30:00Z")), "CET: 00:30");
+        assert!(w.contains(at("2026-03-29T22:30:00Z")), "CEST: 00:30");
+        let f = Freeze::parse("12-24..12-26", berlin).unwrap();
+        assert!(
+            f.contains(at("2026-12-23T23:30:00Z")),
+            "already the 24th in Berlin"
+        );
+        assert!(!f.contains(at("2026-12-23T22:30:00Z")));
+        assert!(parse_zone("Mars/Olympus_Mons").is_err());
+        assert!(parse_zone("america/new_york").is_err(), "names are exact");
     }
 
     #[test]
