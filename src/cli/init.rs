@@ -21,7 +21,10 @@ pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
     let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("json") + "\n";
     let generated = [
-        ("schemas/arena.schema.json", pretty(schema::arena())),
+        (
+            "schemas/arena.schema.json",
+            pretty(schema::arena(&copilot_engine::platform::RULES)),
+        ),
         ("schemas/gate.schema.json", pretty(schema::gate())),
         (
             ".gitignore",

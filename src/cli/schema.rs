@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(_ctx: &Context, args: Args) -> CmdResult {
     let doc = match args.format {
-        Format::Arena => schema::arena(),
+        Format::Arena => schema::arena(&copilot_engine::platform::RULES),
         Format::Gate => schema::gate(),
     };
     let text = serde_json::to_string_pretty(&doc).expect("json") + "\n";

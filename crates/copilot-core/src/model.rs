@@ -185,6 +185,9 @@ pub struct Capabilities {
     pub required_settings: &'static [&'static str],
     /// The secret stores whose references the platform attaches itself.
     pub secret_stores: &'static [SecretStore],
+    /// The platform configuration `copilot render` writes for an arena.
+    #[serde(skip)]
+    pub templates: &'static [crate::render::TemplateSpec],
 }
 
 impl Capabilities {
@@ -231,24 +234,43 @@ pub struct Provider {
     /// How long a platform operation (instances starting and passing their
     /// checks, a release command) may take before copilot gives up on it.
     pub ready_timeout: Duration,
+    /// The platform configuration rendered for the arena (the provider's).
+    #[serde(skip)]
+    pub templates: &'static [crate::render::TemplateSpec],
 }
 
-/// Each provider's settings, as its rules in `providers::<kind>` checked
-/// them. The types are data only; what is valid is the provider's to say.
-#[derive(Clone, Debug, Serialize)]
-#[serde(untagged)]
-pub enum ProviderSettings {
-    Local(LocalSettings),
-    Fly(FlySettings),
-    Render(RenderSettings),
-    Ecs(EcsSettings),
-    Kubernetes(KubernetesSettings),
+/// A provider's settings, as its own crate read and checked them. The type
+/// is the provider's (`copilot_provider_fly::FlySettings`, ...): this layer
+/// only carries it, shows it as JSON, and hands it back by type.
+#[derive(Clone)]
+pub struct ProviderSettings(std::sync::Arc<dyn AnySettings>);
+
+/// What a provider's settings type offers to the layers that do not know it.
+pub trait AnySettings: std::any::Any + fmt::Debug + Send + Sync {
+    /// The settings as JSON (`arenas show`, templates, `--output json`).
+    fn to_json(&self) -> serde_json::Value;
+}
+
+impl<T: Serialize + fmt::Debug + Send + Sync + 'static> AnySettings for T {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
 }
 
 impl ProviderSettings {
+    pub fn new<T: AnySettings>(settings: T) -> Self {
+        ProviderSettings(std::sync::Arc::new(settings))
+    }
+
+    /// The settings as the provider's type `T`; `None` for another provider's.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        let any: &dyn std::any::Any = self.0.as_ref();
+        any.downcast_ref()
+    }
+
     /// `name=value` pairs, for people.
     pub fn describe(&self) -> Vec<String> {
-        let value = serde_json::to_value(self).unwrap_or_default();
+        let value = self.0.to_json();
         let Some(map) = value.as_object() else {
             return Vec::new();
         };
@@ -262,64 +284,16 @@ impl ProviderSettings {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct LocalSettings {
-    /// The loopback port of the arena's router.
-    pub port: u16,
+impl fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct FlySettings {
-    pub app: String,
-    pub org: Option<String>,
-    /// Where machines run; `instances` machines per colour in each.
-    pub regions: Vec<String>,
-    /// Where the app's traffic enters (`https://<app>.fly.dev` unless set).
-    pub url: String,
-    /// Run once in a temporary machine of the new release before it starts.
-    pub release_command: Option<String>,
-    /// Volumes mounted into each machine (`name:/path`).
-    pub mounts: Vec<FlyMount>,
-    /// The port the service listens on inside the machine.
-    pub internal_port: u16,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct FlyMount {
-    pub volume: String,
-    pub path: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RenderSettings {
-    pub service: String,
-    pub region: Option<String>,
-    pub plan: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct EcsSettings {
-    pub cluster: String,
-    /// The colours are the ECS services `<service>-blue` and `<service>-green`.
-    pub service: String,
-    pub region: Option<String>,
-    /// The ELBv2 listener whose default forward action is weighted.
-    pub listener: Option<String>,
-    /// Or a rule of it, whose forward action is weighted.
-    pub rule: Option<String>,
-    /// Target group name or ARN per colour.
-    pub target_groups: BTreeMap<String, String>,
-    pub family: Option<String>,
-    /// Where the arena's traffic enters [default: the load balancer's DNS name].
-    pub url: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct KubernetesSettings {
-    pub namespace: String,
-    pub deployment: String,
-    pub context: Option<String>,
-    pub service: Option<String>,
+impl Serialize for ProviderSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.to_json().serialize(s)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

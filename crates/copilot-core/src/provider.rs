@@ -380,9 +380,10 @@ pub struct Refused;
 /// slash. [`Refused`] once the error is said.
 pub fn url_setting(
     input: &SettingsInput<'_>,
+    url: &Option<crate::config::def::At<String>>,
     diags: &mut Diagnostics,
 ) -> Result<Option<String>, Refused> {
-    let Some(at) = &input.section.url else {
+    let Some(at) = url else {
         return Ok(None);
     };
     match reqwest::Url::parse(&at.value) {

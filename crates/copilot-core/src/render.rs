@@ -6,7 +6,7 @@ use std::path::Path;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::model::{Arena, ProviderKind};
+use crate::model::Arena;
 use crate::templates;
 
 /// The service every template packages.
@@ -23,11 +23,15 @@ pub enum Format {
     Dockerfile,
 }
 
-/// A template and the file it renders to.
-struct TemplateSpec {
-    template: &'static str,
-    output: &'static str,
-    format: Format,
+/// A template and the file it renders to; each provider lists its own
+/// (`Capabilities::templates`).
+#[derive(Debug)]
+pub struct TemplateSpec {
+    /// Under the project root, or built in (`templates/fly.toml.j2`).
+    pub template: &'static str,
+    /// The rendered file's name.
+    pub output: &'static str,
+    pub format: Format,
 }
 
 const DOCKERFILE: TemplateSpec = TemplateSpec {
@@ -35,32 +39,6 @@ const DOCKERFILE: TemplateSpec = TemplateSpec {
     output: "Dockerfile",
     format: Format::Dockerfile,
 };
-
-fn provider_templates(kind: ProviderKind) -> &'static [TemplateSpec] {
-    match kind {
-        ProviderKind::Local => &[],
-        ProviderKind::Fly => &[TemplateSpec {
-            template: "templates/fly.toml.j2",
-            output: "fly.toml",
-            format: Format::Toml,
-        }],
-        ProviderKind::Render => &[TemplateSpec {
-            template: "templates/render.yaml.j2",
-            output: "render.yaml",
-            format: Format::Yaml,
-        }],
-        ProviderKind::Ecs => &[TemplateSpec {
-            template: "templates/ecs-task-definition.json.j2",
-            output: "ecs-task-definition.json",
-            format: Format::Json,
-        }],
-        ProviderKind::Kubernetes => &[TemplateSpec {
-            template: "templates/kubernetes.yaml.j2",
-            output: "kubernetes.yaml",
-            format: Format::Yaml,
-        }],
-    }
-}
 
 /// The release a rendering is for.
 #[derive(Clone, Debug, Serialize)]
@@ -136,10 +114,7 @@ pub fn render_arena(
         live_colour => "blue",
     };
     let mut out = Vec::new();
-    for spec in provider_templates(arena.provider.kind)
-        .iter()
-        .chain([&DOCKERFILE])
-    {
+    for spec in arena.provider.templates.iter().chain([&DOCKERFILE]) {
         let (source, shown) = template_source(root, spec.template);
         let err = |e: minijinja::Error| RenderError::Template {
             template: shown.clone(),

@@ -94,33 +94,44 @@ impl Provider for Platform {
     }
 }
 
+/// The settings of arena `a` as its provider's type.
+fn settings_of<T: 'static>(a: &Arena) -> Result<&T, ProviderError> {
+    a.provider.settings.get::<T>().ok_or_else(|| {
+        ProviderError::failed(
+            format!("read the {} settings of {}", a.provider.kind, a.name),
+            "they were not checked by that provider's rules",
+        )
+    })
+}
+
 /// The provider of arena `a`, built from its typed settings. `root` is the
 /// project (the local provider keeps its state there).
 pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
     let arena = a.deploys_into();
-    match &a.provider.settings {
-        ProviderSettings::Local(s) => Ok(Platform::Local(
-            copilot_provider_local::LocalProvider::new(root, arena, s.port)?,
-        )),
+    match a.provider.kind {
+        ProviderKind::Local => {
+            let s = settings_of::<copilot_provider_local::LocalSettings>(a)?;
+            Ok(Platform::Local(copilot_provider_local::LocalProvider::new(
+                root, arena, s.port,
+            )?))
+        }
         #[cfg(feature = "fly")]
-        ProviderSettings::Fly(s) => Ok(Platform::Fly(copilot_provider_fly::FlyProvider::from_env(
+        ProviderKind::Fly => Ok(Platform::Fly(copilot_provider_fly::FlyProvider::from_env(
             arena,
-            s,
+            settings_of(a)?,
             a.provider.instances,
             a.strategy.kind,
         )?)),
         #[cfg(feature = "ecs")]
-        ProviderSettings::Ecs(s) => Ok(Platform::Ecs(Box::new(
-            copilot_provider_ecs::EcsProvider::new(root, a, s),
+        ProviderKind::Ecs => Ok(Platform::Ecs(Box::new(
+            copilot_provider_ecs::EcsProvider::new(root, a, settings_of(a)?),
         ))),
         // Their settings validate; their clients are still to come.
-        ProviderSettings::Render(_) | ProviderSettings::Kubernetes(_) => {
-            Err(ProviderError::unavailable(
-                format!("drive the {} provider", a.provider.kind),
-                format!("copilot cannot drive {} yet", a.provider.kind),
-            )
-            .with_hint("deploy this arena with the platform's own tools for now"))
-        }
+        ProviderKind::Render | ProviderKind::Kubernetes => Err(ProviderError::unavailable(
+            format!("drive the {} provider", a.provider.kind),
+            format!("copilot cannot drive {} yet", a.provider.kind),
+        )
+        .with_hint("deploy this arena with the platform's own tools for now")),
         #[allow(unreachable_patterns)]
         _ => Err(ProviderError::unavailable(
             format!("drive the {} provider", a.provider.kind),
@@ -134,6 +145,33 @@ pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
             a.provider.kind
         ))),
     }
+}
+
+/// Each provider's settings, as JSON Schemas of what its `provider:`
+/// section may hold (beside `kind`, `instances` and `ready_timeout`).
+pub fn schemas() -> Vec<(ProviderKind, schemars::Schema)> {
+    vec![
+        (
+            ProviderKind::Local,
+            schemars::schema_for!(copilot_provider_local::Section),
+        ),
+        (
+            ProviderKind::Fly,
+            schemars::schema_for!(copilot_provider_fly::Section),
+        ),
+        (
+            ProviderKind::Render,
+            schemars::schema_for!(copilot_provider_render::Section),
+        ),
+        (
+            ProviderKind::Ecs,
+            schemars::schema_for!(copilot_provider_ecs::Section),
+        ),
+        (
+            ProviderKind::Kubernetes,
+            schemars::schema_for!(copilot_provider_kubernetes::Section),
+        ),
+    ]
 }
 
 /// Each provider's rules for its settings.
@@ -151,6 +189,7 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
 pub static RULES: ProviderRules = ProviderRules {
     capabilities,
     settings,
+    schemas,
 };
 
 /// What the provider of `kind` can do.
@@ -161,5 +200,30 @@ pub fn capabilities(kind: ProviderKind) -> &'static Capabilities {
         ProviderKind::Render => &copilot_provider_render::CAPABILITIES,
         ProviderKind::Ecs => &copilot_provider_ecs::CAPABILITIES,
         ProviderKind::Kubernetes => &copilot_provider_kubernetes::CAPABILITIES,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_provider_lists_the_settings_its_section_reads() {
+        for (kind, schema) in schemas() {
+            let schema = serde_json::to_value(schema).unwrap();
+            let mut read: Vec<&str> = schema["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut listed = capabilities(kind).settings.to_vec();
+            read.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(read, listed, "{kind}");
+            for required in capabilities(kind).required_settings {
+                assert!(listed.contains(required), "{kind}: {required}");
+            }
+        }
     }
 }

@@ -23,8 +23,9 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::taskdef::{self, TAG_ARENA, TAG_LAUNCH, TAG_RELEASE, TAG_RELEASE_ID};
+use crate::EcsSettings;
 use copilot_aws::error;
-use copilot_core::model::{Arena, EcsSettings, ProviderKind};
+use copilot_core::model::{Arena, ProviderKind};
 use copilot_core::provider::{
     ArenaStatus, Counts, Drift, ErrorKind, Handle, Op, Provider, ProviderError, ReleaseSpec, Slot,
     SlotStatus,

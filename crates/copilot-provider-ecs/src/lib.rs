@@ -17,10 +17,16 @@ mod taskdef;
 #[cfg(feature = "client")]
 pub use client::EcsProvider;
 
+use std::collections::BTreeMap;
+
+use copilot_core::config::def::At;
 use copilot_core::config::{Diagnostics, SettingsInput};
 use copilot_core::model::{
-    Capabilities, EcsSettings, ProviderSettings, SecretStore, StrategyKind, TrafficSplit,
+    Capabilities, ProviderSettings, SecretStore, StrategyKind, TrafficSplit,
 };
+use copilot_core::render::{Format, TemplateSpec};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`.
 fn valid_region(r: &str) -> bool {
@@ -38,6 +44,53 @@ fn elb_arn(arn: &str, kind: &str) -> bool {
     arn.starts_with("arn:aws")
         && arn.contains(":elasticloadbalancing:")
         && arn.contains(&format!(":{kind}/"))
+}
+
+/// The `provider:` settings of an ECS arena, as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct Section {
+    /// The cluster name or ARN.
+    #[serde(default)]
+    pub cluster: Option<At<String>>,
+    /// The ECS service; the colours are `<service>-blue` and `<service>-green`.
+    #[serde(default)]
+    pub service: Option<At<String>>,
+    /// The AWS region.
+    #[serde(default)]
+    pub region: Option<At<String>>,
+    /// The ELBv2 listener whose forward action is weighted.
+    #[serde(default)]
+    pub listener: Option<At<String>>,
+    /// Target groups per colour (`blue`, `green`).
+    #[serde(default)]
+    pub target_groups: Option<At<BTreeMap<String, String>>>,
+    /// The task definition family.
+    #[serde(default)]
+    pub family: Option<At<String>>,
+    /// A listener rule whose forward action is weighted, instead of the listener's default action.
+    #[serde(default)]
+    pub rule: Option<At<String>>,
+    /// Where the arena's traffic enters [default: the load balancer's DNS name].
+    #[serde(default)]
+    pub url: Option<At<String>>,
+}
+
+/// The settings of an arena on this provider, checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct EcsSettings {
+    pub cluster: String,
+    /// The colours are the ECS services `<service>-blue` and `<service>-green`.
+    pub service: String,
+    pub region: Option<String>,
+    /// The ELBv2 listener whose default forward action is weighted.
+    pub listener: Option<String>,
+    /// Or a rule of it, whose forward action is weighted.
+    pub rule: Option<String>,
+    /// Target group name or ARN per colour.
+    pub target_groups: BTreeMap<String, String>,
+    pub family: Option<String>,
+    /// Where the arena's traffic enters [default: the load balancer's DNS name].
+    pub url: Option<String>,
 }
 
 /// What this provider can do; `copilot validate` holds arena strategies to it.
@@ -62,10 +115,16 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     ],
     required_settings: &["cluster", "service", "target_groups"],
     secret_stores: &[SecretStore::AwsSecretsManager, SecretStore::AwsSsm],
+    templates: &[TemplateSpec {
+        template: "templates/ecs-task-definition.json.j2",
+        output: "ecs-task-definition.json",
+        format: Format::Json,
+    }],
 };
 
 pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<ProviderSettings> {
-    let p = input.section;
+    let p: Section = input.section(diags)?;
+    let p = &p;
     let file = input.file;
     let mut ok = true;
     if let Some(tg) = &p.target_groups {
@@ -153,12 +212,13 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
             "write a region code such as us-east-1 or eu-west-2",
         );
     }
-    let url = copilot_core::provider::url_setting(input, diags).unwrap_or_else(|_refused| {
-        ok = false;
-        None
-    });
+    let url =
+        copilot_core::provider::url_setting(input, &p.url, diags).unwrap_or_else(|_refused| {
+            ok = false;
+            None
+        });
     ok.then(|| {
-        ProviderSettings::Ecs(EcsSettings {
+        ProviderSettings::new(EcsSettings {
             cluster: copilot_core::provider::text(&p.cluster),
             service: copilot_core::provider::text(&p.service),
             region: copilot_core::provider::opt_text(&p.region),

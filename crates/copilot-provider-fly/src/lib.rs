@@ -10,10 +10,14 @@ mod machines;
 #[cfg(feature = "client")]
 pub use machines::{FLY_API_BASE, FlyProvider};
 
+use copilot_core::config::def::At;
 use copilot_core::config::{Diagnostics, SettingsInput};
 use copilot_core::model::{
-    Capabilities, FlyMount, FlySettings, ProviderSettings, SecretStore, StrategyKind, TrafficSplit,
+    Capabilities, ProviderSettings, SecretStore, StrategyKind, TrafficSplit,
 };
+use copilot_core::render::{Format, TemplateSpec};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Fly app names: lowercase letters, digits and dashes.
 fn valid_app(name: &str) -> bool {
@@ -27,6 +31,58 @@ fn valid_app(name: &str) -> bool {
 /// Fly region codes are three lowercase letters (`dfw`, `ams`, `syd`).
 fn valid_region(code: &str) -> bool {
     code.len() == 3 && code.chars().all(|c| c.is_ascii_lowercase())
+}
+
+/// The `provider:` settings of a Fly arena, as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct Section {
+    /// The Fly app name.
+    #[serde(default)]
+    pub app: Option<At<String>>,
+    /// The organisation slug.
+    #[serde(default)]
+    pub org: Option<At<String>>,
+    /// The region machines run in.
+    #[serde(default)]
+    pub region: Option<At<String>>,
+    /// Several regions (instances per region), instead of `region`.
+    #[serde(default)]
+    pub regions: Option<At<Vec<At<String>>>>,
+    /// Where the arena's traffic enters [default: `https://<app>.fly.dev`].
+    #[serde(default)]
+    pub url: Option<At<String>>,
+    /// A command run once in a machine of the new release before it starts (migrations).
+    #[serde(default)]
+    pub release_command: Option<At<String>>,
+    /// Volumes mounted into each machine, as `volume_name:/path`.
+    #[serde(default)]
+    pub mounts: Option<At<Vec<At<String>>>>,
+    /// The port the service listens on inside a machine [default: 8080].
+    #[serde(default)]
+    pub internal_port: Option<At<u32>>,
+}
+
+/// The settings of an arena on this provider, checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlySettings {
+    pub app: String,
+    pub org: Option<String>,
+    /// Where machines run; `instances` machines per colour in each.
+    pub regions: Vec<String>,
+    /// Where the app's traffic enters (`https://<app>.fly.dev` unless set).
+    pub url: String,
+    /// Run once in a temporary machine of the new release before it starts.
+    pub release_command: Option<String>,
+    /// Volumes mounted into each machine (`name:/path`).
+    pub mounts: Vec<FlyMount>,
+    /// The port the service listens on inside the machine.
+    pub internal_port: u16,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FlyMount {
+    pub volume: String,
+    pub path: String,
 }
 
 /// What this provider can do; `copilot validate` holds arena strategies to it.
@@ -51,10 +107,16 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     ],
     required_settings: &["app"],
     secret_stores: &[SecretStore::Fly],
+    templates: &[TemplateSpec {
+        template: "templates/fly.toml.j2",
+        output: "fly.toml",
+        format: Format::Toml,
+    }],
 };
 
 pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<ProviderSettings> {
-    let p = input.section;
+    let p: Section = input.section(diags)?;
+    let p = &p;
     let file = input.file;
     let mut ok = true;
     let app = copilot_core::provider::text(&p.app);
@@ -110,7 +172,7 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
             diags.error(file, *loc, format!("region `{code}` is listed twice"), None);
         }
     }
-    let url = match copilot_core::provider::url_setting(input, diags) {
+    let url = match copilot_core::provider::url_setting(input, &p.url, diags) {
         Ok(u) => u.unwrap_or_else(|| format!("https://{app}.fly.dev")),
         Err(copilot_core::provider::Refused) => {
             ok = false;
@@ -178,7 +240,7 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
         None => 8080,
     };
     ok.then(|| {
-        ProviderSettings::Fly(FlySettings {
+        ProviderSettings::new(FlySettings {
             app,
             org: copilot_core::provider::opt_text(&p.org),
             regions: regions.into_iter().map(|(r, _)| r).collect(),

@@ -16,8 +16,9 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::FlySettings;
 use copilot_core::http::{ApiClient, ApiError, ApiErrorKind, RetryPolicy};
-use copilot_core::model::{FlySettings, ProviderKind, StrategyKind};
+use copilot_core::model::{ProviderKind, StrategyKind};
 use copilot_core::provider::{
     ArenaStatus, Counts, Drift, ErrorKind, Handle, Op, Provider, ProviderError, RegionCounts,
     ReleaseSpec, Secret, Slot, SlotStatus,

@@ -14,15 +14,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use copilot_core::config::def::At;
 use copilot_core::config::{Diagnostics, SettingsInput};
 use copilot_core::model::{
-    Capabilities, LocalSettings, ProviderKind, ProviderSettings, StrategyKind, TrafficSplit,
+    Capabilities, ProviderKind, ProviderSettings, StrategyKind, TrafficSplit,
 };
 use copilot_core::provider::{
     ArenaStatus, Counts, ErrorKind, Handle, Op, Provider, ProviderError, ReleaseSpec, Secret, Slot,
     SlotStatus,
 };
 use router::{Backend, Routes};
+use schemars::JsonSchema;
 
 /// Where the local provider keeps an arena's state, logs and routes.
 pub fn state_dir(root: &Path, arena: &str) -> PathBuf {
@@ -42,6 +44,21 @@ pub fn log_file(root: &Path, arena: &str, slot: Slot, version: &str) -> PathBuf 
 /// The router's port when an arena names none.
 pub const DEFAULT_PORT: u16 = 7400;
 
+/// The `provider:` settings of a local arena, as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct Section {
+    /// The loopback port of the arena's router [default: 7400].
+    #[serde(default)]
+    pub port: Option<At<u32>>,
+}
+
+/// The settings of an arena on this provider, checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct LocalSettings {
+    /// The loopback port of the arena's router.
+    pub port: u16,
+}
+
 /// What this provider can do; `copilot validate` holds arena strategies to it.
 pub static CAPABILITIES: Capabilities = Capabilities {
     strategies: &[
@@ -55,11 +72,13 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     settings: &["port"],
     required_settings: &[],
     secret_stores: &[],
+    templates: &[],
 };
 
 /// The local provider's rules: a port for the router, not a privileged one.
 pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<ProviderSettings> {
-    let port = match &input.section.port {
+    let p: Section = input.section(diags)?;
+    let port = match &p.port {
         Some(p) if !(1024..=65535).contains(&p.value) => {
             diags.error(
                 input.file,
@@ -72,7 +91,7 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
         Some(p) => p.value as u16,
         None => DEFAULT_PORT,
     };
-    Some(ProviderSettings::Local(LocalSettings { port }))
+    Some(ProviderSettings::new(LocalSettings { port }))
 }
 
 /// A process this provider started.

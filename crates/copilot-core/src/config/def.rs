@@ -172,106 +172,94 @@ pub struct ArenaFile {
     pub rollback: RollbackSection,
 }
 
-/// Where the arena runs. Which settings apply depends on `kind`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// Where the arena runs: `kind`, the settings every provider shares, and
+/// the names (with where they are written) of the provider's own settings.
+/// The provider's crate reads those itself, typed and with their spans
+/// ([`crate::config::SettingsInput::section`]); `validate` holds each name
+/// to the provider's list before it does.
+#[derive(Debug)]
 pub struct ProviderSection {
     pub kind: At<ProviderKind>,
     /// Instances per colour (machines, tasks, replicas, processes).
-    #[serde(default)]
     pub instances: Option<At<u32>>,
-    /// fly: the Fly app name.
-    #[serde(default)]
-    pub app: Option<At<String>>,
-    /// fly: the organisation slug.
-    #[serde(default)]
-    pub org: Option<At<String>>,
-    /// fly, render, ecs: the region.
-    #[serde(default)]
-    pub region: Option<At<String>>,
-    /// render: service name or id (`srv-...`); ecs: the ECS service; kubernetes: the Service.
-    #[serde(default)]
-    pub service: Option<At<String>>,
-    /// render: the instance plan.
-    #[serde(default)]
-    pub plan: Option<At<String>>,
-    /// ecs: the cluster name or ARN.
-    #[serde(default)]
-    pub cluster: Option<At<String>>,
-    /// ecs: the ELBv2 listener whose forward action is weighted.
-    #[serde(default)]
-    pub listener: Option<At<String>>,
-    /// ecs: target groups per colour (`blue`, `green`).
-    #[serde(default)]
-    pub target_groups: Option<At<BTreeMap<String, String>>>,
-    /// ecs: the task definition family.
-    #[serde(default)]
-    pub family: Option<At<String>>,
-    /// ecs: a listener rule whose forward action is weighted, instead of the listener's default action.
-    #[serde(default)]
-    pub rule: Option<At<String>>,
-    /// kubernetes: the namespace.
-    #[serde(default)]
-    pub namespace: Option<At<String>>,
-    /// kubernetes: the kubeconfig context.
-    #[serde(default)]
-    pub context: Option<At<String>>,
-    /// kubernetes: the Deployment name (colours are suffixed).
-    #[serde(default)]
-    pub deployment: Option<At<String>>,
-    /// local: the loopback port of the arena's router.
-    #[serde(default)]
-    pub port: Option<At<u32>>,
-    /// fly: several regions (instances per region), instead of `region`.
-    #[serde(default)]
-    pub regions: Option<At<Vec<At<String>>>>,
-    /// fly, ecs: where the arena's traffic enters [default: fly `https://<app>.fly.dev`, ecs the load balancer's DNS name].
-    #[serde(default)]
-    pub url: Option<At<String>>,
-    /// fly: a command run once in a machine of the new release before it starts (migrations).
-    #[serde(default)]
-    pub release_command: Option<At<String>>,
-    /// fly: volumes mounted into each machine, as `volume_name:/path`.
-    #[serde(default)]
-    pub mounts: Option<At<Vec<At<String>>>>,
-    /// fly: the port the service listens on inside a machine [default: 8080].
-    #[serde(default)]
-    pub internal_port: Option<At<u32>>,
     /// How long instances may take to start and pass their checks [default: 5m; local 30s].
-    #[serde(default)]
     pub ready_timeout: Option<At<String>>,
+    /// The provider's own settings, by name, in the order written.
+    pub settings: Vec<(String, Loc)>,
 }
 
 impl ProviderSection {
-    /// Every setting that is present, by its YAML name, with where it is.
-    pub fn present_settings(&self) -> Vec<(&'static str, Loc)> {
-        fn at<T>(name: &'static str, v: &Option<At<T>>) -> Option<(&'static str, Loc)> {
-            v.as_ref().map(|v| (name, v.loc))
+    /// Every provider setting that is present, by its YAML name, with where it is.
+    pub fn present_settings(&self) -> impl Iterator<Item = (&str, Loc)> {
+        self.settings.iter().map(|(n, l)| (n.as_str(), *l))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ProviderSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a provider section with `kind`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut kind = None;
+                let mut instances = None;
+                let mut ready_timeout = None;
+                let mut settings = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "kind" => kind = Some(map.next_value()?),
+                        "instances" => instances = Some(map.next_value()?),
+                        "ready_timeout" => ready_timeout = Some(map.next_value()?),
+                        _ => {
+                            let at: At<serde::de::IgnoredAny> = map.next_value()?;
+                            settings.push((key, at.loc));
+                        }
+                    }
+                }
+                let kind = kind.ok_or_else(|| serde::de::Error::missing_field("kind"))?;
+                Ok(ProviderSection {
+                    kind,
+                    instances,
+                    ready_timeout,
+                    settings,
+                })
+            }
         }
-        [
-            at("app", &self.app),
-            at("org", &self.org),
-            at("region", &self.region),
-            at("regions", &self.regions),
-            at("url", &self.url),
-            at("release_command", &self.release_command),
-            at("mounts", &self.mounts),
-            at("internal_port", &self.internal_port),
-            at("service", &self.service),
-            at("plan", &self.plan),
-            at("cluster", &self.cluster),
-            at("listener", &self.listener),
-            at("target_groups", &self.target_groups),
-            at("family", &self.family),
-            at("rule", &self.rule),
-            at("namespace", &self.namespace),
-            at("context", &self.context),
-            at("deployment", &self.deployment),
-            at("port", &self.port),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        d.deserialize_map(Visit)
+    }
+}
+
+impl JsonSchema for ProviderSection {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProviderSection".into()
+    }
+    /// What every provider shares; `schema::arena` puts each provider's own
+    /// settings beside it, one branch per `kind`.
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let kind = generator.subschema_for::<ProviderKind>();
+        let instances = generator.subschema_for::<u32>();
+        schemars::json_schema!({
+            "description": "Where the arena runs. Which settings apply depends on `kind`.",
+            "type": "object",
+            "required": ["kind"],
+            "properties": {
+                "kind": kind,
+                "instances": {
+                    "description": "Instances per colour (machines, tasks, replicas, processes).",
+                    "anyOf": [instances, { "type": "null" }]
+                },
+                "ready_timeout": {
+                    "description": "How long instances may take to start and pass their checks [default: 5m; local 30s].",
+                    "type": ["string", "null"]
+                }
+            }
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Value, json};
 
+use super::ProviderRules;
 use super::def::{ArenaFile, GateFile};
 use super::params::*;
 use crate::model::GateKind;
@@ -11,10 +12,51 @@ fn generator() -> SchemaGenerator {
     SchemaSettings::draft2020_12().into_generator()
 }
 
-/// The schema of `arenas/*.yaml`.
-pub fn arena() -> Value {
+/// The schema of `arenas/*.yaml`. Its `provider:` section has one branch
+/// per provider `kind`: the settings every provider shares, and that
+/// provider's own (from its crate, through `rules`).
+pub fn arena(rules: &ProviderRules) -> Value {
     let schema = generator().into_root_schema_for::<ArenaFile>();
-    serde_json::to_value(schema).expect("schema serializes")
+    let mut root = serde_json::to_value(schema).expect("schema serializes");
+    let common = root["$defs"]["ProviderSection"].clone();
+    let mut branches = Vec::new();
+    for (kind, own) in (rules.schemas)() {
+        let mut own = serde_json::to_value(own).expect("schema serializes");
+        if let Some(Value::Object(defs)) = own.as_object_mut().and_then(|o| o.remove("$defs"))
+            && let Some(root_defs) = root["$defs"].as_object_mut()
+        {
+            root_defs.extend(defs);
+        }
+        let mut properties = common["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        properties.insert("kind".into(), json!({ "const": kind.as_str() }));
+        if let Some(p) = own["properties"].as_object() {
+            properties.extend(p.clone());
+        }
+        let mut required = vec![json!("kind")];
+        required.extend(
+            rules
+                .capabilities(kind)
+                .required_settings
+                .iter()
+                .map(|r| json!(r)),
+        );
+        branches.push(json!({
+            "title": format!("{kind} provider"),
+            "type": "object",
+            "required": required,
+            "properties": properties,
+            "additionalProperties": false,
+        }));
+    }
+    root["$defs"]["ProviderSection"] = json!({
+        "description": common["description"],
+        "type": "object",
+        "oneOf": branches,
+    });
+    root
 }
 
 /// One kind's variant; its definitions move to `defs` so `#/$defs/...` resolves at the root.

@@ -21,12 +21,22 @@ pub struct ProviderRules {
     /// Check the `provider:` section of an arena (settings common to all
     /// providers and unknown names are checked before) and build its settings.
     pub settings: fn(&SettingsInput<'_>, &mut Diagnostics) -> Option<ProviderSettings>,
+    /// Each provider's settings as a JSON Schema (the arena schema has one
+    /// branch per `kind`).
+    pub schemas: fn() -> Vec<(ProviderKind, schemars::Schema)>,
 }
 
 impl ProviderRules {
     pub fn capabilities(&self, kind: ProviderKind) -> &'static Capabilities {
         (self.capabilities)(kind)
     }
+}
+
+/// An arena file read for its `provider:` section only, as a provider's
+/// own type (other sections are left to `validate`).
+#[derive(serde::Deserialize)]
+struct ProviderOf<S> {
+    provider: S,
 }
 
 /// What a provider's rules see of an arena.
@@ -38,6 +48,17 @@ pub struct SettingsInput<'a> {
     /// The arena's strategy, when it names one.
     pub strategy: Option<StrategyKind>,
     pub instances: u32,
+}
+
+impl SettingsInput<'_> {
+    /// The `provider:` section as the provider's own type `S`, each value
+    /// with where it is written (`At`); a value of the wrong shape is said
+    /// at its place. `S` names the provider's settings only: `kind`,
+    /// `instances` and `ready_timeout` are read (and unknown names refused)
+    /// before the provider's rules run.
+    pub fn section<S: serde::de::DeserializeOwned>(&self, diags: &mut Diagnostics) -> Option<S> {
+        super::load::parse_yaml::<ProviderOf<S>>(self.file, diags).map(|p| p.provider)
+    }
 }
 
 /// The rules [`check`] applies: supplied by the providers layer.
@@ -326,16 +347,20 @@ fn check_provider(
     for (name, loc) in p.present_settings() {
         if !cap.settings.contains(&name) {
             ok = false;
+            let takes = format!("{kind} takes: {}", cap.settings.join(", "));
             diags.error(
                 file,
                 loc,
                 format!("`{name}` is not a setting of the {kind} provider"),
-                format!("{kind} takes: {}", cap.settings.join(", ")),
+                match super::diag::did_you_mean(name, cap.settings.iter().copied()) {
+                    Some(hint) => format!("{hint} ({takes})"),
+                    None => takes,
+                },
             );
         }
     }
     for required in cap.required_settings {
-        if !p.present_settings().iter().any(|(n, _)| n == required) {
+        if !p.present_settings().any(|(n, _)| n == *required) {
             ok = false;
             diags.error(
                 file,
@@ -390,6 +415,7 @@ fn check_provider(
         settings,
         instances,
         ready_timeout,
+        templates: cap.templates,
     })
 }
 

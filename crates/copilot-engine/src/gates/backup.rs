@@ -104,13 +104,13 @@ async fn rds_snapshots(_ctx: &GateContext<'_>, _p: &BackupParams) -> Verdict {
 /// or cluster, from RDS.
 #[cfg(feature = "aws")]
 async fn rds_snapshots(ctx: &GateContext<'_>, p: &BackupParams) -> Verdict {
-    let region = p
-        .region
-        .clone()
-        .or_else(|| match &ctx.arena.provider.settings {
-            copilot_core::model::ProviderSettings::Ecs(s) => s.region.clone(),
-            _ => None,
-        });
+    let region = p.region.clone().or_else(|| {
+        ctx.arena
+            .provider
+            .settings
+            .get::<copilot_provider_ecs::EcsSettings>()
+            .and_then(|s| s.region.clone())
+    });
     let (kind, id) = match (&p.db_instance, &p.db_cluster) {
         (Some(i), None) => ("instance", i.clone()),
         (None, Some(c)) => ("cluster", c.clone()),
