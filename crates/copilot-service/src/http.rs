@@ -287,9 +287,14 @@ async fn compute_recommendations(
         platforms,
         api_version,
     };
-    let response = recommend::recommend(&s.pool, &ctx, now).await?;
-    let body = serde_json::to_vec(&response).expect("recommendations serialise");
-    Ok(Answer::new(body, revision, now))
+    let rules = s.recommendations.prepared(&s.pool, revision, now).await?;
+    let body = rules.prepared.answer(&ctx);
+    Ok(Answer::computed_at(
+        body,
+        revision,
+        rules.prepared.now,
+        rules.computed,
+    ))
 }
 
 async fn get_flags(State(s): State<AppState>) -> Json<flags::FlagSnapshot> {

@@ -83,12 +83,8 @@ pub fn valid_shop(shop: &str) -> bool {
         && !name.starts_with('-')
 }
 
-/// Compute the recommendations for a shop at `now`.
-pub async fn recommend(
-    pool: &Pool,
-    ctx: &ShopContext,
-    now: DateTime<Utc>,
-) -> Result<RecommendationsResponse, sqlx::Error> {
+/// The records a shop's recommendations at `now` are computed from.
+async fn recent_records(pool: &Pool, now: DateTime<Utc>) -> Result<Vec<UpdateRecord>, sqlx::Error> {
     let kinds = [
         UpdateKind::CoreUpdate,
         UpdateKind::SpamUpdate,
@@ -96,14 +92,97 @@ pub async fn recommend(
         UpdateKind::PlatformIncident,
         UpdateKind::ApiDeprecation,
     ];
-    let recent = records::relevant(pool, &kinds, now - Duration::days(LOOKBACK_DAYS), 500).await?;
+    records::relevant(pool, &kinds, now - Duration::days(LOOKBACK_DAYS), 500).await
+}
+
+/// What the records say for every shop at one instant: the record rules in
+/// listing order, each serialised once. A shop's answer is then a filter
+/// by the platforms it uses, its API version's rule put in its place, and
+/// the bytes copied: the same bytes [`recommend`] would produce at `now`.
+#[derive(Debug)]
+pub struct Prepared {
+    pub now: DateTime<Utc>,
+    rules: Vec<(Platform, Recommendation, Box<serde_json::value::RawValue>)>,
+}
+
+/// A response whose recommendations are already serialised; its fields and
+/// their order are [`RecommendationsResponse`]'s.
+#[derive(Serialize)]
+struct PreparedResponse<'a> {
+    shop: &'a str,
+    generated_at: DateTime<Utc>,
+    api_version: String,
+    recommendations: Vec<&'a serde_json::value::RawValue>,
+}
+
+fn raw(r: &Recommendation) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(r).expect("recommendations serialise")
+}
+
+impl Prepared {
+    /// Read the records and apply the rules that depend on them alone.
+    pub async fn load(pool: &Pool, now: DateTime<Utc>) -> Result<Prepared, sqlx::Error> {
+        Ok(Prepared::from_records(
+            &recent_records(pool, now).await?,
+            now,
+        ))
+    }
+
+    pub fn from_records(recent: &[UpdateRecord], now: DateTime<Utc>) -> Prepared {
+        let mut rules = record_rules(recent, now);
+        rules.sort_by(|a, b| listing_order(&a.1, &b.1));
+        Prepared {
+            now,
+            rules: rules
+                .into_iter()
+                .map(|(platform, r)| {
+                    let json = raw(&r);
+                    (platform, r, json)
+                })
+                .collect(),
+        }
+    }
+
+    /// The serialised response for the shop.
+    pub fn answer(&self, ctx: &ShopContext) -> Vec<u8> {
+        let api = api_version_rule(ctx.api_version, self.now);
+        let api_json = api.as_ref().map(raw);
+        let mut pending = api.as_ref().zip(api_json.as_deref());
+        let mut list = Vec::with_capacity(self.rules.len() + 1);
+        for (platform, r, json) in &self.rules {
+            if !ctx.uses(*platform) {
+                continue;
+            }
+            if let Some((a, a_json)) = pending
+                && listing_order(a, r).is_le()
+            {
+                list.push(a_json);
+                pending = None;
+            }
+            list.push(json.as_ref());
+        }
+        if let Some((_, a_json)) = pending {
+            list.push(a_json);
+        }
+        serde_json::to_vec(&PreparedResponse {
+            shop: &ctx.shop,
+            generated_at: self.now,
+            api_version: ctx.api_version.to_string(),
+            recommendations: list,
+        })
+        .expect("recommendations serialise")
+    }
+}
+
+/// Compute the recommendations for a shop at `now`.
+pub async fn recommend(
+    pool: &Pool,
+    ctx: &ShopContext,
+    now: DateTime<Utc>,
+) -> Result<RecommendationsResponse, sqlx::Error> {
+    let recent = recent_records(pool, now).await?;
     let mut recs = evaluate(ctx, &recent, now);
-    recs.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.rule.cmp(&b.rule))
-            .then(a.id.cmp(&b.id))
-    });
+    recs.sort_by(listing_order);
     Ok(RecommendationsResponse {
         shop: ctx.shop.clone(),
         generated_at: now,
@@ -147,18 +226,43 @@ pub fn evaluate(
     recent: &[UpdateRecord],
     now: DateTime<Utc>,
 ) -> Vec<Recommendation> {
+    let mut out: Vec<Recommendation> = record_rules(recent, now)
+        .into_iter()
+        .filter(|(platform, _)| ctx.uses(*platform))
+        .map(|(_, r)| r)
+        .collect();
+    out.extend(api_version_rule(ctx.api_version, now));
+    out
+}
+
+/// The order recommendations are listed in: most severe first.
+pub fn listing_order(a: &Recommendation, b: &Recommendation) -> std::cmp::Ordering {
+    b.severity
+        .cmp(&a.severity)
+        .then(a.rule.cmp(&b.rule))
+        .then(a.id.cmp(&b.id))
+}
+
+/// The rules that follow from the records alone, each with the platform a
+/// shop must use for it to apply. They are the same for every shop, so they
+/// are computed once per change of the records ([`crate::recommend_cache`]).
+pub fn record_rules(
+    recent: &[UpdateRecord],
+    now: DateTime<Utc>,
+) -> Vec<(Platform, Recommendation)> {
     let mut out = Vec::new();
     let tomorrow = now + Duration::days(1);
     let ongoing = |r: &&UpdateRecord| r.ended_at.is_none() && r.status == UpdateStatus::Ongoing;
+    let mut google = Vec::new();
 
-    if ctx.uses(Platform::GoogleSearch) {
+    {
         // Core update rolling out: freeze structural changes, judge nothing yet.
         for r in recent
             .iter()
             .filter(|r| r.kind == UpdateKind::CoreUpdate)
             .filter(ongoing)
         {
-            out.push(rec(
+            google.push(rec(
                 Rule::CoreUpdateInProgress,
                 Severity::High,
                 format!("{} is rolling out: freeze structural and URL changes", r.title),
@@ -181,7 +285,7 @@ pub fn evaluate(
             let Some(ended) = r.ended_at else { continue };
             let age = now - ended;
             if age >= Duration::days(7) && age <= Duration::days(LOOKBACK_DAYS) {
-                out.push(rec(
+                google.push(rec(
                     Rule::CoreUpdateReview,
                     Severity::Medium,
                     format!("Compare search performance before and after the {}", r.title),
@@ -207,7 +311,7 @@ pub fn evaluate(
             .collect();
         for r in spam {
             let live = r.ended_at.is_none();
-            out.push(rec(
+            google.push(rec(
                 Rule::SpamUpdateAudit,
                 if live { Severity::High } else { Severity::Medium },
                 format!("Audit the store against Google's spam policies ({})", r.title),
@@ -233,7 +337,7 @@ pub fn evaluate(
             let current = r.ended_at.is_none_or(|e| now - e <= Duration::days(2));
             if affects && current {
                 let live = r.ended_at.is_none();
-                out.push(rec(
+                google.push(rec(
                     Rule::SearchIncidentExternal,
                     if live { Severity::High } else { Severity::Medium },
                     format!("Search traffic changes are caused externally: {}", r.title),
@@ -252,16 +356,15 @@ pub fn evaluate(
             }
         }
     }
+    out.extend(google.into_iter().map(|r| (Platform::GoogleSearch, r)));
 
     // Ads platform incident: hold automation.
     for r in recent
         .iter()
-        .filter(|r| {
-            r.kind == UpdateKind::PlatformIncident && r.platform.is_ads() && ctx.uses(r.platform)
-        })
+        .filter(|r| r.kind == UpdateKind::PlatformIncident && r.platform.is_ads())
         .filter(ongoing)
     {
-        out.push(rec(
+        out.push((r.platform, rec(
             Rule::AdsPlatformIncidentHold,
             Severity::High,
             format!("Hold automated bid and budget changes on {}", r.platform),
@@ -272,47 +375,61 @@ pub fn evaluate(
             ],
             &[r],
             tomorrow,
-        ));
+        )));
     }
 
     // Deprecations announced by the platforms the shop uses.
     for r in recent
         .iter()
-        .filter(|r| r.kind == UpdateKind::ApiDeprecation && ctx.uses(r.platform))
+        .filter(|r| r.kind == UpdateKind::ApiDeprecation)
     {
         if now - r.published_at <= Duration::days(LOOKBACK_DAYS) {
-            out.push(rec(
-                Rule::ApiDeprecation,
-                Severity::Medium,
-                format!("Plan for a {} deprecation: {}", r.platform, r.title),
-                "A feature or API the store may depend on is being deprecated.".into(),
-                &[
-                    "Check whether the store's apps or themes use it",
-                    "Schedule the migration before the sunset date",
-                ],
-                &[r],
-                r.published_at + Duration::days(LOOKBACK_DAYS),
+            out.push((
+                r.platform,
+                rec(
+                    Rule::ApiDeprecation,
+                    Severity::Medium,
+                    format!("Plan for a {} deprecation: {}", r.platform, r.title),
+                    "A feature or API the store may depend on is being deprecated.".into(),
+                    &[
+                        "Check whether the store's apps or themes use it",
+                        "Schedule the migration before the sunset date",
+                    ],
+                    &[r],
+                    r.published_at + Duration::days(LOOKBACK_DAYS),
+                ),
             ));
         }
     }
+    out
+}
 
-    // The shop's configured Shopify API version.
-    let v = ctx.api_version;
+/// The rule about the shop's configured Shopify API version, if it applies.
+pub fn api_version_rule(v: ApiVersion, now: DateTime<Utc>) -> Option<Recommendation> {
     let expires = v.supported_until().and_time(NaiveTime::MIN).and_utc();
     let left = expires - now;
     if left <= Duration::days(90) {
         let days = left.num_days().max(0);
-        out.push(rec(
+        Some(rec(
             Rule::ApiVersionExpiring,
-            if left <= Duration::days(30) { Severity::Critical } else { Severity::High },
+            if left <= Duration::days(30) {
+                Severity::Critical
+            } else {
+                Severity::High
+            },
             format!("Shopify API version {v} expires in {days} days"),
-            format!("Shopify supports a version for twelve months; {v} stops being supported on {}.", expires.format("%Y-%m-%d")),
-            &["Upgrade SHOPIFY_API_VERSION to the latest stable version and test webhooks and queries"],
+            format!(
+                "Shopify supports a version for twelve months; {v} stops being supported on {}.",
+                expires.format("%Y-%m-%d")
+            ),
+            &[
+                "Upgrade SHOPIFY_API_VERSION to the latest stable version and test webhooks and queries",
+            ],
             &[],
             expires,
-        ));
+        ))
     } else if now - v.released().and_time(NaiveTime::MIN).and_utc() > Duration::days(274) {
-        out.push(rec(
+        Some(rec(
             Rule::ApiVersionStale,
             Severity::Medium,
             format!("Shopify API version {v} is more than nine months old"),
@@ -320,9 +437,10 @@ pub fn evaluate(
             &["Plan the upgrade of SHOPIFY_API_VERSION this quarter"],
             &[],
             expires - Duration::days(90),
-        ));
+        ))
+    } else {
+        None
     }
-    out
 }
 
 /// The JSON Schema of the response, as published in `schemas/recommendations.schema.json`.
@@ -331,4 +449,115 @@ pub fn schema() -> serde_json::Value {
         .into_generator()
         .into_root_schema_for::<RecommendationsResponse>();
     serde_json::to_value(schema).expect("schema serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn record(id: &str, platform: Platform, kind: UpdateKind, ended: Option<&str>) -> UpdateRecord {
+        UpdateRecord {
+            id: id.into(),
+            source: "test".into(),
+            platform,
+            kind,
+            title: format!("update {id}"),
+            url: None,
+            summary: None,
+            published_at: at("2026-11-01T00:00:00Z"),
+            updated_at: at("2026-11-20T00:00:00Z"),
+            started_at: Some(at("2026-11-02T00:00:00Z")),
+            ended_at: ended.map(at),
+            status: if ended.is_some() {
+                UpdateStatus::Resolved
+            } else {
+                UpdateStatus::Ongoing
+            },
+            severity: Severity::Medium,
+            surfaces: Vec::new(),
+            raw_hash: "0".repeat(64),
+            revision: 1,
+            fetched_at: at("2026-11-20T00:00:00Z"),
+            parser_version: "1".into(),
+        }
+    }
+
+    #[test]
+    fn a_prepared_answer_is_byte_for_byte_the_computed_one() {
+        let now = at("2026-11-24T11:00:00Z");
+        let recent = vec![
+            record(
+                "core-live",
+                Platform::GoogleSearch,
+                UpdateKind::CoreUpdate,
+                None,
+            ),
+            record(
+                "core-done",
+                Platform::GoogleSearch,
+                UpdateKind::CoreUpdate,
+                Some("2026-11-10T00:00:00Z"),
+            ),
+            record("spam", Platform::GoogleSearch, UpdateKind::SpamUpdate, None),
+            record(
+                "incident",
+                Platform::GoogleSearch,
+                UpdateKind::SearchIncident,
+                None,
+            ),
+            record(
+                "ads-down",
+                Platform::GoogleAds,
+                UpdateKind::PlatformIncident,
+                None,
+            ),
+            record(
+                "meta-down",
+                Platform::Meta,
+                UpdateKind::PlatformIncident,
+                None,
+            ),
+            record(
+                "shopify-api",
+                Platform::Shopify,
+                UpdateKind::ApiDeprecation,
+                None,
+            ),
+        ];
+        let prepared = Prepared::from_records(&recent, now);
+        let shops = [
+            (vec![], "2026-10"),
+            (vec![Platform::GoogleAds], "2026-01"),
+            (vec![Platform::Meta, Platform::Shopify], "2025-04"),
+            (vec![Platform::GoogleSearch], "2026-07"),
+        ];
+        for (platforms, version) in shops {
+            let ctx = ShopContext {
+                shop: "dev-hotrod.myshopify.com".into(),
+                platforms,
+                api_version: ApiVersion::parse(version).unwrap(),
+            };
+            let mut recs = evaluate(&ctx, &recent, now);
+            recs.sort_by(listing_order);
+            assert!(!recs.is_empty());
+            let computed = serde_json::to_vec(&RecommendationsResponse {
+                shop: ctx.shop.clone(),
+                generated_at: now,
+                api_version: ctx.api_version.to_string(),
+                recommendations: recs,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(prepared.answer(&ctx)).unwrap(),
+                String::from_utf8(computed).unwrap(),
+                "{ctx:?}"
+            );
+        }
+    }
 }

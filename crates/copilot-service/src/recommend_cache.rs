@@ -10,6 +10,10 @@
 //! once per [`REVALIDATE`], so a change made elsewhere shows within that.
 //! Each answer carries a strong `ETag` (a hash of its bytes) for
 //! `If-None-Match`.
+//!
+//! What depends on the records alone is computed once per revision and
+//! shared by every shop ([`Prepared`]): a shop seen for the first time costs
+//! a look-up of its settings and a filter, not a pass over the records.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,14 +23,16 @@ use axum::body::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::recommend::Prepared;
 use copilot_db::{Pool, on_pool};
 
 /// How long an instance trusts the revision it last read.
 pub const REVALIDATE: Duration = Duration::from_millis(250);
 /// How long an answer is served however little changed.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
-/// Shops kept; past this, expired answers go, then all of them.
-const CAPACITY: usize = 10_000;
+/// Shops kept; past this, expired answers go, then all of them. An answer
+/// is a few kilobytes, so a full cache holds tens of megabytes.
+const CAPACITY: usize = 20_000;
 
 /// One shop's answer, ready to send.
 #[derive(Debug)]
@@ -40,6 +46,17 @@ pub struct Answer {
 
 impl Answer {
     pub fn new(body: Vec<u8>, revision: i64, now: DateTime<Utc>) -> Answer {
+        Answer::computed_at(body, revision, now, Instant::now())
+    }
+
+    /// An answer whose content is as of `now`, computed at `computed` (the
+    /// instant of the prepared rules it came from), so it ages from then.
+    pub fn computed_at(
+        body: Vec<u8>,
+        revision: i64,
+        now: DateTime<Utc>,
+        computed: Instant,
+    ) -> Answer {
         let digest = Sha256::digest(&body);
         let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
         Answer {
@@ -47,7 +64,7 @@ impl Answer {
             etag: format!("\"{hex}\""),
             revision,
             date: now.date_naive(),
-            computed: Instant::now(),
+            computed,
         }
     }
 
@@ -75,6 +92,27 @@ pub struct RecommendationCache {
     /// The revision last read, and when.
     current: RwLock<(i64, Option<Instant>)>,
     answers: RwLock<HashMap<String, Arc<Answer>>>,
+    /// Held by the one request that prepares the record rules again.
+    prepare: tokio::sync::Mutex<()>,
+    /// The record rules of the revision last read, shared by every shop.
+    prepared: RwLock<Option<PreparedAt>>,
+}
+
+/// Rules prepared at a revision, on a date, at an instant.
+#[derive(Clone, Debug)]
+pub struct PreparedAt {
+    pub prepared: Arc<Prepared>,
+    pub revision: i64,
+    date: NaiveDate,
+    pub computed: Instant,
+}
+
+impl PreparedAt {
+    fn fresh(&self, revision: i64, now: DateTime<Utc>) -> bool {
+        self.revision == revision
+            && self.date == now.date_naive()
+            && self.computed.elapsed() < MAX_AGE
+    }
 }
 
 impl RecommendationCache {
@@ -104,6 +142,43 @@ impl RecommendationCache {
             (value, Some(read)) if read.elapsed() < REVALIDATE => Some(value),
             _ => None,
         }
+    }
+
+    /// The record rules at `revision`, prepared once for every shop while
+    /// they are good (the same revision, day and [`MAX_AGE`] as answers).
+    pub async fn prepared(
+        &self,
+        pool: &Pool,
+        revision: i64,
+        now: DateTime<Utc>,
+    ) -> Result<PreparedAt, sqlx::Error> {
+        if let Some(p) = self.fresh_prepared(revision, now) {
+            return Ok(p);
+        }
+        // One request prepares them; the others arriving meanwhile wait.
+        let _prepare = self.prepare.lock().await;
+        if let Some(p) = self.fresh_prepared(revision, now) {
+            return Ok(p);
+        }
+        let p = PreparedAt {
+            prepared: Arc::new(Prepared::load(pool, now).await?),
+            revision,
+            date: now.date_naive(),
+            computed: Instant::now(),
+        };
+        if let Ok(mut slot) = self.prepared.write() {
+            *slot = Some(p.clone());
+        }
+        Ok(p)
+    }
+
+    fn fresh_prepared(&self, revision: i64, now: DateTime<Utc>) -> Option<PreparedAt> {
+        self.prepared
+            .read()
+            .ok()?
+            .as_ref()
+            .filter(|p| p.fresh(revision, now))
+            .cloned()
     }
 
     /// The shop's answer, if it is still good at `revision` and `now`.
