@@ -36,6 +36,7 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
                 ),
                 hint: Some("fix the template, or the arena values it uses".into()),
                 source_line: None,
+                len: 0,
             });
         }
     }

@@ -17,15 +17,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::{ApiVersion, QueueDriver, ServiceConfig};
+use super::config::{QueueDriver, ServiceConfig};
 use super::flags::{self, Flags};
 use super::metrics::Metrics;
 use super::queue::{BullmqQueue, JobOptions, MemoryQueue, Queue, QueueError};
 use super::recommend::{self, ShopContext};
 use super::recommend_cache::{Answer, RecommendationCache};
-use super::records::Platform;
 use super::{migrate, webhooks, worker};
-use copilot_db::{ConnectError, Pool, on_pool};
+use copilot_db::{ConnectError, Pool};
 
 /// Everything a request handler can reach.
 #[derive(Clone)]
@@ -265,29 +264,13 @@ async fn compute_recommendations(
     revision: i64,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Answer, sqlx::Error> {
-    type ShopRow = (sqlx::types::Json<Vec<String>>, Option<String>);
-    let settings: Option<ShopRow> = on_pool!(&s.pool, p => sqlx::query_as(
-        "SELECT platforms, api_version FROM shops WHERE shop = $1"
-    ).bind(&shop).fetch_optional(p).await)?;
-    let (platforms, api_version) = match settings {
-        Some((platforms, version)) => (
-            platforms
-                .0
-                .iter()
-                .filter_map(|p| Platform::parse(p))
-                .collect(),
-            version
-                .and_then(|v| ApiVersion::parse(&v))
-                .unwrap_or(s.config.shopify_api_version),
-        ),
-        None => (Vec::new(), s.config.shopify_api_version),
-    };
+    let rules = s.recommendations.prepared(&s.pool, revision, now).await?;
+    let settings = rules.prepared.shop(&shop);
     let ctx = ShopContext {
         shop,
-        platforms,
-        api_version,
+        platforms: settings.platforms,
+        api_version: settings.api_version.unwrap_or(s.config.shopify_api_version),
     };
-    let rules = s.recommendations.prepared(&s.pool, revision, now).await?;
     let body = rules.prepared.answer(&ctx);
     Ok(Answer::computed_at(
         body,

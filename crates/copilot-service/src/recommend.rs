@@ -103,6 +103,16 @@ async fn recent_records(pool: &Pool, now: DateTime<Utc>) -> Result<Vec<UpdateRec
 pub struct Prepared {
     pub now: DateTime<Utc>,
     rules: Vec<(Platform, Recommendation, Box<serde_json::value::RawValue>)>,
+    /// Every shop's settings (the same revision covers them), so a shop seen
+    /// for the first time costs no query.
+    shops: std::collections::HashMap<String, ShopSettings>,
+}
+
+/// What a shop set: the platforms it uses (empty: all) and its API version.
+#[derive(Clone, Debug, Default)]
+pub struct ShopSettings {
+    pub platforms: Vec<Platform>,
+    pub api_version: Option<ApiVersion>,
 }
 
 /// A response whose recommendations are already serialised; its fields and
@@ -120,12 +130,34 @@ fn raw(r: &Recommendation) -> Box<serde_json::value::RawValue> {
 }
 
 impl Prepared {
-    /// Read the records and apply the rules that depend on them alone.
+    /// Read the records and the shops' settings, and apply the rules that
+    /// depend on the records alone.
     pub async fn load(pool: &Pool, now: DateTime<Utc>) -> Result<Prepared, sqlx::Error> {
-        Ok(Prepared::from_records(
-            &recent_records(pool, now).await?,
-            now,
-        ))
+        type ShopRow = (String, sqlx::types::Json<Vec<String>>, Option<String>);
+        let rows: Vec<ShopRow> = copilot_db::on_pool!(pool, p => sqlx::query_as(
+            "SELECT shop, platforms, api_version FROM shops"
+        ).fetch_all(p).await)?;
+        let mut prepared = Prepared::from_records(&recent_records(pool, now).await?, now);
+        prepared.shops = rows
+            .into_iter()
+            .map(|(shop, platforms, version)| {
+                let settings = ShopSettings {
+                    platforms: platforms
+                        .0
+                        .iter()
+                        .filter_map(|p| Platform::parse(p))
+                        .collect(),
+                    api_version: version.and_then(|v| ApiVersion::parse(&v)),
+                };
+                (shop, settings)
+            })
+            .collect();
+        Ok(prepared)
+    }
+
+    /// A shop's settings; a shop that set none uses every platform.
+    pub fn shop(&self, shop: &str) -> ShopSettings {
+        self.shops.get(shop).cloned().unwrap_or_default()
     }
 
     pub fn from_records(recent: &[UpdateRecord], now: DateTime<Utc>) -> Prepared {
@@ -140,6 +172,7 @@ impl Prepared {
                     (platform, r, json)
                 })
                 .collect(),
+            shops: std::collections::HashMap::new(),
         }
     }
 

@@ -17,11 +17,26 @@ use crate::model::{
     GateKind, GateSeverity, MetricSource, OnFail, ProviderKind, StrategyKind, Tier, WindowBypass,
 };
 
-/// A position in a definition file (1-based).
+/// A position in a definition file (1-based), and how many characters the
+/// value written there spans (0 when unknown).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Loc {
     pub line: u64,
     pub column: u64,
+    pub len: u64,
+}
+
+impl Loc {
+    pub const START: Loc = Loc::at(1, 1);
+
+    /// A position without a known length.
+    pub const fn at(line: u64, column: u64) -> Loc {
+        Loc {
+            line,
+            column,
+            len: 0,
+        }
+    }
 }
 
 /// A value together with where it was written.
@@ -52,6 +67,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
             loc: Loc {
                 line: spanned.referenced.line(),
                 column: spanned.referenced.column(),
+                len: spanned.referenced.span().len(),
             },
         })
     }
@@ -211,14 +227,14 @@ impl<'de> Deserialize<'de> for ProviderSection {
                 let mut instances = None;
                 let mut ready_timeout = None;
                 let mut settings = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
+                while let Some(key) = map.next_key::<At<String>>()? {
+                    match key.value.as_str() {
                         "kind" => kind = Some(map.next_value()?),
                         "instances" => instances = Some(map.next_value()?),
                         "ready_timeout" => ready_timeout = Some(map.next_value()?),
                         _ => {
-                            let at: At<serde::de::IgnoredAny> = map.next_value()?;
-                            settings.push((key, at.loc));
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            settings.push((key.value, key.loc));
                         }
                     }
                 }

@@ -52,7 +52,7 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostic
     if file.text.len() > MAX_DEFINITION_BYTES {
         diags.error(
             file,
-            Loc { line: 1, column: 1 },
+            Loc::START,
             format!(
                 "the file is {:.1} MiB; a definition is at most 1 MiB",
                 file.text.len() as f64 / (1024.0 * 1024.0)
@@ -75,11 +75,8 @@ fn report_yaml_error(file: &SourceFile, err: &serde_saphyr::Error, diags: &mut D
     use serde_saphyr::Error as E;
     let loc = err
         .location()
-        .map(|l| Loc {
-            line: l.line(),
-            column: l.column(),
-        })
-        .unwrap_or(Loc { line: 1, column: 1 });
+        .map(|l| Loc::at(l.line(), l.column()))
+        .unwrap_or(Loc::START);
     // Through the wrappers (snippets, aliases) to what actually went wrong.
     let mut inner = err;
     while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
@@ -171,7 +168,7 @@ pub fn parse_gate(file: &SourceFile, diags: &mut Diagnostics) -> Option<GateFile
     let Some(kind_at) = header.kind else {
         diags.error(
             file,
-            Loc { line: 1, column: 1 },
+            Loc::START,
             "missing required key `kind`",
             format!(
                 "add `kind:` with one of: {}",
