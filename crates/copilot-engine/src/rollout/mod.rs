@@ -284,29 +284,43 @@ impl Rollout<'_> {
             intent.as_object_mut().expect("object").extend(extra);
         }
         self.step(name, intent, async |_| {
-            let weights: Vec<(Slot, u8)> = asked.iter().map(|(s, _, w)| (*s, *w)).collect();
-            let achieved = self.provider.set_traffic(&self.op(name), &weights).await?;
-            self.events.emit(events::Event::TrafficSet {
-                deployment: self.deployment_id.to_string(),
-                requested: weights.clone(),
-                achieved: achieved.clone(),
-                at: copilot_core::clock::now(),
-            });
-            let split = achieved_json(&asked, &achieved);
-            self.ledger
-                .set_traffic(
-                    self.arena.deploys_into(),
-                    &split,
-                    Some(self.deployment_id),
-                    copilot_core::clock::now(),
-                )
-                .await?;
+            let (achieved, split) = self.set_traffic(name, &asked).await?;
             Ok((
                 achieved,
                 json!({ "weights": split, "requested": requested }),
             ))
         })
         .await
+    }
+
+    /// Ask the platform for the split `asked` as operation `name`, announce
+    /// what it achieved, and record that split in the ledger.
+    async fn set_traffic(
+        &self,
+        name: &str,
+        asked: &[(Slot, &str, u8)],
+    ) -> Result<(Vec<(Slot, u8)>, Value), RolloutError> {
+        let requested: Vec<(Slot, u8)> = asked.iter().map(|(s, _, w)| (*s, *w)).collect();
+        let achieved = self
+            .provider
+            .set_traffic(&self.op(name), &requested)
+            .await?;
+        self.events.emit(events::Event::TrafficSet {
+            deployment: self.deployment_id.to_string(),
+            requested,
+            achieved: achieved.clone(),
+            at: copilot_core::clock::now(),
+        });
+        let split = achieved_json(asked, &achieved);
+        self.ledger
+            .set_traffic(
+                self.arena.deploys_into(),
+                &split,
+                Some(self.deployment_id),
+                copilot_core::clock::now(),
+            )
+            .await?;
+        Ok((achieved, split))
     }
 
     async fn shift(&self, new: Slot, old: Option<&SlotStatus>, w: u8) -> Result<(), RolloutError> {
@@ -361,26 +375,7 @@ impl Rollout<'_> {
             "rollback",
             json!({ "reason": why, "weights": full }),
             async |_| {
-                let requested = [(o.slot, 100), (new, 0)];
-                let achieved = self
-                    .provider
-                    .set_traffic(&self.op("rollback"), &requested)
-                    .await?;
-                self.events.emit(events::Event::TrafficSet {
-                    deployment: self.deployment_id.to_string(),
-                    requested: requested.to_vec(),
-                    achieved: achieved.clone(),
-                    at: copilot_core::clock::now(),
-                });
-                let split = achieved_json(&asked, &achieved);
-                self.ledger
-                    .set_traffic(
-                        self.arena.deploys_into(),
-                        &split,
-                        Some(self.deployment_id),
-                        copilot_core::clock::now(),
-                    )
-                    .await?;
+                let (_, split) = self.set_traffic("rollback", &asked).await?;
                 Ok(((), json!({ "weights": split })))
             },
         )
