@@ -398,3 +398,64 @@ fn help_documents_exit_codes() {
         assert!(text.contains(line), "{line} missing from --help");
     }
 }
+
+#[test]
+fn release_create_refuses_secrets_and_versions_that_are_not_names() {
+    let p = Project::init();
+    let create = |args: &[&str]| {
+        let out = p
+            .copilot(["--output", "json", "release", "create"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap(), text)
+    };
+    let image = ["--image", "ghcr.io/acme/copilot-service:v1"];
+    // A URL with a password, or a secret-like name: refused, the value never echoed.
+    let (code, text) = create(
+        &[
+            &image[..],
+            &["--env", "DATABASE_URL=postgres://u:hunter2@db/app"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("password written inline") && !text.contains("hunter2"),
+        "{text}"
+    );
+    let (code, text) = create(&[&image[..], &["--env", "STRIPE_SECRET=sk_live_abc"]].concat());
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("looks like a secret") && !text.contains("sk_live_abc"),
+        "{text}"
+    );
+    // Versions are names: no slashes, dots in a row, control characters or 5,000 characters.
+    let long = "v".repeat(5_000);
+    for bad in ["a/b", "..", "v1\nrm", long.as_str()] {
+        let (code, text) = create(&[&image[..], &["--version", bad]].concat());
+        assert_eq!(code, 2, "{bad:?}: {text}");
+        assert!(text.len() < 2_000, "the long version is not echoed whole");
+    }
+    let (_, list) = p.json(["release", "list"]);
+    assert_eq!(list["releases"].as_array().map(Vec::len), Some(0), "{list}");
+    // What is a name and a plain value is kept.
+    let (code, text) = create(
+        &[
+            &image[..],
+            &[
+                "--version",
+                "v1.4.0-rc.1+build.7",
+                "--env",
+                "LOG_LEVEL=debug",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{text}");
+}

@@ -95,9 +95,12 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                         "--env `{k}` is not an UPPER_SNAKE_CASE name"
                     )));
                 }
-                if copilot_core::config::validate::looks_secret(k) {
+                if let Some(why) = copilot_core::config::validate::inline_secret(k, v) {
                     return Err(CliError::invalid(format!(
-                        "--env {k} looks like a secret; releases carry configuration, secrets belong in the arena's env.secrets"
+                        "--env {why}; a release carries configuration in clear"
+                    ))
+                    .with_hint(format!(
+                        "keep {k} in the arena's env.secrets as a reference (env:, file: or the platform's store)"
                     )));
                 }
                 vars.insert(k.to_string(), v.to_string());
@@ -124,6 +127,11 @@ pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
                 ))
                 .with_hint("pass --version"));
             };
+            copilot_core::config::validate::check_version(&version).map_err(|why| {
+                CliError::invalid(why).with_hint(
+                    "a version is 1 to 128 letters, digits, `.`, `_`, `+` or `-`, starting with a letter or digit",
+                )
+            })?;
             let migrations = match migrations {
                 Some(dir) => Some(
                     copilot_engine::gates::migrations::migration_set(&root.join(dir))

@@ -108,6 +108,55 @@ pub fn looks_secret(name: &str) -> bool {
 }
 
 /// Whether a URL carries a password in its userinfo (`scheme://user:pass@host`).
+/// Why a plain variable must not be written where copilot keeps it in
+/// clear (`env.values`, a release's `--env`): a secret-like name, or a URL
+/// with a password. The value itself is never part of the answer.
+pub fn inline_secret(name: &str, value: &str) -> Option<String> {
+    if looks_secret(name) {
+        Some(format!("`{name}` looks like a secret"))
+    } else if url_has_password(value) {
+        Some(format!("`{name}` has a password written inline in its URL"))
+    } else {
+        None
+    }
+}
+
+/// The longest release version.
+pub const MAX_VERSION_LEN: usize = 128;
+
+/// A release version: 1 to 128 characters of letters, digits, `.`, `_`,
+/// `+` and `-`, starting with a letter or digit, without `..` (a version
+/// names folders and log files, and is shown everywhere).
+pub fn check_version(version: &str) -> Result<(), String> {
+    let shown = super::diag::clip(version, 40);
+    if version.is_empty() || version.chars().count() > MAX_VERSION_LEN {
+        return Err(format!(
+            "a version is 1 to {MAX_VERSION_LEN} characters; `{shown}` is {}",
+            version.chars().count()
+        ));
+    }
+    if !version.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "version `{}` must start with a letter or a digit",
+            shown.escape_debug()
+        ));
+    }
+    if let Some(c) = version
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
+    {
+        return Err(format!(
+            "version `{}` holds `{}`: use letters, digits, `.`, `_`, `+` and `-`",
+            shown.escape_debug(),
+            c.escape_debug()
+        ));
+    }
+    if version.contains("..") {
+        return Err(format!("version `{shown}` holds `..`"));
+    }
+    Ok(())
+}
+
 pub fn url_has_password(value: &str) -> bool {
     let Some((_, rest)) = value.split_once("://") else {
         return false;
@@ -1112,6 +1161,42 @@ impl Diagnostics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_names_not_paths() {
+        for ok in [
+            "v1",
+            "1.2.3",
+            "v1.4.0-rc.1",
+            "2026.11.24+build.7",
+            "v2-broken",
+            "sha_4f2c1a9",
+        ] {
+            assert_eq!(check_version(ok), Ok(()), "{ok}");
+        }
+        let long = "v".repeat(MAX_VERSION_LEN + 1);
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "v1..2",
+            "v1\nrm",
+            "-v1",
+            ".hidden",
+            "v 1",
+            long.as_str(),
+        ] {
+            assert!(check_version(bad).is_err(), "{bad:?}");
+        }
+        assert!(inline_secret("DATABASE_URL", "postgres://u:hunter2@db/app").is_some());
+        assert!(
+            !inline_secret("DATABASE_URL", "postgres://u:hunter2@db/app")
+                .unwrap()
+                .contains("hunter2")
+        );
+        assert!(inline_secret("STRIPE_SECRET", "x").is_some());
+        assert!(inline_secret("LOG_LEVEL", "debug").is_none());
+    }
 
     #[test]
     fn secret_names_and_urls() {
