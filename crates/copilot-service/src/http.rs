@@ -272,12 +272,7 @@ async fn compute_recommendations(
         api_version: settings.api_version.unwrap_or(s.config.shopify_api_version),
     };
     let body = rules.prepared.answer(&ctx);
-    Ok(Answer::computed_at(
-        body,
-        revision,
-        rules.prepared.now,
-        rules.computed,
-    ))
+    Ok(Answer::stamped(body, rules.stamp))
 }
 
 async fn get_flags(State(s): State<AppState>) -> Json<flags::FlagSnapshot> {

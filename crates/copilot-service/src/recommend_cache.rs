@@ -34,37 +34,21 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// is a few kilobytes, so a full cache holds tens of megabytes.
 const CAPACITY: usize = 20_000;
 
-/// One shop's answer, ready to send.
-#[derive(Debug)]
-pub struct Answer {
-    pub body: Bytes,
-    pub etag: String,
+/// What a computed value is good for: the revision and the UTC date it was
+/// computed at, and the instant, from which it ages.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
     revision: i64,
     date: NaiveDate,
     computed: Instant,
 }
 
-impl Answer {
-    pub fn new(body: Vec<u8>, revision: i64, now: DateTime<Utc>) -> Answer {
-        Answer::computed_at(body, revision, now, Instant::now())
-    }
-
-    /// An answer whose content is as of `now`, computed at `computed` (the
-    /// instant of the prepared rules it came from), so it ages from then.
-    pub fn computed_at(
-        body: Vec<u8>,
-        revision: i64,
-        now: DateTime<Utc>,
-        computed: Instant,
-    ) -> Answer {
-        let digest = Sha256::digest(&body);
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        Answer {
-            body: Bytes::from(body),
-            etag: format!("\"{hex}\""),
+impl Stamp {
+    pub fn new(revision: i64, now: DateTime<Utc>) -> Stamp {
+        Stamp {
             revision,
             date: now.date_naive(),
-            computed,
+            computed: Instant::now(),
         }
     }
 
@@ -72,6 +56,36 @@ impl Answer {
         self.revision == revision
             && self.date == now.date_naive()
             && self.computed.elapsed() < MAX_AGE
+    }
+}
+
+/// One shop's answer, ready to send.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: Bytes,
+    pub etag: String,
+    stamp: Stamp,
+}
+
+impl Answer {
+    pub fn new(body: Vec<u8>, revision: i64, now: DateTime<Utc>) -> Answer {
+        Answer::stamped(body, Stamp::new(revision, now))
+    }
+
+    /// An answer good for as long as `stamp` (that of the prepared rules it
+    /// came from, so it ages from when they were computed).
+    pub fn stamped(body: Vec<u8>, stamp: Stamp) -> Answer {
+        let digest = Sha256::digest(&body);
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        Answer {
+            body: Bytes::from(body),
+            etag: format!("\"{hex}\""),
+            stamp,
+        }
+    }
+
+    fn fresh(&self, revision: i64, now: DateTime<Utc>) -> bool {
+        self.stamp.fresh(revision, now)
     }
 
     /// Whether an `If-None-Match` header names this answer.
@@ -102,17 +116,7 @@ pub struct RecommendationCache {
 #[derive(Clone, Debug)]
 pub struct PreparedAt {
     pub prepared: Arc<Prepared>,
-    pub revision: i64,
-    date: NaiveDate,
-    pub computed: Instant,
-}
-
-impl PreparedAt {
-    fn fresh(&self, revision: i64, now: DateTime<Utc>) -> bool {
-        self.revision == revision
-            && self.date == now.date_naive()
-            && self.computed.elapsed() < MAX_AGE
-    }
+    pub stamp: Stamp,
 }
 
 impl RecommendationCache {
@@ -162,9 +166,7 @@ impl RecommendationCache {
         }
         let p = PreparedAt {
             prepared: Arc::new(Prepared::load(pool, now).await?),
-            revision,
-            date: now.date_naive(),
-            computed: Instant::now(),
+            stamp: Stamp::new(revision, now),
         };
         if let Ok(mut slot) = self.prepared.write() {
             *slot = Some(p.clone());
@@ -177,7 +179,7 @@ impl RecommendationCache {
             .read()
             .ok()?
             .as_ref()
-            .filter(|p| p.fresh(revision, now))
+            .filter(|p| p.stamp.fresh(revision, now))
             .cloned()
     }
 
@@ -195,7 +197,7 @@ impl RecommendationCache {
             return;
         };
         if answers.len() >= CAPACITY && !answers.contains_key(&shop) {
-            let revision = answer.revision;
+            let revision = answer.stamp.revision;
             answers.retain(|_, a| a.fresh(revision, now));
             if answers.len() >= CAPACITY {
                 answers.clear();

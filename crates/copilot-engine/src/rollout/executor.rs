@@ -192,6 +192,22 @@ impl<'a> Executor<'a> {
         self
     }
 
+    /// A phase of gates that ran for `deployment` of `release`: announced,
+    /// and as the report refusals and audits read.
+    fn gates_ran(
+        &self,
+        deployment: &str,
+        release: &Release,
+        phase: gates::PhaseReport,
+    ) -> RunReport {
+        self.gates_finished(deployment, &phase);
+        RunReport {
+            arena: self.arena.name.clone(),
+            release: Some(release.version.clone()),
+            phases: vec![phase],
+        }
+    }
+
     /// Announce a phase of gates that ran for `deployment`.
     fn gates_finished(&self, deployment: &str, phase: &gates::PhaseReport) {
         self.events.emit(Event::GatesFinished {
@@ -550,12 +566,7 @@ impl<'a> Executor<'a> {
                     Some(&d.id),
                 )
                 .await?;
-                self.gates_finished(&d.id, &phase);
-                let report = RunReport {
-                    arena: to.name.clone(),
-                    release: Some(release.version.clone()),
-                    phases: vec![phase],
-                };
+                let report = self.gates_ran(&d.id, release, phase);
                 // A window bypassed on the hotfix lane is recorded with its reason.
                 gates::audit_bypass(
                     self.ledger,
@@ -595,13 +606,7 @@ impl<'a> Executor<'a> {
                         Some(&d.id),
                     )
                     .await?;
-                    self.gates_finished(&d.id, &phase);
-                    let report = RunReport {
-                        arena: to.name.clone(),
-                        release: Some(release.version.clone()),
-                        phases: vec![phase],
-                    };
-                    Ok(refusal(&report).is_none())
+                    Ok(refusal(&self.gates_ran(&d.id, release, phase)).is_none())
                 })
                 .await
         }
