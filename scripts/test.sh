@@ -45,4 +45,5 @@ if [ ! -f "$xsd" ]; then
     rm -rf "$tmp"
 fi
 export COPILOT_TEST_JUNIT_XSD="$PWD/$xsd"
+[ "${COPILOT_TEST_SETUP_ONLY:-}" = 1 ] && exit 0
 cargo test --workspace --locked "$@"

@@ -35,6 +35,9 @@ use serde_json::{Value, json};
 
 use crate::common::{PASSED_THROUGH, free_port};
 
+/// The token the emulated Fly accepts.
+const TOKEN: &str = "fo1_emulated-token";
+
 /// Regions the emulated Fly knows.
 pub const REGIONS: &[&str] = &["dfw", "iad", "ams", "lhr", "syd"];
 
@@ -47,6 +50,9 @@ pub enum Fault {
     Stall(Duration),
     /// A 200 whose body breaks the spec (to show Prism catches answers too).
     OffSpec,
+    /// The request is carried out, then its answer is held this long (past
+    /// the client's timeout: a change made whose answer was lost).
+    LostAnswer(Duration),
 }
 
 struct Lease {
@@ -130,6 +136,8 @@ struct World {
     vms: BTreeMap<String, Vm>,
     seq: u64,
     faults: VecDeque<Fault>,
+    /// Faults kept for the first requests whose `METHOD /path` contains a text.
+    aimed: Vec<(String, Fault)>,
     /// Every lease of every machine, created from now on, belongs to someone else until then.
     foreign_leases_until: Option<Instant>,
     /// `METHOD /path` of every API request.
@@ -138,6 +146,8 @@ struct World {
     retiring: Vec<Child>,
     root: PathBuf,
     service_bin: PathBuf,
+    /// What `Authorization: Bearer` must carry.
+    token: String,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -192,11 +202,13 @@ impl FlyEmulator {
             vms: BTreeMap::new(),
             seq: 0,
             faults: VecDeque::new(),
+            aimed: Vec::new(),
             foreign_leases_until: None,
             requests: Vec::new(),
             retiring: Vec::new(),
             root: dir.path().to_path_buf(),
             service_bin: crate::common::service_bin(),
+            token: TOKEN.into(),
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -279,7 +291,7 @@ impl FlyEmulator {
             world,
             api: format!("http://127.0.0.1:{prism_port}"),
             urls,
-            token: "fo1_emulated-token".into(),
+            token: TOKEN.into(),
             prism,
             prism_log,
             _dir: dir,
@@ -310,9 +322,20 @@ impl FlyEmulator {
             .extend(faults.iter().cloned());
     }
 
+    /// Answer the first request whose `METHOD /path` contains `request`
+    /// with `fault` (once per call; several calls fault several requests).
+    pub fn inject_on(&self, request: &str, fault: Fault) {
+        self.world
+            .lock()
+            .unwrap()
+            .aimed
+            .push((request.to_string(), fault));
+    }
+
     /// Faults not yet used up.
     pub fn pending_faults(&self) -> usize {
-        self.world.lock().unwrap().faults.len()
+        let w = self.world.lock().unwrap();
+        w.faults.len() + w.aimed.len()
     }
 
     /// Someone else holds the lease of every machine for `d`.
@@ -416,11 +439,28 @@ async fn faults(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let authorised = {
+        let w = w.lock().unwrap();
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(format!("Bearer {}", w.token).as_str())
+    };
+    if !authorised {
+        return err(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
     let fault = {
         let mut w = w.lock().unwrap();
-        w.requests
-            .push(format!("{} {}", req.method(), req.uri().path()));
-        w.faults.pop_front()
+        let request = format!("{} {}", req.method(), req.uri().path());
+        let aimed = w
+            .aimed
+            .iter()
+            .position(|(r, _)| request.contains(r.as_str()));
+        w.requests.push(request);
+        match aimed {
+            Some(i) => Some(w.aimed.remove(i).1),
+            None => w.faults.pop_front(),
+        }
     };
     match fault {
         Some(Fault::Status(code, retry_after)) => {
@@ -438,6 +478,11 @@ async fn faults(
         Some(Fault::Stall(d)) => {
             tokio::time::sleep(d).await;
             next.run(req).await
+        }
+        Some(Fault::LostAnswer(d)) => {
+            let resp = next.run(req).await;
+            tokio::time::sleep(d).await;
+            resp
         }
         None => next.run(req).await,
     }

@@ -663,3 +663,184 @@ fn rolling_on_fly_updates_the_live_machines_in_place_one_at_a_time() {
     assert_eq!(updates, 2, "one update per machine");
     no_violations(&a.fly);
 }
+
+/// The arena's lock as `status` reports it (`null` when free).
+fn lock_of(a: &FlyArenas, arena: &str) -> Value {
+    a.run(&["status", arena]).1["arenas"][0]["lock"].clone()
+}
+
+#[test]
+fn a_429_on_any_fly_write_is_waited_out() {
+    let a = FlyArenas::new("");
+    // Machine creation is not idempotent, but a 429 is a refusal: sent again after the wait.
+    a.fly.inject_on(
+        &format!("POST /v1/apps/{STAGING}/machines"),
+        Fault::Status(429, Some(1)),
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.fly.pending_faults(), 0);
+    assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
+    // The same on a lease and on a cordon while switching.
+    a.fly.inject_on("/lease", Fault::Status(429, Some(1)));
+    a.fly.inject_on("/cordon", Fault::Status(429, None));
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.fly.pending_faults(), 0);
+    assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"]);
+    no_violations(&a.fly);
+}
+
+#[test]
+fn a_fault_in_the_middle_of_a_switch_puts_all_traffic_back() {
+    let a = FlyArenas::new("");
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    // The switch puts v2's machines in service, then takes v1's out; the
+    // first cordon fails for good (a 500 on an unkeyed write is not repeated).
+    for args in [
+        &["deploy", "staging", "--release", "v2"][..],
+        &[
+            "promote",
+            "local",
+            "staging",
+            "--release",
+            "v2",
+            "--yes",
+            "--bake",
+            "1s",
+        ],
+    ] {
+        a.fly.inject_on("/cordon", Fault::Status(500, None));
+        let (code, doc) = a.run(args);
+        assert_eq!(code, 3, "{args:?}: {doc}");
+        assert_eq!(a.fly.pending_faults(), 0);
+        assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"], "{args:?}");
+        assert!(
+            a.fly.machines(STAGING).iter().all(|m| m.2 == "v1"),
+            "{args:?}: v2's machines are gone: {:?}",
+            a.fly.machines(STAGING)
+        );
+        let (_, history) = a.run(&["history", "staging"]);
+        assert_eq!(
+            history["deployments"][0]["state"], "rolled-back",
+            "{args:?}: {history:#}"
+        );
+        let (_, status) = a.run(&["status", "staging"]);
+        assert_eq!(status["arenas"][0]["live"]["version"], "v1", "{status:#}");
+        assert_eq!(status["arenas"][0]["lock"], Value::Null, "{status:#}");
+    }
+
+    // When putting traffic back fails too, the deployment stays open (paused,
+    // exit 5) with the split the platform has, and `abort` finishes it.
+    a.fly.inject_on("/cordon", Fault::Status(500, None));
+    a.fly.inject_on("/cordon", Fault::Status(500, None));
+    let (code, doc) = a.run(&[
+        "promote",
+        "local",
+        "staging",
+        "--release",
+        "v2",
+        "--yes",
+        "--bake",
+        "1s",
+    ]);
+    assert_eq!(code, 5, "{doc}");
+    assert_eq!(doc["state"], "paused", "{doc}");
+    assert!(
+        doc["summary"].as_str().unwrap().contains("copilot abort"),
+        "{doc}"
+    );
+    let (_, status) = a.run(&["status", "staging"]);
+    let traffic = &status["arenas"][0]["traffic"];
+    assert!(
+        traffic.to_string().contains("v1") && traffic.to_string().contains("v2"),
+        "the ledger has the split the platform has: {status:#}"
+    );
+    let (code, doc) = a.run(&["abort", "staging"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
+    no_violations(&a.fly);
+}
+
+#[test]
+fn a_first_release_that_analysis_rejects_stops_serving() {
+    let a = FlyArenas::new("");
+    let (code, doc) = a.run(&[
+        "promote",
+        "staging",
+        "canary",
+        "--release",
+        "v2-broken",
+        "--yes",
+        "--bake",
+        "3s",
+    ]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["state"], "rolled-back", "{doc}");
+    assert!(
+        serving(&a.fly, CANARY).is_empty(),
+        "{:?}",
+        a.fly.machines(CANARY)
+    );
+    let (_, status) = a.run(&["status", "canary"]);
+    let arena = &status["arenas"][0];
+    assert_eq!(arena["live"], Value::Null, "{status:#}");
+    assert_eq!(arena["drift"], false, "{status:#}");
+    no_violations(&a.fly);
+}
+
+#[test]
+fn a_command_that_fails_before_its_deployment_lets_go_of_the_lease() {
+    let a = FlyArenas::new("");
+    // A token Fly rejects: exit 3 on the first call, after the lease was taken.
+    let out =
+        a.p.copilot(["--output", "json", "deploy", "staging", "--release", "v1"])
+            .env("FLY_FLAPS_BASE_URL", &a.fly.api)
+            .env("FLY_API_TOKEN", "fo1_revoked")
+            .output()
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    assert!(
+        !crate::common::stdout(&out).contains("fo1_revoked"),
+        "the token is never shown"
+    );
+    assert_eq!(lock_of(&a, "staging"), Value::Null);
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    assert_eq!(lock_of(&a, "staging"), Value::Null);
+}
+
+#[test]
+fn a_machine_creation_whose_answer_is_lost_is_resolved_by_reading_the_app() {
+    let a = FlyArenas::new("");
+    // The first machine is made but its answer never arrives (past the 3 s
+    // request timeout); a 503 on the second says nothing of whether it was made.
+    a.fly.inject_on(
+        &format!("POST /v1/apps/{STAGING}/machines"),
+        Fault::LostAnswer(Duration::from_secs(4)),
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.fly.pending_faults(), 0);
+    // Exactly the machines asked for: none twice.
+    assert_eq!(
+        a.fly.machines(STAGING).len(),
+        2,
+        "{:?}",
+        a.fly.machines(STAGING)
+    );
+    assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
+    a.fly.inject_on(
+        &format!("POST /v1/apps/{STAGING}/machines"),
+        Fault::Status(503, None),
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(serving(&a.fly, STAGING), ["v2", "v2"]);
+    assert_eq!(a.fly.machines(STAGING).len(), 4, "v1 stays as the standby");
+    no_violations(&a.fly);
+}

@@ -107,6 +107,7 @@ fn exit_of(end: &End) -> Exit {
     match end {
         End::Succeeded => Exit::Success,
         End::RolledBack(_) => Exit::GateFailed,
+        End::Reverted(_) => Exit::Dependency,
         End::Paused(_) => Exit::Inconclusive,
         End::Refused(_, Refusal::Blocked) => Exit::Blocked,
         End::Refused(_, Refusal::GateFailed) => Exit::GateFailed,

@@ -3,9 +3,12 @@
 //! Every request has a timeout; connection errors, 429 and 5xx answers are
 //! retried with jittered exponential backoff, waiting at least what the
 //! server asks (`Retry-After`, or a rate-limit reset header), within a
-//! bounded total time. A request that changes something is retried only
-//! when it carries an idempotency key (or never reached the server), so a
-//! retry cannot do a thing twice. Errors are typed by what the caller can
+//! bounded total time. Retries follow what an answer means, not the verb:
+//! a 429 says the request was refused unread, so every request is sent
+//! again after the wait; a 5xx or a lost answer may hide a change that was
+//! made, so a request that changes something is retried then only when it
+//! carries an idempotency key (or never reached the server), and otherwise
+//! the caller resolves it by reading the platform's state. Errors are typed by what the caller can
 //! do about them, never by message text. Each request is logged at `-v`
 //! with its method, path, status, time and the platform's request id; the
 //! token is sent, never logged or shown.
@@ -283,10 +286,12 @@ impl ApiClient {
                         request_id,
                         attempts: attempt,
                     };
-                    let retry = matches!(
-                        kind,
-                        ApiErrorKind::Retryable | ApiErrorKind::Throttled { .. }
-                    ) && safe_to_repeat;
+                    let retry = match kind {
+                        // Refused before it was acted on: always safe to send again.
+                        ApiErrorKind::Throttled { .. } => true,
+                        ApiErrorKind::Retryable => safe_to_repeat,
+                        _ => false,
+                    };
                     (error, retry.then_some(retry_after))
                 }
                 Err(e) => {
@@ -571,6 +576,32 @@ mod tests {
             assert_eq!(h.get(IDEMPOTENCY_KEY).unwrap(), "dep_1:deploy-idle:0");
             assert_eq!(h.get("authorization").unwrap(), "Bearer tok");
         }
+    }
+
+    #[tokio::test]
+    async fn a_429_is_retried_for_any_request() {
+        let (base, count, seen) = server(vec![
+            (429, vec![("retry-after", "0".into())]),
+            (429, vec![]),
+        ])
+        .await;
+        let api = ApiClient::new(&base, None, quick());
+        let r = api
+            .send_with(
+                Method::POST,
+                "/v1/apps/a/machines/m/cordon",
+                None,
+                &[("fly-machine-lease-nonce", "n1")],
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.status, count.load(Ordering::SeqCst)), (200, 3));
+        assert!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .all(|h| h.get("fly-machine-lease-nonce").unwrap() == "n1")
+        );
     }
 
     #[tokio::test]

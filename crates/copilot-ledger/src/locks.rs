@@ -331,6 +331,31 @@ impl Lease {
         *self.lost.borrow()
     }
 
+    /// Leave the arena pinned (`copilot unlock` lifts it) when this lease
+    /// ends: the lease becomes the pin in one write, so no other command
+    /// can take the arena in between. Releasing the lease afterwards leaves
+    /// the pin alone.
+    pub async fn pin(&self, reason: &str, now: DateTime<Utc>) -> Result<Lock> {
+        let token = new_id("lck");
+        let sql = "UPDATE locks SET kind = $1, token = $2, reason = $3, acquired_at = $4, renewed_at = $4, \
+                   expires_at_ms = NULL WHERE arena = $5 AND token = $6";
+        let n = on_pool!(&self.ledger.pool, pool => sqlx::query(sql)
+            .bind(LockKind::Pin.as_str())
+            .bind(&token)
+            .bind(reason)
+            .bind(now)
+            .bind(&self.lock.arena)
+            .bind(&self.lock.token)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        match self.ledger.lock_row(&self.lock.arena).await? {
+            Some(lock) if n == 1 && lock.token == token => Ok(lock),
+            Some(lock) => Err(LedgerError::LockHeld(Box::new(lock))),
+            None => Err(LedgerError::NotLocked(self.lock.arena.clone())),
+        }
+    }
+
     /// Stop renewing and delete the lock.
     pub async fn release(mut self) -> Result<bool> {
         if let Some(h) = self.renewer.take() {

@@ -359,6 +359,36 @@ impl FlyProvider {
             .map_err(api_err(format!("{verb} machine {id}")))
     }
 
+    /// Create machine `name` of launch `op.key`. Creation is not idempotent:
+    /// when its answer is lost or the platform fails (a timeout, a 5xx),
+    /// whether the machine exists is read from the app (by its name, among
+    /// the launch's machines) before it is asked for again.
+    async fn create(&self, op: &Op<'_>, name: &str, body: &Value) -> Result<String, ProviderError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let e = match self
+                .api
+                .send(Method::POST, &self.path("/machines"), Some(body), None)
+                .await
+            {
+                Ok(r) => return Ok(r.body["id"].as_str().unwrap_or_default().to_string()),
+                Err(e) if e.kind == ApiErrorKind::Retryable && attempts < 3 => e,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(m) = self
+                .machines_of_launch(&op.key, true)
+                .await?
+                .into_iter()
+                .find(|m| m.name == name)
+            {
+                tracing::info!("machine {name} was created though its answer was lost ({e})");
+                return Ok(m.id);
+            }
+            tracing::info!("machine {name} was not created ({e}); asking again");
+        }
+    }
+
     async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
         let path = self.path(&format!("/machines/{}?force=true", q(id)));
         match self.api.send(Method::DELETE, &path, None, None).await {
@@ -979,12 +1009,8 @@ impl Provider for FlyProvider {
                     "skip_service_registration": true,
                 });
                 let where_ = region.as_deref().unwrap_or("the nearest region");
-                let created = self
-                    .api
-                    .send(Method::POST, &self.path("/machines"), Some(&body), None)
-                    .await;
-                match created {
-                    Ok(r) => ids.push(r.body["id"].as_str().unwrap_or_default().to_string()),
+                match self.create(op, &name, &body).await {
+                    Ok(id) => ids.push(id),
                     Err(e) => {
                         // Nothing half-done: what this launch made goes again.
                         let made = self
@@ -992,7 +1018,7 @@ impl Provider for FlyProvider {
                             .await
                             .unwrap_or_default();
                         let _ = self.destroy_all(&made).await;
-                        return Err(ProviderError::from(e).during(format!(
+                        return Err(e.during(format!(
                             "create machine {} of {} in {where_}",
                             i + 1,
                             self.instances

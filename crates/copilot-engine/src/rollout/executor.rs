@@ -146,7 +146,7 @@ fn refusal(report: &RunReport) -> Option<Refusal> {
 fn state_of(end: &Result<End, RolloutError>) -> (&'static str, Option<String>) {
     match end {
         Ok(End::Succeeded) => ("succeeded", None),
-        Ok(End::RolledBack(why)) => ("rolled-back", Some(why.clone())),
+        Ok(End::RolledBack(why) | End::Reverted(why)) => ("rolled-back", Some(why.clone())),
         Ok(End::Paused(why)) => ("paused", Some(why.clone())),
         Ok(End::Refused(why, _)) => ("rolled-back", Some(why.clone())),
         Err(e) => (failed_state(e), Some(e.to_string())),
@@ -310,8 +310,24 @@ impl<'a> Executor<'a> {
         }
     }
 
-    async fn lease(&self, what: &str) -> Result<Lease, RolloutError> {
-        Ok(take_lease(self.ledger, self.target(), &self.actor, what).await?)
+    /// Run `act` holding the arena's lease, taken to do `what`; the lease
+    /// is let go on every way out, an error included.
+    async fn leased<T>(
+        &self,
+        what: &str,
+        act: impl AsyncFnOnce(&Lease) -> Result<T, RolloutError>,
+    ) -> Result<T, RolloutError> {
+        let lease = take_lease(self.ledger, self.target(), &self.actor, what).await?;
+        let result = act(&lease).await;
+        match (result, lease.release().await) {
+            (Ok(v), Ok(_)) => Ok(v),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), Err(r)) => {
+                tracing::warn!("could not let go of the lease on {}: {r}", self.target());
+                Err(e)
+            }
+            (Err(e), Ok(_)) => Err(e),
+        }
     }
 
     async fn new_deployment(
@@ -403,14 +419,9 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// A deployment that cannot go on: recorded as failed, the lease let go,
-    /// and the error passed on.
-    async fn give_up<T>(
-        &self,
-        deployment: &str,
-        lease: Lease,
-        e: RolloutError,
-    ) -> Result<T, RolloutError> {
+    /// A deployment that cannot go on: recorded as failed, and the error
+    /// passed on.
+    async fn give_up<T>(&self, deployment: &str, e: RolloutError) -> Result<T, RolloutError> {
         let state = failed_state(&e);
         self.ledger
             .set_deployment_state(deployment, state, clock::now())
@@ -421,7 +432,6 @@ impl<'a> Executor<'a> {
             summary: e.to_string(),
             at: clock::now(),
         });
-        lease.release().await?;
         Err(e)
     }
 
@@ -437,12 +447,19 @@ impl<'a> Executor<'a> {
         release: &Release,
         reason: Option<String>,
     ) -> Result<Finished, RolloutError> {
-        let lease = self
-            .lease(&format!(
-                "deploy {} to {}",
-                release.version, self.arena.name
-            ))
-            .await?;
+        let what = format!("deploy {} to {}", release.version, self.arena.name);
+        self.leased(&what, async |lease| {
+            self.deploy_leased(lease, release, reason).await
+        })
+        .await
+    }
+
+    async fn deploy_leased(
+        &self,
+        lease: &Lease,
+        release: &Release,
+        reason: Option<String>,
+    ) -> Result<Finished, RolloutError> {
         let before = self.provider.status().await?;
         let live = before.live().cloned();
         let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
@@ -456,14 +473,19 @@ impl<'a> Executor<'a> {
                 reason.clone(),
             )
             .await?;
+        let mut reverted = None;
         let result: Result<Value, RolloutError> = async {
             let spec = self.release_spec(release)?;
-            let r = self.rollout(&d.id, spec, None, &lease);
+            let r = self.rollout(&d.id, spec, None, lease);
             let started = r.start_colour("deploy-idle", idle, None, None).await?;
             if let Err(e) = r.shift_as("switch", idle, live.as_ref(), 100, Value::Null).await {
-                // Nothing may run that the ledger does not show serving: the
-                // new colour never took traffic, so it goes, and the live one stays.
-                r.retire("retire-new", idle, Some(&e.to_string())).await?;
+                // Nothing may run that the ledger does not show serving: a
+                // switch that failed part-way is put back and the new colour
+                // goes; failing that, the deployment stays open (paused) for
+                // `rollback`, `abort` or `resume`.
+                if !matches!(e, RolloutError::LeaseLost(_)) {
+                    reverted = Some(r.revert(idle, live.as_ref(), &e.to_string()).await?);
+                }
                 return Err(e);
             }
             let blue_green = self.arena.strategy.kind == StrategyKind::BlueGreen;
@@ -478,19 +500,21 @@ impl<'a> Executor<'a> {
             }))
         }
         .await;
-        let state = match &result {
-            Ok(_) => "succeeded",
-            Err(e) => failed_state(e),
+        let (state, summary) = match (&result, &reverted) {
+            (Ok(_), _) => ("succeeded", None),
+            (Err(_), Some(End::Paused(why))) => ("paused", Some(why.clone())),
+            (Err(_), Some(End::Reverted(why))) => ("rolled-back", Some(why.clone())),
+            (Err(_), Some(_)) => ("rolled-back", None),
+            (Err(e), None) => (failed_state(e), None),
         };
         self.close(
             &d.id,
             state,
             "deploy",
             reason,
-            json!({ "release": release.version }),
+            json!({ "release": release.version, "summary": summary }),
         )
         .await?;
-        lease.release().await?;
         let detail = result?;
         Ok(Finished {
             deployment: d.id,
@@ -516,14 +540,25 @@ impl<'a> Executor<'a> {
     /// colour, after gates against it, then the strategy's traffic steps
     /// with a bake and analysis at each.
     pub async fn promote(&self, p: Promotion<'_>) -> Result<Finished, RolloutError> {
-        let to = self.arena;
         let release = &p.release;
         let origin = p
             .from
             .map_or("the hotfix lane".to_string(), |f| f.name.clone());
-        let lease = self
-            .lease(&format!("promote {} from {origin}", release.version))
-            .await?;
+        let what = format!("promote {} from {origin}", release.version);
+        self.leased(&what, async |lease| {
+            self.promote_leased(lease, &p, &origin).await
+        })
+        .await
+    }
+
+    async fn promote_leased(
+        &self,
+        lease: &Lease,
+        p: &Promotion<'_>,
+        origin: &str,
+    ) -> Result<Finished, RolloutError> {
+        let to = self.arena;
+        let release = &p.release;
         let before = self.provider.status().await?;
         let live = before.live().cloned();
         let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
@@ -592,7 +627,7 @@ impl<'a> Executor<'a> {
                 }
             }
             let spec = self.release_spec(release)?;
-            let rollout = self.rollout(&d.id, spec, p.bake, &lease);
+            let rollout = self.rollout(&d.id, spec, p.bake, lease);
             let after = self.gates_of(Phase::After);
             rollout
                 .run(idle, live.as_ref(), None, async |new: &SlotStatus| {
@@ -621,7 +656,6 @@ impl<'a> Executor<'a> {
             json!({ "release": release.version, "from": origin, "summary": summary }),
         )
         .await?;
-        lease.release().await?;
         Ok(Finished {
             deployment: d.id,
             release: release.version.clone(),
@@ -641,8 +675,19 @@ impl<'a> Executor<'a> {
         to: Option<&str>,
         reason: String,
     ) -> Result<RolledBack, RolloutError> {
+        self.leased(&format!("rollback: {reason}"), async |lease| {
+            self.rollback_leased(lease, to, reason.clone()).await
+        })
+        .await
+    }
+
+    async fn rollback_leased(
+        &self,
+        lease: &Lease,
+        to: Option<&str>,
+        reason: String,
+    ) -> Result<RolledBack, RolloutError> {
         let a = self.arena;
-        let lease = self.lease(&format!("rollback: {reason}")).await?;
         let status = self.provider.status().await?;
         // An interrupted deployment is what is rolled back: its new release is
         // "live", its previous release the target.
@@ -661,7 +706,6 @@ impl<'a> Executor<'a> {
             None => status.live().cloned(),
         };
         let Some(live) = live else {
-            lease.release().await?;
             return Err(RolloutError::invalid(
                 format!("nothing is live in {} to roll back", a.name),
                 None,
@@ -701,7 +745,6 @@ impl<'a> Executor<'a> {
             }
         };
         let Some(target) = target else {
-            lease.release().await?;
             return Err(RolloutError::invalid(
                 format!("{} has no earlier release to roll back to", a.name),
                 Some("name one with --to".into()),
@@ -718,7 +761,7 @@ impl<'a> Executor<'a> {
             )
             .await?;
         let spec = self.release_spec(&target)?;
-        let r = self.rollout(&d.id, spec, None, &lease);
+        let r = self.rollout(&d.id, spec, None, lease);
         // Instant when the standby colour still runs the target; else bring it back first.
         let instant = status
             .slots
@@ -740,7 +783,7 @@ impl<'a> Executor<'a> {
                     .await
                 {
                     Ok(s) => s,
-                    Err(e) => return self.give_up(&d.id, lease, e).await,
+                    Err(e) => return self.give_up(&d.id, e).await,
                 }
             }
         };
@@ -774,24 +817,17 @@ impl<'a> Executor<'a> {
             .await;
         let switch_ms = match switched {
             Ok(ms) => ms,
-            Err(e) => return self.give_up(&d.id, lease, e).await,
+            Err(e) => return self.give_up(&d.id, e).await,
         };
         self.ledger
             .set_deployment_state(&d.id, "succeeded", clock::now())
             .await?;
-        lease.release().await?;
         // Pin the arena: no promotion into it until someone unlocks it.
-        self.ledger
-            .acquire_lock(
-                &LockRequest::here(
-                    self.target(),
-                    LockKind::Pin,
-                    &self.actor,
-                    &format!(
-                        "rolled back from {} to {}: {reason}",
-                        live.version, standby.version
-                    ),
-                    None,
+        lease
+            .pin(
+                &format!(
+                    "rolled back from {} to {}: {reason}",
+                    live.version, standby.version
                 ),
                 clock::now(),
             )
@@ -843,8 +879,13 @@ impl<'a> Executor<'a> {
         })
     }
 
-    /// The deployment in progress, with the arena's lease taken to `what` it.
-    async fn take_active(&self, what: &str) -> Result<(Deployment, Lease), RolloutError> {
+    /// Run `act` on the deployment in progress, holding the arena's lease
+    /// taken to `what` it.
+    async fn with_active<T>(
+        &self,
+        what: &str,
+        act: impl AsyncFnOnce(&Lease, Deployment) -> Result<T, RolloutError>,
+    ) -> Result<T, RolloutError> {
         let Some(active) = self.ledger.active_deployment(self.target()).await? else {
             return Err(RolloutError::invalid(
                 format!("no deployment in progress in {}", self.arena.name),
@@ -852,16 +893,29 @@ impl<'a> Executor<'a> {
             ));
         };
         let dep = active.deployment;
-        let lease = self.lease(&format!("{what} {}", dep.id)).await?;
-        Ok((dep, lease))
+        self.leased(&format!("{what} {}", dep.id), async |lease| {
+            act(lease, dep).await
+        })
+        .await
     }
 
     /// `copilot resume`: continue an interrupted or paused deployment from
     /// where it stood; a start that was under way is waited on again by the
     /// handle its step recorded.
     pub async fn resume(&self, bake: Option<Duration>) -> Result<Finished, RolloutError> {
+        self.with_active("resume", async |lease, dep| {
+            self.resume_leased(lease, dep, bake).await
+        })
+        .await
+    }
+
+    async fn resume_leased(
+        &self,
+        lease: &Lease,
+        dep: Deployment,
+        bake: Option<Duration>,
+    ) -> Result<Finished, RolloutError> {
         let a = self.arena;
-        let (dep, lease) = self.take_active("resume").await?;
         // What a killed command was waiting on, before its steps are closed.
         let steps = self.ledger.steps(&dep.id).await?;
         let waiting = steps
@@ -894,7 +948,7 @@ impl<'a> Executor<'a> {
             .await?;
         let end = async {
             let spec = self.release_spec(&release)?;
-            let rollout = self.rollout(&dep.id, spec, bake, &lease);
+            let rollout = self.rollout(&dep.id, spec, bake, lease);
             match &new {
                 Some(n) => {
                     // A weight whose bake never finished (the command died during
@@ -949,7 +1003,6 @@ impl<'a> Executor<'a> {
             json!({ "release": release.version, "summary": summary }),
         )
         .await?;
-        lease.release().await?;
         Ok(Finished {
             deployment: dep.id,
             release: release.version,
@@ -963,7 +1016,18 @@ impl<'a> Executor<'a> {
     /// `copilot abort`: stop the deployment in progress and put traffic back
     /// on the previous release.
     pub async fn abort(&self, reason: Option<String>) -> Result<Aborted, RolloutError> {
-        let (dep, lease) = self.take_active("abort").await?;
+        self.with_active("abort", async |lease, dep| {
+            self.abort_leased(lease, dep, reason).await
+        })
+        .await
+    }
+
+    async fn abort_leased(
+        &self,
+        lease: &Lease,
+        dep: Deployment,
+        reason: Option<String>,
+    ) -> Result<Aborted, RolloutError> {
         self.ledger
             .interrupt_steps(&dep.id, "abort", clock::now())
             .await?;
@@ -990,7 +1054,7 @@ impl<'a> Executor<'a> {
             env: Default::default(),
             secrets: Default::default(),
         };
-        let r = self.rollout(&dep.id, spec, None, &lease);
+        let r = self.rollout(&dep.id, spec, None, lease);
         let weights = r
             .step(
                 "abort",
@@ -1024,7 +1088,7 @@ impl<'a> Executor<'a> {
             .await;
         let weights = match weights {
             Ok(w) => w,
-            Err(e) => return self.give_up(&dep.id, lease, e).await,
+            Err(e) => return self.give_up(&dep.id, e).await,
         };
         self.ledger
             .set_deployment_state(&dep.id, "aborted", clock::now())
@@ -1042,7 +1106,6 @@ impl<'a> Executor<'a> {
                 clock::now(),
             )
             .await?;
-        lease.release().await?;
         Ok(Aborted {
             deployment: dep.id,
             weights,
@@ -1076,8 +1139,7 @@ impl<'a> Executor<'a> {
     /// serving (at once with `force`). A rollback afterwards brings the
     /// release back from its recorded revision before it switches.
     pub async fn retire_standby(&self, force: bool) -> Result<Standby, RolloutError> {
-        let lease = self.lease("retire the standby").await?;
-        let result = async {
+        self.leased("retire the standby", async |_| {
             let status = self.provider.status().await?;
             let Some(live) = status.live() else {
                 return Ok(Standby::None);
@@ -1130,10 +1192,8 @@ impl<'a> Executor<'a> {
                 slot: standby.slot,
                 version: standby.version,
             })
-        }
-        .await;
-        lease.release().await?;
-        result
+        })
+        .await
     }
 }
 

@@ -26,8 +26,11 @@ use copilot_ledger::{Lease, Ledger, LedgerError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
     Succeeded,
-    /// Analysis or a failed step sent traffic back to the previous release.
+    /// Analysis or failed after gates sent traffic back to the previous release.
     RolledBack(String),
+    /// A platform call failed after traffic had started to move; traffic is
+    /// back on the previous release (or a first release was taken down).
+    Reverted(String),
     /// Waiting for a person: an alert, or too little data to decide.
     Paused(String),
     /// Nothing changed: the `before` gates did not let the release in.
@@ -409,7 +412,147 @@ impl Rollout<'_> {
 
     /// Shift traffic to the new colour through the steps above `from` percent,
     /// baking each; `from` is what the new colour already carries (resume).
+    ///
+    /// A step that fails once traffic may have moved is not left half-done:
+    /// traffic goes back to the old colour before the failure is reported
+    /// ([`End::Reverted`]), or, when even that fails, the deployment is
+    /// paused with the split the platform reports, for `resume`, `abort` or
+    /// `rollback` to finish.
     pub async fn advance(
+        &self,
+        new: &SlotStatus,
+        old: Option<&SlotStatus>,
+        from: u8,
+    ) -> Result<End, RolloutError> {
+        match self.shift_through(new, old, from).await {
+            Err(e @ (RolloutError::LeaseLost(_) | RolloutError::Invalid { .. })) => Err(e),
+            Err(e) => self.revert(new.slot, old, &e.to_string()).await,
+            ended => ended,
+        }
+    }
+
+    /// Undo a rollout that failed on `e` with traffic possibly split: all of
+    /// it back to `old` and the new colour stopped (a first release, with
+    /// nothing to go back to, is taken down). When that fails too, the
+    /// platform's split is recorded and the deployment paused.
+    pub async fn revert(
+        &self,
+        new: Slot,
+        old: Option<&SlotStatus>,
+        why: &str,
+    ) -> Result<End, RolloutError> {
+        let back = match old {
+            Some(o) => format!("putting all traffic back on {}", o.version),
+            None => format!("taking {} down", self.release.version),
+        };
+        self.progress.line(&format!("{why}; {back}"));
+        let undone = match old {
+            Some(_) => match self.roll_back(new, old, why).await {
+                // Refused, yet nothing reaches the new colour (the failed
+                // switch never moved traffic): what the platform has is the
+                // old split, and the ledger is told so.
+                Err(e) if self.serves_nothing(new).await => {
+                    tracing::info!("{e}; the platform sends nothing to {new}");
+                    self.record_observed_split().await;
+                    Ok(())
+                }
+                other => other,
+            },
+            None => self.take_down(new, why).await,
+        };
+        match undone {
+            Ok(()) => {
+                if old.is_some()
+                    && let Err(e) = self.retire("retire-new", new, Some(why)).await
+                {
+                    // It serves nothing; `copilot down --standby` or the next deploy clears it.
+                    tracing::warn!("{e}");
+                }
+                Ok(End::Reverted(match old {
+                    Some(o) => format!("{why}; traffic is back on {}", o.version),
+                    None => format!("{why}; {} was taken down", self.release.version),
+                }))
+            }
+            Err(undo) => {
+                let split = self.record_observed_split().await;
+                self.progress.line(&format!(
+                    "{back} failed too ({undo}); traffic stands at {split}"
+                ));
+                Ok(End::Paused(format!(
+                    "{why}; {back} failed too ({undo}); traffic stands at {split}: \
+                     `copilot rollback {a}`, `copilot abort {a}` or `copilot resume {a}` finishes it",
+                    a = self.arena.name
+                )))
+            }
+        }
+    }
+
+    /// Whether the platform says `slot` carries no traffic.
+    async fn serves_nothing(&self, slot: Slot) -> bool {
+        self.provider
+            .status()
+            .await
+            .is_ok_and(|st| st.slots.iter().all(|s| s.slot != slot || s.weight == 0))
+    }
+
+    /// Record the split the platform reports now, as the ledger's traffic;
+    /// said as text ("blue v1 50%, green v2 50%"), or "unknown" when the
+    /// platform cannot be asked.
+    async fn record_observed_split(&self) -> String {
+        let Ok(status) = self.provider.status().await else {
+            return "unknown (the platform did not answer)".into();
+        };
+        let parts: Vec<(Slot, &str, u8)> = status
+            .slots
+            .iter()
+            .filter(|s| s.instances.desired > 0 || s.weight > 0)
+            .map(|s| (s.slot, s.version.as_str(), s.weight))
+            .collect();
+        let split = split_json(&parts);
+        if let Err(e) = self
+            .ledger
+            .set_traffic(
+                self.arena.deploys_into(),
+                &split,
+                Some(self.deployment_id),
+                copilot_core::clock::now(),
+            )
+            .await
+        {
+            tracing::warn!("{e}");
+        }
+        parts
+            .iter()
+            .map(|(s, v, w)| format!("{s} {v} {w}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// A first release that must not keep serving: out of traffic and
+    /// stopped, the arena left with nothing live, as the ledger then says.
+    pub async fn take_down(&self, new: Slot, why: &str) -> Result<(), RolloutError> {
+        self.step(
+            "take-down",
+            json!({ "reason": why, "slot": new }),
+            async |_| {
+                let op = self.op("take-down");
+                self.provider.set_traffic(&op, &[(new, 0)]).await?;
+                self.provider.remove(&op, new).await?;
+                self.ledger
+                    .set_traffic(
+                        self.arena.deploys_into(),
+                        &json!({}),
+                        Some(self.deployment_id),
+                        copilot_core::clock::now(),
+                    )
+                    .await?;
+                Ok(((), json!({ "stopped": new })))
+            },
+        )
+        .await
+    }
+
+    async fn shift_through(
         &self,
         new: &SlotStatus,
         old: Option<&SlotStatus>,
@@ -501,10 +644,14 @@ impl Rollout<'_> {
                                 "rolling back"
                             };
                             self.progress.line(&format!("analysis: {why}; {what}"));
-                            self.roll_back(idle, old, &why).await?;
-                            // The failed release must not stay around as a rollback target.
-                            if old.is_some() {
-                                self.retire("retire-new", idle, None).await?;
+                            match old {
+                                Some(_) => {
+                                    self.roll_back(idle, old, &why).await?;
+                                    // The failed release must not stay around as a rollback target.
+                                    self.retire("retire-new", idle, None).await?;
+                                }
+                                // A first release has nothing to go back to: it stops serving.
+                                None => self.take_down(idle, &why).await?,
                             }
                             return Ok(End::RolledBack(why));
                         }
