@@ -47,3 +47,12 @@ fi
 export COPILOT_TEST_JUNIT_XSD="$PWD/$xsd"
 [ "${COPILOT_TEST_SETUP_ONLY:-}" = 1 ] && exit 0
 cargo test --workspace --locked "$@"
+# The tests stop what they start: a copilot router or service process of
+# this checkout that outlives them is a failure (and is stopped here).
+survivors=$(pgrep -af "$PWD/target/[a-z]*/copilot" | grep -v "/deps/" || true)
+if [ -n "$survivors" ]; then
+    echo "processes the tests started are still running:" >&2
+    echo "$survivors" >&2
+    echo "$survivors" | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null || true
+    exit 1
+fi

@@ -17,6 +17,55 @@ pub struct Project {
     pub now: Option<String>,
 }
 
+impl Drop for Project {
+    /// Whatever the local provider started for this project (routers and
+    /// service processes, as its state files record them) stops with it,
+    /// also when a test failed half-way or never took its arenas down.
+    fn drop(&mut self) {
+        let Ok(arenas) = std::fs::read_dir(self.path(".copilot/local")) else {
+            return;
+        };
+        let mut pids = Vec::new();
+        for arena in arenas.flatten() {
+            let Ok(text) = std::fs::read_to_string(arena.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            pids.push(state["router"]["pid"].as_u64());
+            if let Some(slots) = state["slots"].as_object() {
+                pids.extend(slots.values().map(|s| s["pid"].as_u64()));
+            }
+        }
+        let pids: Vec<String> = pids.into_iter().flatten().map(|p| p.to_string()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        let alive = |pids: &[String]| -> Vec<String> {
+            pids.iter()
+                .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+                .cloned()
+                .collect()
+        };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .args(&pids)
+            .output();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !alive(&pids).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let left = alive(&pids);
+        if !left.is_empty() {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .args(&left)
+                .output();
+        }
+    }
+}
+
 impl Project {
     /// `copilot init` into a fresh temporary directory.
     pub fn init() -> Project {

@@ -510,6 +510,58 @@ impl Aws {
     }
 
     /// Set the listener's weights by hand, as someone in the console would.
+    /// The team's own service, as it ran before copilot: `colour`'s
+    /// service on a task definition registered by hand (no copilot tags but
+    /// the arena's, as a team might copy), `desired` tasks of `image`.
+    pub fn run_by_hand(&self, colour: &str, image: &str, desired: i32) {
+        use aws_sdk_ecs::types::{ContainerDefinition, KeyValuePair, PortMapping, Tag};
+        self.block_on(async {
+            let env = [
+                ("SHOPIFY_API_VERSION", "2026-10"),
+                ("DATABASE_URL", "sqlite://copilot.db"),
+                ("SHOPIFY_WEBHOOK_SECRET", "by-hand"),
+                ("COPILOT_RELEASE", "by-hand"),
+            ];
+            let mut container = ContainerDefinition::builder()
+                .name(SERVICE)
+                .image(image)
+                .memory(512)
+                .port_mappings(PortMapping::builder().container_port(8080).build());
+            for (k, v) in env {
+                container = container.environment(KeyValuePair::builder().name(k).value(v).build());
+            }
+            let td = self
+                .ecs
+                .register_task_definition()
+                .family(SERVICE)
+                .container_definitions(container.build())
+                .tags(
+                    Tag::builder()
+                        .key("copilot:arena")
+                        .value("production")
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let arn = td
+                .task_definition()
+                .unwrap()
+                .task_definition_arn()
+                .unwrap()
+                .to_string();
+            self.ecs
+                .update_service()
+                .cluster(CLUSTER)
+                .service(format!("{SERVICE}-{colour}"))
+                .task_definition(arn)
+                .desired_count(desired)
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+
     pub fn weigh_by_hand(&self, blue: i32, green: i32) {
         self.block_on(async {
             self.elb

@@ -692,3 +692,46 @@ fn a_rollback_after_keep_standby_ran_out_brings_back_the_recorded_revision() {
         "{doc}"
     );
 }
+
+#[test]
+fn a_first_promote_adopts_the_service_a_team_already_runs_and_rolls_back_to_it() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    // The team's service runs its own task definition (carrying copilot's
+    // arena tag, as one copied by hand might), with all the listener's traffic.
+    let theirs = "123456789012.dkr.ecr.us-east-1.amazonaws.com/shop:2024-11";
+    a.aws.run_by_hand("blue", theirs, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served(&a.aws, 10) != ["by-hand"] {
+        assert!(Instant::now() < deadline, "{:?}", served(&a.aws, 10));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let traffic = Traffic::start(&a.aws.alb_url);
+    let (code, doc) = a.release("v2", "1s");
+    let seen = traffic.stop();
+    assert_eq!(code, 0, "{doc}");
+    let failed: Vec<_> = seen.iter().filter(|(_, _, ok)| !ok).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed while the adopted service handed over: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(settled(&a.aws), ["v2"]);
+    // The adopted service is the standby, and the first rollback goes back to it.
+    let (_, history) = a.run(&["history", "production"]);
+    assert_eq!(
+        history["deployments"][0]["state"], "succeeded",
+        "{history:#}"
+    );
+    let (code, doc) = a.run(&["rollback", "production", "--reason", "back to theirs"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["to"], "adopted-2024-11", "{doc}");
+    assert_eq!(doc["redeployed"], false, "an instant switch: {doc}");
+    assert_eq!(settled(&a.aws), ["by-hand"]);
+    let (_, releases) = a.run(&["release", "list"]);
+    assert!(
+        releases.to_string().contains(theirs),
+        "the adopted release is in the ledger with its image: {releases:#}"
+    );
+}

@@ -1,19 +1,24 @@
 //! What a rollout shows while it runs: a bar per wait on a terminal, a plain
-//! line per event and per measurement in CI and logs, nothing with `--quiet`
-//! or `--output json` (stdout then carries one document).
+//! line per event in CI and logs (a wait's measurement when it changes, else
+//! at most every [`QUIET_FOR`]), nothing with `--quiet` or `--output json`
+//! (stdout then carries one document).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Context, OutputFormat};
 use copilot_engine::rollout::Progress;
 
+/// Without a terminal, an unchanged measurement is repeated at most this often.
+const QUIET_FOR: Duration = Duration::from_secs(10);
+
 enum Mode {
     Quiet,
-    Lines,
+    /// The last measurement printed, and when.
+    Lines(Mutex<Option<(Instant, String)>>),
     Bars(Mutex<Option<ProgressBar>>),
 }
 
@@ -30,7 +35,7 @@ impl CliProgress {
         } else if std::io::stderr().is_terminal() && !ci && !dumb {
             Mode::Bars(Mutex::new(None))
         } else {
-            Mode::Lines
+            Mode::Lines(Mutex::new(None))
         };
         Self { mode }
     }
@@ -40,7 +45,7 @@ impl Progress for CliProgress {
     fn line(&self, text: &str) {
         match &self.mode {
             Mode::Quiet => {}
-            Mode::Lines => eprintln!("  {text}"),
+            Mode::Lines(_) => eprintln!("  {text}"),
             Mode::Bars(bar) => match bar.lock().expect("progress lock").as_ref() {
                 Some(b) => b.println(format!("  {text}")),
                 None => eprintln!("  {text}"),
@@ -51,10 +56,16 @@ impl Progress for CliProgress {
     fn begin(&self, label: &str, total: Option<Duration>) {
         match &self.mode {
             Mode::Quiet => {}
-            Mode::Lines => match total {
-                Some(t) => eprintln!("  {label} for {:.0}s", t.as_secs_f64()),
-                None => eprintln!("  {label}"),
-            },
+            Mode::Lines(last) => {
+                *last.lock().expect("progress lock") = None;
+                match total {
+                    Some(t) => eprintln!(
+                        "  {label} for {}",
+                        copilot_core::config::duration::Duration::from_millis(t.as_millis() as u64)
+                    ),
+                    None => eprintln!("  {label}"),
+                }
+            }
             Mode::Bars(slot) => {
                 let bar = match total {
                     Some(t) => ProgressBar::new(t.as_millis() as u64).with_style(
@@ -87,10 +98,19 @@ impl Progress for CliProgress {
         }
     }
 
-    fn update(&self, elapsed: Duration, status: &str) {
+    fn measured(&self, elapsed: Duration, state: &str, status: &str) {
         match &self.mode {
             Mode::Quiet => {}
-            Mode::Lines => eprintln!("    {:>6.1}s  {status}", elapsed.as_secs_f64()),
+            Mode::Lines(last) => {
+                let mut last = last.lock().expect("progress lock");
+                let due = last
+                    .as_ref()
+                    .is_none_or(|(at, said)| said != state || at.elapsed() >= QUIET_FOR);
+                if due {
+                    eprintln!("    {:>6.1}s  {status}", elapsed.as_secs_f64());
+                    *last = Some((Instant::now(), state.to_string()));
+                }
+            }
             Mode::Bars(slot) => {
                 if let Some(b) = slot.lock().expect("progress lock").as_ref() {
                     b.set_position(elapsed.as_millis() as u64);

@@ -11,8 +11,14 @@ pub trait Progress: Sync {
     fn begin(&self, _label: &str, _total: Option<Duration>) {}
     /// Time passes (called often; for bars).
     fn tick(&self, _elapsed: Duration) {}
-    /// Where the wait stands after a measurement.
-    fn update(&self, _elapsed: Duration, _status: &str) {}
+    /// Where the wait stands after a measurement; `status` is also its state.
+    fn update(&self, elapsed: Duration, status: &str) {
+        self.measured(elapsed, status, status);
+    }
+    /// A measurement whose figures (`status`) change more often than the
+    /// wait's `state` does (each metric passing or failing): a log without
+    /// a terminal repeats an unchanged state only now and then.
+    fn measured(&self, _elapsed: Duration, _state: &str, _status: &str) {}
     fn finish(&self) {}
 }
 

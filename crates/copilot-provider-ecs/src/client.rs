@@ -214,8 +214,14 @@ impl EcsProvider {
             .filter_map(|t| Some((t.key()?, t.value()?)))
             .collect();
         let td = out.task_definition();
+        // copilot's own revisions carry the arena, the release and the launch
+        // that registered them; one tag alone is not taken as ownership.
         let r = Revision {
-            ours: tags.get(TAG_ARENA) == Some(&self.arena.name.as_str()),
+            ours: tags.get(TAG_ARENA) == Some(&self.arena.name.as_str())
+                && tags
+                    .get(TAG_RELEASE_ID)
+                    .is_some_and(|t| t.starts_with("rel_"))
+                && tags.get(TAG_LAUNCH).is_some_and(|t| !t.is_empty()),
             release_id: tags.get(TAG_RELEASE_ID).unwrap_or(&"").to_string(),
             version: tags.get(TAG_RELEASE).unwrap_or(&"").to_string(),
             launch: tags.get(TAG_LAUNCH).unwrap_or(&"").to_string(),
@@ -507,10 +513,19 @@ impl Provider for EcsProvider {
                 continue;
             }
             let healthy = desired > 0 && running >= desired && col.healthy_targets >= desired;
+            // What copilot did not register is named by its image alone.
+            let (release_id, version) = if col.revision.ours {
+                (
+                    col.revision.release_id.clone(),
+                    col.revision.version.clone(),
+                )
+            } else {
+                Default::default()
+            };
             slots.push(SlotStatus {
                 slot,
-                release_id: col.revision.release_id.clone(),
-                version: col.revision.version.clone(),
+                release_id,
+                version,
                 image: col.revision.image.clone(),
                 url: col.target_url.clone().unwrap_or_default(),
                 headers: BTreeMap::new(),

@@ -75,20 +75,57 @@ fn judge(
     evidence["taken"] = json!(taken);
     evidence["age_minutes"] = json!(age.num_minutes());
     evidence["max_age"] = json!(p.max_age.to_string());
+    let old = age_like(age, &p.max_age);
     if age <= p.max_age.as_chrono() {
-        Verdict::pass(
-            format!("newest backup {name} is {}h old", age.num_hours()),
-            evidence,
-        )
+        Verdict::pass(format!("newest backup {name} is {old} old"), evidence)
     } else {
         Verdict::fail(
-            format!(
-                "newest backup {name} is {}h old, more than {}",
-                age.num_hours(),
-                p.max_age
-            ),
+            format!("newest backup {name} is {old} old, more than {}", p.max_age),
             evidence,
         )
+    }
+}
+
+/// `age` said in the smallest unit `like` is written in (`max_age: 30s`
+/// gives `42s`, `26h` gives `3h`), rounded down; under one unit, `under 1h`.
+fn age_like(age: chrono::Duration, like: &copilot_core::config::duration::Duration) -> String {
+    let text = like.to_string();
+    let unit_ms: i64 = if text.ends_with("ms") {
+        1
+    } else {
+        match text.chars().last() {
+            Some('s') => 1_000,
+            Some('m') => 60_000,
+            Some('h') => 3_600_000,
+            _ => 86_400_000,
+        }
+    };
+    let ms = age.num_milliseconds().max(0);
+    let whole = ms - ms % unit_ms;
+    if whole == 0 {
+        let one = copilot_core::config::duration::Duration::from_millis(unit_ms as u64);
+        return format!("under {one}");
+    }
+    copilot_core::config::duration::Duration::from_millis(whole as u64).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use copilot_core::config::duration::Duration;
+
+    #[test]
+    fn ages_are_said_in_the_unit_the_limit_was_written_in() {
+        let secs = |s| chrono::Duration::seconds(s);
+        for (age, limit, said) in [
+            (secs(42), "30s", "42s"),
+            (secs(3 * 3600 + 59), "26h", "3h"),
+            (secs(20), "26h", "under 1h"),
+            (secs(90 * 60), "2h30m", "1h30m"),
+            (secs(3 * 86_400 + 5), "7d", "3d"),
+        ] {
+            let limit: Duration = limit.parse().unwrap();
+            assert_eq!(super::age_like(age, &limit), said, "{limit}");
+        }
     }
 }
 

@@ -454,7 +454,9 @@ impl Bake<'_> {
                 .send()
                 .await
             {
-                Ok(r) => !r.status().is_server_error(),
+                // The service's own endpoint: anything but a 2xx (a 404 from
+                // an address with nothing behind it included) is a failure.
+                Ok(r) => r.status().is_success(),
                 Err(_) => false,
             };
             probes.push(Probe {
@@ -541,7 +543,8 @@ impl Bake<'_> {
             if let Some(Ok(s)) = scraped {
                 scrapes.push((now, s));
             }
-            self.progress.update(elapsed, &summary(metrics, &states));
+            let (state, status) = summary(metrics, &states);
+            self.progress.measured(elapsed, &state, &status);
             if let Some(v) = decide(metrics, &states) {
                 break v;
             }
@@ -643,8 +646,10 @@ impl Bake<'_> {
 }
 
 /// One line of where each metric stands, for progress displays.
-fn summary(metrics: &[Metric], states: &[MetricState]) -> String {
-    metrics
+/// Each metric's verdict so far (the bake's state), and the same with
+/// what was measured.
+fn summary(metrics: &[Metric], states: &[MetricState]) -> (String, String) {
+    let (state, status): (Vec<String>, Vec<String>) = metrics
         .iter()
         .zip(states)
         .map(|(m, s)| {
@@ -656,10 +661,13 @@ fn summary(metrics: &[Metric], states: &[MetricState]) -> String {
                 None => "-",
             };
             let dry = if m.dry_run { " (dry run)" } else { "" };
-            format!("{} {} {mark}{dry}", m.name, s.measured)
+            (
+                format!("{} {mark}{dry}", m.name),
+                format!("{} {} {mark}{dry}", m.name, s.measured),
+            )
         })
-        .collect::<Vec<_>>()
-        .join(" · ")
+        .unzip();
+    (state.join(" · "), status.join(" · "))
 }
 
 #[cfg(test)]

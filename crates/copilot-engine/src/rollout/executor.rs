@@ -126,6 +126,29 @@ pub async fn take_lease(
     }
 }
 
+/// The version an adopted image is recorded as: `adopted-` and its tag
+/// (`adopted-latest` when it has none), in the characters a version allows.
+fn adopted_version(image: &str) -> String {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let name = name.split('@').next().unwrap_or(name);
+    let tag = name.split_once(':').map_or("latest", |(_, t)| t);
+    let mut tag: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(100)
+        .collect();
+    while tag.contains("..") {
+        tag = tag.replace("..", ".");
+    }
+    format!("adopted-{tag}")
+}
+
 /// How `before` gates ended, as a refusal when they did not pass.
 fn refusal(report: &RunReport) -> Option<Refusal> {
     match gates::exit_for(report, false) {
@@ -440,6 +463,88 @@ impl<'a> Executor<'a> {
         Ok(self.provider.status().await?)
     }
 
+    /// What the platform runs now, every colour named by a release of this
+    /// ledger. A colour copilot did not start, or started for a release
+    /// this ledger does not know (an ECS service's own task definition), is
+    /// adopted: recorded as a release of the image it runs, so it stays
+    /// serving until the new release is healthy, becomes the standby, and is
+    /// what the first `rollback` goes back to.
+    async fn observe(&self) -> Result<ArenaStatus, RolloutError> {
+        let mut status = self.provider.status().await?;
+        for slot in &mut status.slots {
+            let known = !slot.release_id.is_empty()
+                && self.ledger.release_by_id(&slot.release_id).await?.is_some();
+            if known || slot.image.is_empty() {
+                continue;
+            }
+            let adopted = self.adopt(slot).await?;
+            slot.release_id = adopted.id;
+            slot.version = adopted.version;
+        }
+        Ok(status)
+    }
+
+    /// The release that names what `slot` runs without copilot: the one
+    /// adopted before for the same image, else a new `adopted-<tag>`.
+    async fn adopt(&self, slot: &SlotStatus) -> Result<Release, RolloutError> {
+        let base = adopted_version(&slot.image);
+        for n in 1..10 {
+            let version = match n {
+                1 => base.clone(),
+                n => format!("{base}-{n}"),
+            };
+            match self.ledger.find_release(&version).await {
+                Ok(r) if r.image == slot.image => return Ok(r),
+                Ok(_) => continue,
+                Err(LedgerError::ReleaseNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let r = self
+                .ledger
+                .create_release(
+                    &copilot_ledger::NewRelease {
+                        env: Default::default(),
+                        migrations: None,
+                        version,
+                        image: slot.image.clone(),
+                        digest: None,
+                        git_sha: None,
+                        config_hash: String::new(),
+                        created_by: self.actor.clone(),
+                    },
+                    clock::now(),
+                )
+                .await?;
+            let why = format!(
+                "{} runs {} in {}, which copilot did not start",
+                self.arena.name, slot.image, slot.slot
+            );
+            self.ledger
+                .audit(
+                    &NewAudit {
+                        actor: self.actor.clone(),
+                        action: "release.adopt".into(),
+                        arena: Some(self.target().to_string()),
+                        subject: Some(r.id.clone()),
+                        reason: Some(why.clone()),
+                        detail: json!({ "slot": slot.slot, "image": slot.image, "version": r.version }),
+                    },
+                    clock::now(),
+                )
+                .await?;
+            self.progress
+                .line(&format!("{why}: adopted as release {}", r.version));
+            return Ok(r);
+        }
+        Err(RolloutError::invalid(
+            format!(
+                "cannot name what {} runs in {} ({}): releases {base} to {base}-9 name other images",
+                self.arena.name, slot.slot, slot.image
+            ),
+            None,
+        ))
+    }
+
     /// `copilot deploy`: the release into the idle colour, then all traffic
     /// to it at once; blue-green keeps the old colour as the standby.
     pub async fn deploy(
@@ -460,7 +565,7 @@ impl<'a> Executor<'a> {
         release: &Release,
         reason: Option<String>,
     ) -> Result<Finished, RolloutError> {
-        let before = self.provider.status().await?;
+        let before = self.observe().await?;
         let live = before.live().cloned();
         let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
         let d = self
@@ -559,7 +664,7 @@ impl<'a> Executor<'a> {
     ) -> Result<Finished, RolloutError> {
         let to = self.arena;
         let release = &p.release;
-        let before = self.provider.status().await?;
+        let before = self.observe().await?;
         let live = before.live().cloned();
         let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
         let kind = if p.hotfix { "hotfix" } else { "promote" };
@@ -688,7 +793,7 @@ impl<'a> Executor<'a> {
         reason: String,
     ) -> Result<RolledBack, RolloutError> {
         let a = self.arena;
-        let status = self.provider.status().await?;
+        let status = self.observe().await?;
         // An interrupted deployment is what is rolled back: its new release is
         // "live", its previous release the target.
         let interrupted = self
@@ -730,14 +835,19 @@ impl<'a> Executor<'a> {
             (None, Some(previous)) => self.ledger.release_by_id(&previous).await?,
             (None, None) => {
                 let history = self.ledger.history(Some(self.target()), 200).await?;
-                let previous = history
-                    .iter()
-                    .filter(|d| {
-                        d.deployment.state == "succeeded"
-                            && d.deployment.release_id != live.release_id
-                    })
-                    .map(|d| d.deployment.release_id.clone())
-                    .next();
+                let succeeded = || history.iter().filter(|d| d.deployment.state == "succeeded");
+                // The release live before the current one; for a first
+                // release that replaced one copilot adopted, that one.
+                let previous = succeeded()
+                    .find(|d| d.deployment.release_id != live.release_id)
+                    .or_else(|| succeeded().find(|d| d.deployment.release_id == live.release_id))
+                    .and_then(|d| {
+                        if d.deployment.release_id == live.release_id {
+                            d.deployment.previous_release_id.clone()
+                        } else {
+                            Some(d.deployment.release_id.clone())
+                        }
+                    });
                 match previous {
                     Some(id) => self.ledger.release_by_id(&id).await?,
                     None => None,
@@ -932,7 +1042,7 @@ impl<'a> Executor<'a> {
             .release_by_id(&dep.release_id)
             .await?
             .ok_or_else(|| RolloutError::invalid("the deployment's release is missing", None))?;
-        let status = self.provider.status().await?;
+        let status = self.observe().await?;
         let new = status
             .slots
             .iter()
@@ -1031,7 +1141,7 @@ impl<'a> Executor<'a> {
         self.ledger
             .interrupt_steps(&dep.id, "abort", clock::now())
             .await?;
-        let status = self.provider.status().await?;
+        let status = self.observe().await?;
         let new = status
             .slots
             .iter()
@@ -1140,7 +1250,7 @@ impl<'a> Executor<'a> {
     /// release back from its recorded revision before it switches.
     pub async fn retire_standby(&self, force: bool) -> Result<Standby, RolloutError> {
         self.leased("retire the standby", async |_| {
-            let status = self.provider.status().await?;
+            let status = self.observe().await?;
             let Some(live) = status.live() else {
                 return Ok(Standby::None);
             };
@@ -1211,4 +1321,24 @@ pub enum Standby {
     },
     /// Scaled to zero.
     Retired { slot: Slot, version: String },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn adopted_images_are_named_by_their_tag() {
+        for (image, version) in [
+            (
+                "123.dkr.ecr.us-east-1.amazonaws.com/shop:2024-11",
+                "adopted-2024-11",
+            ),
+            ("registry:5000/shop", "adopted-latest"),
+            ("shop@sha256:abc", "adopted-latest"),
+            ("shop:a...b", "adopted-a.b"),
+            ("shop:a b", "adopted-a-b"),
+        ] {
+            assert_eq!(super::adopted_version(image), version, "{image}");
+            copilot_core::config::validate::check_version(version).unwrap();
+        }
+    }
 }

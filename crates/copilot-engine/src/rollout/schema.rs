@@ -43,28 +43,36 @@ impl SchemaReport {
             .filter(|m| m.reversible == Some(false))
     }
 
-    /// Lines for people, naming the release rolled back to.
+    /// Lines for people, naming the release rolled back to: one `Schema:`
+    /// summary (with how it was read when that is not the database), then
+    /// the migrations left applied.
     pub fn text(&self, to: &str) -> String {
         let mut out = String::new();
-        if self.left_applied.is_empty() && self.source != "unknown" {
-            let _ = writeln!(out, "Schema: no applied migration that {to} lacks.");
-        } else if !self.left_applied.is_empty() {
-            let _ = writeln!(
-                out,
-                "Schema: {} applied migration(s) that {to} lacks stay in place (a rollback runs no down migration):",
-                self.left_applied.len()
-            );
-            for m in &self.left_applied {
-                let how = match m.reversible {
-                    Some(true) => "reversible",
-                    Some(false) => "CANNOT BE REVERSED: no down migration",
-                    None => "reversibility unknown",
-                };
-                let _ = writeln!(out, "  {:<16} {:<32} {how}", m.version, m.description);
-            }
+        let basis = self
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        if self.left_applied.is_empty() {
+            let summary = match self.source {
+                "unknown" => "what stays applied is unknown".to_string(),
+                _ => format!("no applied migration that {to} lacks"),
+            };
+            let _ = writeln!(out, "Schema: {summary}{basis}.");
+            return out;
         }
-        if let Some(note) = &self.note {
-            let _ = writeln!(out, "Schema: {note}");
+        let _ = writeln!(
+            out,
+            "Schema: {} applied migration(s) that {to} lacks stay in place (a rollback runs no down migration){basis}:",
+            self.left_applied.len()
+        );
+        for m in &self.left_applied {
+            let how = match m.reversible {
+                Some(true) => "reversible",
+                Some(false) => "CANNOT BE REVERSED: no down migration",
+                None => "reversibility unknown",
+            };
+            let _ = writeln!(out, "  {:<16} {:<32} {how}", m.version, m.description);
         }
         out
     }
