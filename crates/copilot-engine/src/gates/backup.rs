@@ -109,26 +109,6 @@ fn age_like(age: chrono::Duration, like: &copilot_core::config::duration::Durati
     copilot_core::config::duration::Duration::from_millis(whole as u64).to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use copilot_core::config::duration::Duration;
-
-    #[test]
-    fn ages_are_said_in_the_unit_the_limit_was_written_in() {
-        let secs = |s| chrono::Duration::seconds(s);
-        for (age, limit, said) in [
-            (secs(42), "30s", "42s"),
-            (secs(3 * 3600 + 59), "26h", "3h"),
-            (secs(20), "26h", "under 1h"),
-            (secs(90 * 60), "2h30m", "1h30m"),
-            (secs(3 * 86_400 + 5), "7d", "3d"),
-        ] {
-            let limit: Duration = limit.parse().unwrap();
-            assert_eq!(super::age_like(age, &limit), said, "{limit}");
-        }
-    }
-}
-
 #[cfg(not(feature = "aws"))]
 async fn rds_snapshots(_ctx: &GateContext<'_>, _p: &BackupParams) -> Verdict {
     Verdict::unreachable(
@@ -244,5 +224,25 @@ async fn rds_snapshots(ctx: &GateContext<'_>, p: &BackupParams) -> Verdict {
             format!("DB {kind} `{id}` has no available snapshot"),
             evidence,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use copilot_core::config::duration::Duration;
+
+    #[test]
+    fn ages_are_said_in_the_unit_the_limit_was_written_in() {
+        let secs = |s| chrono::Duration::seconds(s);
+        for (age, limit, said) in [
+            (secs(42), "30s", "42s"),
+            (secs(3 * 3600 + 59), "26h", "3h"),
+            (secs(20), "26h", "under 1h"),
+            (secs(90 * 60), "2h30m", "1h30m"),
+            (secs(3 * 86_400 + 5), "7d", "3d"),
+        ] {
+            let limit: Duration = limit.parse().unwrap();
+            assert_eq!(super::age_like(age, &limit), said, "{limit}");
+        }
     }
 }
