@@ -735,3 +735,63 @@ fn a_first_promote_adopts_the_service_a_team_already_runs_and_rolls_back_to_it()
         "the adopted release is in the ledger with its image: {releases:#}"
     );
 }
+
+#[test]
+fn a_listener_changed_by_hand_stops_a_promote_until_the_drift_is_adopted() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    let (code, doc) = a.release("v1", "1s");
+    assert_eq!(code, 0, "{doc}");
+    // Someone sends 10% to the other colour by hand: it runs no tasks.
+    let live_colour = a.run(&["status", "production"]).1["arenas"][0]["live"]["slot"]
+        .as_str()
+        .map(str::to_string);
+    let (blue, green) = match live_colour.as_deref() {
+        Some("green") => (10, 90),
+        _ => (90, 10),
+    };
+    a.aws.weigh_by_hand(blue, green);
+    let (code, doc) = a.run(&["status", "production"]);
+    assert_eq!(code, 0, "{doc}");
+    let drift = doc["arenas"][0]["platform_drift"].to_string();
+    assert!(drift.contains("runs no tasks"), "{doc:#}");
+
+    let (code, _) = a.run(&["deploy", "canary", "--release", "v2"]);
+    assert_eq!(code, 0);
+    let (code, doc) = a.run(&["promote", "canary", "production", "--yes", "--bake", "1s"]);
+    assert_eq!(code, 4, "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("10%") && message.contains("runs no tasks"),
+        "{doc}"
+    );
+    assert!(
+        doc["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--adopt-drift"),
+        "{doc}"
+    );
+    // Nothing changed, and nothing holds the arena.
+    let (_, history) = a.run(&["history", "production"]);
+    assert_eq!(
+        history["deployments"].as_array().unwrap().len(),
+        1,
+        "{history:#}"
+    );
+    assert_eq!(
+        a.run(&["status", "production"]).1["arenas"][0]["lock"],
+        Value::Null
+    );
+    // Adopted: the promotion starts from what runs and finishes.
+    let (code, doc) = a.run(&[
+        "promote",
+        "canary",
+        "production",
+        "--yes",
+        "--bake",
+        "1s",
+        "--adopt-drift",
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(settled(&a.aws), ["v2"]);
+}

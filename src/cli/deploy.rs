@@ -20,6 +20,10 @@ pub struct DeployArgs {
     pub release: String,
     #[arg(long)]
     pub reason: Option<String>,
+    /// Start from what the platform runs where it differs from the ledger
+    /// (a split or release changed by hand) instead of refusing (exit 4)
+    #[arg(long)]
+    pub adopt_drift: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +85,9 @@ impl From<RolloutError> for CliError {
             }
             e @ RolloutError::LeaseLost(_) => CliError::new(Exit::Blocked, e.to_string())
                 .with_hint("`copilot status` shows who holds the arena now"),
+            RolloutError::Drifted { message, hint } => {
+                CliError::new(Exit::Blocked, message).with_hint(hint)
+            }
         }
     }
 }
@@ -92,7 +99,7 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> CmdResult {
     let progress = CliProgress::new(ctx);
     let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     let release = ledger.find_release(&args.release).await?;
-    let done = exec.deploy(&release, args.reason).await?;
+    let done = exec.deploy(&release, args.reason, args.adopt_drift).await?;
     let text = format!(
         "Deployed {} to {} ({}): {} serves {}\n",
         done.release,

@@ -37,6 +37,10 @@ pub struct PromoteArgs {
     /// Bake every traffic step this long instead of the arena's bakes (demos)
     #[arg(long, value_name = "DURATION")]
     pub bake: Option<Dur>,
+    /// Start from what the platform runs where it differs from the ledger
+    /// (a split or release changed by hand) instead of refusing (exit 4)
+    #[arg(long)]
+    pub adopt_drift: bool,
     /// Set by `hotfix`: the reason also bypasses deploy windows where the lane allows it.
     #[arg(skip)]
     pub hotfix: bool,
@@ -55,6 +59,10 @@ pub struct HotfixArgs {
     pub yes: bool,
     #[arg(long, value_name = "DURATION")]
     pub bake: Option<Dur>,
+    /// Start from what the platform runs where it differs from the ledger
+    /// (a split or release changed by hand) instead of refusing (exit 4)
+    #[arg(long)]
+    pub adopt_drift: bool,
 }
 
 /// `copilot hotfix ARENA --release REF --reason TEXT`: the hotfix lane into ARENA,
@@ -86,6 +94,7 @@ pub async fn hotfix(ctx: &Context, args: HotfixArgs) -> CmdResult {
             dry_run: false,
             reason: Some(args.reason),
             bake: args.bake,
+            adopt_drift: args.adopt_drift,
             hotfix: true,
         },
     )
@@ -195,6 +204,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
             reason: args.reason,
             bake: args.bake.map(|b| b.as_std()),
             hotfix: args.hotfix,
+            adopt_drift: args.adopt_drift,
         })
         .await?;
     Ok(finished(&to.name, done, Some(plan)))

@@ -67,10 +67,19 @@ fn render(v: &ArenaStatusView) -> String {
     // interrupted between acting and recording, or a change made outside
     // copilot), or a serving slot is down, say so.
     if let (true, Some(o)) = (v.drift, &v.observed) {
+        let advice = match &v.deployment {
+            Some(_) => format!(
+                "`copilot resume {name}` or `copilot abort {name}` finishes the deployment in progress",
+                name = v.arena
+            ),
+            None => format!(
+                "`copilot rollback {name}` puts the previous release back; a deploy or promote with --adopt-drift starts from what runs",
+                name = v.arena
+            ),
+        };
         s.push_str(&format!(
-            "  observed  {split} (the ledger says otherwise: `copilot resume {name}` or `copilot rollback {name}` reconciles)\n",
+            "  observed  {split} (the ledger says otherwise: {advice})\n",
             split = describe_split(o),
-            name = v.arena,
         ));
     }
     if let Some(why) = &v.not_observed {

@@ -508,8 +508,17 @@ impl Provider for EcsProvider {
                     ),
                 });
             }
-            // A colour scaled to zero runs nothing, whatever the listener sends it.
+            // A colour scaled to zero runs nothing, whatever the listener
+            // sends it; weight sent there is drift (those requests fail).
             if desired == 0 && running == 0 {
+                if weight > 0 {
+                    drift.push(Drift {
+                        instance: name.clone(),
+                        what: format!(
+                            "the listener sends {weight}% to {slot}, which runs no tasks"
+                        ),
+                    });
+                }
                 continue;
             }
             let healthy = desired > 0 && running >= desired && col.healthy_targets >= desired;

@@ -85,6 +85,8 @@ pub struct Promotion<'a> {
     pub bake: Option<Duration>,
     /// The hotfix lane: the reason may bypass deploy windows.
     pub hotfix: bool,
+    /// Start from what the platform runs where it differs from the ledger.
+    pub adopt_drift: bool,
 }
 
 fn pid_alive(pid: i64) -> bool {
@@ -147,6 +149,60 @@ fn adopted_version(image: &str) -> String {
         tag = tag.replace("..", ".");
     }
     format!("adopted-{tag}")
+}
+
+/// How the platform's account differs from the split the ledger recorded:
+/// a colour carrying another release or a weight more than 5 points off,
+/// and everything the platform reports that copilot did not start.
+fn drift_between(recorded: &Value, observed: &ArenaStatus) -> Vec<String> {
+    let ledger: std::collections::BTreeMap<String, (String, u64)> = recorded
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(slot, v)| {
+            (
+                slot.clone(),
+                (
+                    v["release"].as_str().unwrap_or("?").to_string(),
+                    v["weight"].as_u64().unwrap_or(0),
+                ),
+            )
+        })
+        .filter(|(_, (_, w))| *w > 0)
+        .collect();
+    let mut out = Vec::new();
+    for s in &observed.slots {
+        let weight = u64::from(s.weight);
+        match ledger.get(s.slot.as_str()) {
+            None if weight > 0 => out.push(format!(
+                "{} {} carries {weight}% where the ledger sends it nothing",
+                s.slot, s.version
+            )),
+            Some((release, _)) if *release != s.version && weight > 0 => out.push(format!(
+                "{} runs {} where the ledger says {release}",
+                s.slot, s.version
+            )),
+            Some((release, w)) if weight.abs_diff(*w) > 5 => out.push(format!(
+                "{} {release} carries {weight}% where the ledger says {w}%",
+                s.slot
+            )),
+            _ => {}
+        }
+    }
+    for (slot, (release, w)) in &ledger {
+        if !observed.slots.iter().any(|s| s.slot.as_str() == slot) {
+            out.push(format!(
+                "{slot} {release} should carry {w}% but runs nothing"
+            ));
+        }
+    }
+    out.extend(
+        observed
+            .drift
+            .iter()
+            .map(|d| format!("{}: {}", d.instance, d.what)),
+    );
+    out
 }
 
 /// How `before` gates ended, as a refusal when they did not pass.
@@ -484,6 +540,62 @@ impl<'a> Executor<'a> {
         Ok(status)
     }
 
+    /// Before a rollout changes anything, the platform must run what the
+    /// ledger last recorded: the same releases carrying traffic (within 5
+    /// points) and nothing copilot did not start. A difference stops it
+    /// (exit 4, each difference named) unless `adopt`, which takes what
+    /// runs as the starting point and audits it. An arena the ledger never
+    /// recorded traffic for has nothing to differ from (a first deploy
+    /// adopts what runs).
+    async fn check_drift(&self, observed: &ArenaStatus, adopt: bool) -> Result<(), RolloutError> {
+        let Some(recorded) = self.ledger.traffic(self.target()).await? else {
+            return Ok(());
+        };
+        let serving = recorded
+            .split
+            .0
+            .as_object()
+            .is_some_and(|m| m.values().any(|v| v["weight"].as_u64() > Some(0)));
+        if !serving {
+            // Nothing serves by the ledger's account (taken down): what
+            // runs is replaced as on a first deploy.
+            return Ok(());
+        }
+        let differences = drift_between(&recorded.split.0, observed);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        let a = &self.arena.name;
+        if adopt {
+            self.progress.line(&format!(
+                "starting from what {a} runs: {}",
+                differences.join("; ")
+            ));
+            self.ledger
+                .audit(
+                    &NewAudit {
+                        actor: self.actor.clone(),
+                        action: "drift.adopt".into(),
+                        arena: Some(self.target().to_string()),
+                        detail: json!({ "differences": differences }),
+                        ..NewAudit::default()
+                    },
+                    clock::now(),
+                )
+                .await?;
+            return Ok(());
+        }
+        Err(RolloutError::Drifted {
+            message: format!(
+                "{a} does not run what the ledger says: {}",
+                differences.join("; ")
+            ),
+            hint: format!(
+                "`copilot status {a}` shows both; put it back by hand, or run the command again with --adopt-drift to start from what runs"
+            ),
+        })
+    }
+
     /// The release that names what `slot` runs without copilot: the one
     /// adopted before for the same image, else a new `adopted-<tag>`.
     async fn adopt(&self, slot: &SlotStatus) -> Result<Release, RolloutError> {
@@ -551,10 +663,12 @@ impl<'a> Executor<'a> {
         &self,
         release: &Release,
         reason: Option<String>,
+        adopt_drift: bool,
     ) -> Result<Finished, RolloutError> {
         let what = format!("deploy {} to {}", release.version, self.arena.name);
         self.leased(&what, async |lease| {
-            self.deploy_leased(lease, release, reason).await
+            self.deploy_leased(lease, release, reason, adopt_drift)
+                .await
         })
         .await
     }
@@ -564,8 +678,10 @@ impl<'a> Executor<'a> {
         lease: &Lease,
         release: &Release,
         reason: Option<String>,
+        adopt_drift: bool,
     ) -> Result<Finished, RolloutError> {
         let before = self.observe().await?;
+        self.check_drift(&before, adopt_drift).await?;
         let live = before.live().cloned();
         let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
         let d = self
@@ -665,6 +781,7 @@ impl<'a> Executor<'a> {
         let to = self.arena;
         let release = &p.release;
         let before = self.observe().await?;
+        self.check_drift(&before, p.adopt_drift).await?;
         let live = before.live().cloned();
         let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
         let kind = if p.hotfix { "hotfix" } else { "promote" };

@@ -60,6 +60,10 @@ pub enum RolloutError {
         message: String,
         hint: Option<String>,
     },
+    /// The platform runs something other than what the ledger says; nothing
+    /// was changed.
+    #[error("{message}")]
+    Drifted { message: String, hint: String },
     /// Another process took the arena's lease over: this one stops.
     #[error("the lease on {0} was taken over by another process; this rollout stopped")]
     LeaseLost(String),
