@@ -844,3 +844,33 @@ fn a_machine_creation_whose_answer_is_lost_is_resolved_by_reading_the_app() {
     assert_eq!(a.fly.machines(STAGING).len(), 4, "v1 stays as the standby");
     no_violations(&a.fly);
 }
+
+#[test]
+fn a_failed_start_keeps_the_standby_for_an_instant_rollback() {
+    let a = FlyArenas::new("");
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v2"]).0, 0);
+    // v1 is the standby in the colour the next release starts in; that
+    // release never starts.
+    let (code, doc) = a.deploy_with_short_timeout("never-starts");
+    assert_eq!(code, 5, "{doc}");
+    let mut versions: Vec<String> = a.fly.machines(STAGING).into_iter().map(|m| m.2).collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        ["v1", "v1", "v2", "v2"],
+        "the standby is still there"
+    );
+    let (_, status) = a.run(&["status", "staging"]);
+    let observed = status["arenas"][0]["observed"].to_string();
+    assert!(
+        observed.contains("v1") && observed.contains("v2"),
+        "{status:#}"
+    );
+    let (code, doc) = a.run(&["rollback", "staging", "--reason", "v2 is bad"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["to"], "v1", "{doc}");
+    assert_eq!(doc["redeployed"], false, "an instant switch: {doc}");
+    assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
+    no_violations(&a.fly);
+}

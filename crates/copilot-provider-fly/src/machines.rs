@@ -78,6 +78,8 @@ struct Machine {
     checks: Vec<CheckStatus>,
     #[serde(default)]
     events: Vec<Value>,
+    #[serde(default)]
+    created_at: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -850,6 +852,26 @@ impl FlyProvider {
     }
 }
 
+/// Of a colour's machines, those of the launch that describes it: one
+/// whose machines all pass before one still starting, the older first.
+fn established(ms: Vec<&Machine>) -> Vec<&Machine> {
+    let mut launches: BTreeMap<&str, Vec<&Machine>> = BTreeMap::new();
+    for m in ms {
+        launches
+            .entry(m.meta(LAUNCH).unwrap_or(""))
+            .or_default()
+            .push(m);
+    }
+    launches
+        .into_values()
+        .min_by_key(|group| {
+            let all_pass = group.iter().all(|m| m.healthy());
+            let oldest = group.iter().map(|m| m.created_at.clone()).min();
+            (!all_pass, oldest)
+        })
+        .unwrap_or_default()
+}
+
 /// The machine ids a launch handle names.
 fn machine_ids(handle: &Handle) -> Vec<String> {
     handle["machines"]
@@ -926,6 +948,13 @@ impl Provider for FlyProvider {
                 }),
             }
         }
+        // A colour holding machines of two launches is being replaced: the
+        // established ones (all passing, the older launch) describe it
+        // until the new ones pass and the old ones go.
+        let by_colour: BTreeMap<Slot, Vec<&Machine>> = by_colour
+            .into_iter()
+            .map(|(slot, ms)| (slot, established(ms)))
+            .collect();
         let total: usize = by_colour
             .values()
             .flatten()
@@ -950,8 +979,10 @@ impl Provider for FlyProvider {
     ) -> Result<Handle, ProviderError> {
         self.check_app().await?;
         self.check_secrets(release).await?;
-        // The idle colour is idle by contract: machines of an earlier
-        // release there (a standby past its use, a failed start) go first.
+        // The idle colour is idle by contract. What an earlier release left
+        // there that cannot serve (a failed start) goes now; a healthy
+        // standby stays, for an instant rollback, until the new machines
+        // pass their checks (`wait_ready`), so a failed start keeps it.
         let here = self.ours().await?;
         let stale: Vec<Machine> = here
             .iter()
@@ -964,7 +995,8 @@ impl Provider for FlyProvider {
                 format!("{slot} still serves traffic"),
             ));
         }
-        self.destroy_all(&stale).await?;
+        let broken: Vec<Machine> = stale.iter().filter(|m| !m.healthy()).cloned().collect();
+        self.destroy_all(&broken).await?;
         if let Some(cmd) = &self.s.release_command {
             self.release_command(op, cmd, release).await?;
         }
@@ -1059,7 +1091,17 @@ impl Provider for FlyProvider {
             }
             return Err(e);
         }
-        let ms = self.ours().await?;
+        let mut ms = self.ours().await?;
+        if handle["in_place"].as_bool() != Some(true) {
+            // The new machines pass: the standby they replace in this colour goes.
+            let replaced: Vec<Machine> = ms
+                .iter()
+                .filter(|m| m.colour() == Some(slot) && !ids.contains(&m.id))
+                .cloned()
+                .collect();
+            self.destroy_all(&replaced).await?;
+            ms.retain(|m| !replaced.iter().any(|r| r.id == m.id));
+        }
         let mine: Vec<&Machine> = ms.iter().filter(|m| ids.contains(&m.id)).collect();
         let total = ms.iter().filter(|m| !m.cordoned && m.healthy()).count();
         Ok(self.slot_status(slot, &mine, total))
