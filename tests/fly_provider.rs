@@ -559,15 +559,37 @@ fn a_machine_made_behind_copilots_back_shows_as_drift() {
         .fly
         .run_by_hand(STAGING, "registry.fly.io/someone-else:latest");
     let (_, status) = a.run(&["status", "staging"]);
-    let drift = &status["arenas"][0]["platform_drift"];
+    let arena = &status["arenas"][0];
+    let drift = &arena["platform_drift"];
     assert!(
         drift
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d["instance"] == id.as_str()),
+            .any(|d| d["instance"] == id.as_str()
+                && d["what"].as_str().unwrap().contains("serves traffic")),
         "{status:#}"
     );
+    assert_eq!(arena["drift"], true, "{status:#}");
+    // It takes a third of the requests: the colour's weight says so.
+    let weight = arena["observed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|v| v["release"] == "v1")
+        .unwrap()["weight"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(weight, 66, "{status:#}");
+    // A promotion stops on it, naming the machine; adopted, it goes on.
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 4, "{doc}");
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains(&id),
+        "{doc}"
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2", "--adopt-drift"]);
+    assert_eq!(code, 0, "{doc}");
     no_violations(&a.fly);
 }
 

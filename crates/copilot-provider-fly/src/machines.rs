@@ -918,6 +918,7 @@ impl Provider for FlyProvider {
     async fn status(&self) -> Result<ArenaStatus, ProviderError> {
         let all = self.machines().await?;
         let mut drift = Vec::new();
+        let mut foreign_serving = 0usize;
         let mut by_colour: BTreeMap<Slot, Vec<&Machine>> = BTreeMap::new();
         for m in &all {
             match (m.meta(ARENA), m.meta(ROLE), m.colour()) {
@@ -937,15 +938,20 @@ impl Provider for FlyProvider {
                 }
                 (Some(a), _, _) if a != self.arena => {}
                 (Some(_), Some("release-command"), _) => {}
-                _ => drift.push(Drift {
-                    instance: m.id.clone(),
-                    what: format!(
-                        "machine {} ({}, {}) was not created by copilot",
-                        if m.name.is_empty() { &m.id } else { &m.name },
-                        m.config.image,
-                        m.state
-                    ),
-                }),
+                _ => {
+                    let serving = !m.cordoned && m.healthy();
+                    foreign_serving += usize::from(serving);
+                    drift.push(Drift {
+                        instance: m.id.clone(),
+                        what: format!(
+                            "machine {} ({}, {}) was not created by copilot{}",
+                            if m.name.is_empty() { &m.id } else { &m.name },
+                            m.config.image,
+                            m.state,
+                            if serving { " and serves traffic" } else { "" }
+                        ),
+                    });
+                }
             }
         }
         // A colour holding machines of two launches is being replaced: the
@@ -955,11 +961,14 @@ impl Provider for FlyProvider {
             .into_iter()
             .map(|(slot, ms)| (slot, established(ms)))
             .collect();
+        // Fly's proxy balances over every machine in service, copilot's or
+        // not: a colour's weight is its share of all of them.
         let total: usize = by_colour
             .values()
             .flatten()
             .filter(|m| !m.cordoned && m.healthy())
-            .count();
+            .count()
+            + foreign_serving;
         let slots = by_colour
             .iter()
             .map(|(slot, ms)| self.slot_status(*slot, ms, total))

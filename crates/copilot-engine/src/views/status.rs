@@ -41,7 +41,8 @@ pub struct ArenaStatusView {
     /// Why the platform was not asked (no credentials, not built in...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_observed: Option<String>,
-    /// The platform serves a different split than the ledger recorded.
+    /// The platform serves a different split than the ledger recorded, or
+    /// runs something copilot did not start (`platform_drift`).
     pub drift: bool,
     /// What runs on the platform that copilot did not start.
     pub platform_drift: Vec<Drift>,
@@ -178,9 +179,11 @@ pub async fn arena_status(
             .collect();
         Value::Object(m)
     });
-    let drift = observed_split
-        .as_ref()
-        .is_some_and(|o| carrying(Some(o)) != carrying(traffic.as_ref()));
+    // The split differs, or something runs that copilot did not start.
+    let drift = observed.as_ref().is_some_and(|o| !o.drift.is_empty())
+        || observed_split
+            .as_ref()
+            .is_some_and(|o| carrying(Some(o)) != carrying(traffic.as_ref()));
     Ok(ArenaStatusView {
         arena: a.name.clone(),
         tier: a.tier,
