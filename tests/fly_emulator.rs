@@ -77,6 +77,8 @@ struct Vm {
     events: Vec<Value>,
     lease: Option<Lease>,
     dir: PathBuf,
+    /// When it was last put into service (uncordoned, or created so).
+    in_service_at: Instant,
 }
 
 impl Vm {
@@ -148,6 +150,8 @@ struct World {
     service_bin: PathBuf,
     /// What `Authorization: Bearer` must carry.
     token: String,
+    /// How long the proxy takes to route to a machine put into service.
+    proxy_lag: Duration,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -209,6 +213,7 @@ impl FlyEmulator {
             root: dir.path().to_path_buf(),
             service_bin: crate::common::service_bin(),
             token: TOKEN.into(),
+            proxy_lag: Duration::ZERO,
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -330,6 +335,11 @@ impl FlyEmulator {
             .unwrap()
             .aimed
             .push((request.to_string(), fault));
+    }
+
+    /// The proxy routes to a machine put into service only after `lag`.
+    pub fn set_proxy_lag(&self, lag: Duration) {
+        self.world.lock().unwrap().proxy_lag = lag;
     }
 
     /// Faults not yet used up.
@@ -563,6 +573,7 @@ fn new_vm(
         cordoned,
         config,
         created_at: now_text(),
+        in_service_at: Instant::now(),
         port: free_port(),
         child: None,
         check: None,
@@ -808,6 +819,9 @@ async fn set_cordon(w: Shared, app: String, id: String, headers: HeaderMap, on: 
     if let Some(r) = lease_refusal(v, &headers) {
         return r;
     }
+    if v.cordoned && !on {
+        v.in_service_at = Instant::now();
+    }
     v.cordoned = on;
     ok(json!({ "ok": true }))
 }
@@ -986,10 +1000,12 @@ async fn data_plane(
             .filter(|v| v.state == "started" && v.app == app)
             .map(|v| v.port);
         pinned.or_else(|| {
+            // Like fly-proxy, it learns about a machine put into service
+            // only after `proxy_lag`.
             let serving: Vec<u16> = w
                 .vms
                 .values()
-                .filter(|v| v.app == app && v.serves())
+                .filter(|v| v.app == app && v.serves() && v.in_service_at.elapsed() >= w.proxy_lag)
                 .map(|v| v.port)
                 .collect();
             (!serving.is_empty())

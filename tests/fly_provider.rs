@@ -14,6 +14,11 @@ const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metri
      \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n\
      \x20     - { name: health, path: /health, consecutive_failures: 3, on_fail: remove }\n";
 
+/// How long the emulated proxy takes to route to a machine put into
+/// service, and how long the arenas give it (Fly's is about 10 s).
+const PROXY_LAG: Duration = Duration::from_millis(600);
+const PROXY_WAIT: &str = "1s";
+
 /// A Fly arena definition on app `app` of `fly`.
 fn fly_arena(
     name: &str,
@@ -24,7 +29,7 @@ fn fly_arena(
     body: &str,
 ) -> String {
     format!(
-        "name: {name}\ntier: {tier}\n{from}provider:\n  kind: fly\n  app: {app}\n  url: {url}\n  ready_timeout: 20s\n{body}\
+        "name: {name}\ntier: {tier}\n{from}provider:\n  kind: fly\n  app: {app}\n  url: {url}\n  ready_timeout: 20s\n  proxy_wait: {PROXY_WAIT}\n{body}\
          env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\", APP_URL: \"{url}\" }}\n\
          \x20 secrets: {{ SHOPIFY_WEBHOOK_SECRET: \"fly:SHOPIFY_WEBHOOK_SECRET\" }}\n",
         from = from
@@ -59,6 +64,7 @@ impl FlyArenas {
     fn with_strategy(staging_extra: &str, strategy: &str) -> FlyArenas {
         let s = secrets();
         let fly = FlyEmulator::start(&[(STAGING, &s), (CANARY, &s)]);
+        fly.set_proxy_lag(PROXY_LAG);
         let p = Project::init();
         p.write(
             "arenas/staging.yaml",
@@ -558,7 +564,15 @@ fn a_machine_made_behind_copilots_back_shows_as_drift() {
     let id = a
         .fly
         .run_by_hand(STAGING, "registry.fly.io/someone-else:latest");
-    let (_, status) = a.run(&["status", "staging"]);
+    // Once it started and passes its checks.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let (_, status) = a.run(&["status", "staging"]);
+        if status.to_string().contains("serves traffic") || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let arena = &status["arenas"][0];
     let drift = &arena["platform_drift"];
     assert!(
@@ -895,4 +909,38 @@ fn a_failed_start_keeps_the_standby_for_an_instant_rollback() {
     assert_eq!(doc["redeployed"], false, "an instant switch: {doc}");
     assert_eq!(serving(&a.fly, STAGING), ["v1", "v1"]);
     no_violations(&a.fly);
+}
+
+#[test]
+fn machines_leave_service_only_after_fly_proxy_has_seen_their_replacements() {
+    // Without the wait, the old machines are cordoned before the proxy routes
+    // to the new ones: requests find no machine.
+    let a = FlyArenas::new("");
+    a.p.edit(
+        "arenas/staging.yaml",
+        &format!("proxy_wait: {PROXY_WAIT}"),
+        "proxy_wait: 0s",
+    );
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    let traffic = Traffic::start(a.fly.app_url(STAGING));
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v2"]).0, 0);
+    let seen = traffic.stop();
+    assert!(
+        seen.iter().any(|(_, _, ok)| !ok),
+        "the emulated proxy's lag shows without the wait ({} requests)",
+        seen.len()
+    );
+    // With it (the other tests' arenas), a switch loses nothing, once the
+    // proxy has caught up with the last one.
+    std::thread::sleep(PROXY_LAG * 2);
+    a.p.edit(
+        "arenas/staging.yaml",
+        "proxy_wait: 0s",
+        &format!("proxy_wait: {PROXY_WAIT}"),
+    );
+    let traffic = Traffic::start(a.fly.app_url(STAGING));
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    let seen = traffic.stop();
+    let failed = seen.iter().filter(|(_, _, ok)| !ok).count();
+    assert_eq!(failed, 0, "of {} requests", seen.len());
 }

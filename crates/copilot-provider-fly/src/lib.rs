@@ -11,6 +11,7 @@ mod machines;
 pub use machines::{FLY_API_BASE, FlyProvider};
 
 use copilot_core::config::def::At;
+use copilot_core::config::duration::Duration;
 use copilot_core::config::{Diagnostics, SettingsInput};
 use copilot_core::model::{
     Capabilities, ProviderSettings, SecretStore, StrategyKind, TrafficSplit,
@@ -60,6 +61,10 @@ pub struct Section {
     /// The port the service listens on inside a machine [default: 8080].
     #[serde(default)]
     pub internal_port: Option<At<u32>>,
+    /// How long Fly's proxy is given to learn about machines put into
+    /// service before others are taken out [default: 10s, as flyctl waits].
+    #[serde(default)]
+    pub proxy_wait: Option<At<Duration>>,
 }
 
 /// The settings of an arena on this provider, checked.
@@ -77,7 +82,13 @@ pub struct FlySettings {
     pub mounts: Vec<FlyMount>,
     /// The port the service listens on inside the machine.
     pub internal_port: u16,
+    /// The wait between putting machines into service and taking others out.
+    pub proxy_wait: Duration,
 }
+
+/// How long flyctl's blue-green lets fly-proxy see new machines before it
+/// cordons the old ones (`waitBeforeCordon`).
+pub const PROXY_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FlyMount {
@@ -104,6 +115,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
         "release_command",
         "mounts",
         "internal_port",
+        "proxy_wait",
     ],
     required_settings: &["app"],
     secret_stores: &[SecretStore::Fly],
@@ -248,6 +260,7 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
             release_command,
             mounts,
             internal_port,
+            proxy_wait: p.proxy_wait.as_ref().map_or(PROXY_WAIT, |w| w.value),
         })
     })
 }

@@ -682,6 +682,8 @@ impl FlyProvider {
                         async |nonce| self.leased_post(&m.id, "uncordon", nonce).await,
                     )
                     .await?;
+                    // The next machine leaves service once the proxy routes to this one.
+                    tokio::time::sleep(self.s.proxy_wait.as_std()).await;
                 }
             }
         }
@@ -848,6 +850,44 @@ impl FlyProvider {
             instances,
             regions,
             weight,
+        }
+    }
+}
+
+impl FlyProvider {
+    /// After machines were put into service: the app's public address
+    /// answers its health check (Fly's proxy routes to them), within the
+    /// proxy wait three times over (at least 10 s).
+    async fn confirm_public(&self) -> Result<(), ProviderError> {
+        let url = format!("{}/health", self.s.url.trim_end_matches('/'));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("an HTTP client builds");
+        let patience = (self.s.proxy_wait.as_std() * 3).max(Duration::from_secs(10));
+        let deadline = Instant::now() + patience;
+        let mut last = String::new();
+        loop {
+            match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => last = format!("it answered {}", r.status()),
+                Err(e) => last = copilot_core::http::error_chain(&e),
+            }
+            if Instant::now() > deadline {
+                return Err(ProviderError::new(
+                    ErrorKind::TimedOut,
+                    "check the app's public address",
+                    format!(
+                        "{url} did not answer its health check within {}s of the switch ({last})",
+                        patience.as_secs()
+                    ),
+                )
+                .with_hint(format!(
+                    "see `fly status -a {}`; raise `proxy_wait` if Fly's proxy is slow to see new machines",
+                    self.s.app
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
@@ -1149,11 +1189,27 @@ impl Provider for FlyProvider {
             }
         }
         // Into service first, then out: never a moment with nothing serving.
+        // Fly's proxy learns about machines put into service after a while:
+        // the old ones leave only once it has had `proxy_wait` to see them.
         plan.sort_by_key(|(_, on)| !on);
+        let (mut put_in, mut put_in_any) = (false, false);
         for (m, on) in &plan {
             if *on != m.cordoned {
                 continue;
             }
+            if !*on && put_in {
+                put_in = false;
+                let wait = self.s.proxy_wait.as_std();
+                if !wait.is_zero() {
+                    op.progress.line(&format!(
+                        "{}: giving Fly's proxy {} to see the machines put into service",
+                        self.s.app, self.s.proxy_wait
+                    ));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            put_in |= *on;
+            put_in_any |= *on;
             let verb = if *on { "uncordon" } else { "cordon" };
             self.with_lease(
                 op.timeout.min(LEASE_PATIENCE),
@@ -1162,6 +1218,9 @@ impl Provider for FlyProvider {
                 async |nonce| self.leased_post(&m.id, verb, nonce).await,
             )
             .await?;
+        }
+        if put_in_any {
+            self.confirm_public().await?;
         }
         let total: usize = counts.iter().map(|(_, k)| k).sum();
         Ok(counts

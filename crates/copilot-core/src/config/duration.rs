@@ -21,11 +21,11 @@ impl Duration {
     pub const ZERO: Duration = Duration(std::time::Duration::ZERO);
     pub const MAX: Duration = Duration(std::time::Duration::from_millis(MAX_MS));
 
-    pub fn from_secs(secs: u64) -> Self {
+    pub const fn from_secs(secs: u64) -> Self {
         Duration(std::time::Duration::from_secs(secs))
     }
 
-    pub fn from_millis(ms: u64) -> Self {
+    pub const fn from_millis(ms: u64) -> Self {
         Duration(std::time::Duration::from_millis(ms))
     }
 
