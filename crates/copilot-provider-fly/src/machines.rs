@@ -866,13 +866,12 @@ impl FlyProvider {
             .expect("an HTTP client builds");
         let patience = (self.s.proxy_wait.as_std() * 3).max(Duration::from_secs(10));
         let deadline = Instant::now() + patience;
-        let mut last = String::new();
         loop {
-            match http.get(&url).send().await {
+            let last = match http.get(&url).send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) => last = format!("it answered {}", r.status()),
-                Err(e) => last = copilot_core::http::error_chain(&e),
-            }
+                Ok(r) => format!("it answered {}", r.status()),
+                Err(e) => copilot_core::http::error_chain(&e),
+            };
             if Instant::now() > deadline {
                 return Err(ProviderError::new(
                     ErrorKind::TimedOut,
