@@ -111,6 +111,8 @@ struct Container {
     command: Vec<String>,
     env: Vec<(String, String)>,
     secrets: Vec<(String, String)>,
+    /// Why ECS cannot give the task its secrets, when it cannot.
+    secret_error: Option<String>,
 }
 
 struct World {
@@ -630,7 +632,17 @@ async fn container_of(w: &Shared, ecs: &aws_sdk_ecs::Client, td: &str) -> Option
         .clone();
     let moto = w.lock().unwrap().moto.clone();
     let mut secrets = Vec::new();
+    let mut secret_error = None;
     for s in c.secrets() {
+        // As ECS: a Secrets Manager secret is named by its full ARN (only
+        // SSM parameters may be given by name).
+        if !s.value_from().starts_with("arn:") {
+            secret_error = Some(format!(
+                "ResourceInitializationError: unable to pull secrets or registry auth: retrieve secret from {}: invalid ARN",
+                s.value_from()
+            ));
+            continue;
+        }
         let v = raw(
             &moto,
             "secretsmanager",
@@ -653,6 +665,7 @@ async fn container_of(w: &Shared, ecs: &aws_sdk_ecs::Client, td: &str) -> Option
             .filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string())))
             .collect(),
         secrets,
+        secret_error,
     };
     w.lock()
         .unwrap()
@@ -680,7 +693,13 @@ fn start_task(w: &mut World, service: &str, td: &str, c: &Container) {
         failed_checks: 0,
         stop_at: None,
     };
-    if c.image.contains("never-starts") {
+    if let Some(why) = &c.secret_error {
+        task.state = TaskState::Stopped;
+        let s = w.services.entry(service.to_string()).or_default();
+        *s.failures.entry(td.to_string()).or_default() += 1;
+        s.events
+            .push_front(format!("(service {service}) task {id} stopped: {why}"));
+    } else if c.image.contains("never-starts") {
         // CannotPullContainerError: the task stops before it ran.
         task.state = TaskState::Stopped;
         let s = w.services.entry(service.to_string()).or_default();

@@ -313,7 +313,16 @@ fn blue_green_on_ecs_shifts_the_listener_with_traffic_flowing_and_rolls_back() {
         .iter()
         .map(|s| (s.name(), s.value_from()))
         .collect();
-    assert_eq!(secrets, [("SHOPIFY_WEBHOOK_SECRET", WEBHOOK_SECRET_NAME)]);
+    // The arena names the secret; the task definition has its ARN.
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert_eq!(secrets[0].0, "SHOPIFY_WEBHOOK_SECRET");
+    assert!(
+        secrets[0]
+            .1
+            .starts_with("arn:aws:secretsmanager:us-east-1:")
+            && secrets[0].1.contains(WEBHOOK_SECRET_NAME),
+        "{secrets:?}"
+    );
     assert_eq!(
         c.health_check().map(|h| h.command().to_vec()),
         r["healthCheck"]["command"]
@@ -794,4 +803,38 @@ fn a_listener_changed_by_hand_stops_a_promote_until_the_drift_is_adopted() {
     ]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(settled(&a.aws), ["v2"]);
+}
+
+#[test]
+fn secrets_manager_names_become_arns_and_a_missing_secret_is_named() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    // The arena names its secret (`aws-sm:<name>`); ECS starts tasks only
+    // with ARNs, as the emulated agent does: the release runs.
+    let (code, doc) = a.release("v1", "1s");
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(settled(&a.aws), ["v1"]);
+    let out = a.p.copilot(["validate"]).output().unwrap();
+    assert!(
+        crate::common::stdout(&out).contains("looked up for its ARN"),
+        "{}",
+        crate::common::stdout(&out)
+    );
+    // A secret that does not exist stops the deploy before anything is
+    // registered, naming it; v1 keeps serving.
+    a.p.edit(
+        "arenas/production.yaml",
+        &format!("aws-sm:{WEBHOOK_SECRET_NAME}"),
+        "aws-sm:copilot/production/no-such-secret",
+    );
+    let (code, _) = a.run(&["deploy", "canary", "--release", "v2"]);
+    assert_eq!(code, 0);
+    let (code, doc) = a.run(&["promote", "canary", "production", "--yes", "--bake", "1s"]);
+    assert_eq!(code, 3, "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("copilot/production/no-such-secret")
+            && message.contains("SHOPIFY_WEBHOOK_SECRET"),
+        "{doc}"
+    );
+    assert_eq!(settled(&a.aws), ["v1"]);
 }

@@ -54,6 +54,10 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         p.arenas.len(),
         p.gates.len()
     ));
+    let notes = lookups(p);
+    for n in &notes {
+        text.push_str(&format!("note: {n}\n"));
+    }
     Ok(Report::new(
         json!({
             "valid": true,
@@ -61,9 +65,40 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             "arenas": p.arenas.keys().collect::<Vec<_>>(),
             "gates": p.gates.keys().collect::<Vec<_>>(),
             "warnings": loaded.warnings,
+            "notes": notes,
         }),
         text,
     ))
+}
+
+/// What a deploy will look up rather than take as written: an ECS task
+/// definition needs a Secrets Manager secret's full ARN, so a name is
+/// resolved (`DescribeSecret`) when the task definition is registered.
+fn lookups(p: &copilot_core::model::Project) -> Vec<String> {
+    p.arenas
+        .values()
+        .filter(|a| a.provider.kind == copilot_core::model::ProviderKind::Ecs)
+        .filter_map(|a| {
+            let names: Vec<&str> = a
+                .env
+                .secrets
+                .values()
+                .filter(|r| {
+                    r.store == copilot_core::model::SecretStore::AwsSecretsManager
+                        && !r.key.starts_with("arn:")
+                })
+                .map(|r| r.key.as_str())
+                .collect();
+            (!names.is_empty()).then(|| {
+                format!(
+                    "{}: {} Secrets Manager secret(s) named, not ARNs ({}); each is looked up for its ARN when a deploy registers the task definition, and a missing one stops the deploy",
+                    a.name,
+                    names.len(),
+                    names.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 fn failure(diagnostics: Vec<Diagnostic>) -> CliError {

@@ -25,16 +25,17 @@ use tokio::sync::OnceCell;
 use super::taskdef::{self, TAG_ARENA, TAG_LAUNCH, TAG_RELEASE, TAG_RELEASE_ID};
 use crate::EcsSettings;
 use copilot_aws::error;
-use copilot_core::model::{Arena, ProviderKind};
+use copilot_core::model::{Arena, ProviderKind, SecretStore};
 use copilot_core::provider::{
-    ArenaStatus, Counts, Drift, ErrorKind, Handle, Op, Provider, ProviderError, ReleaseSpec, Slot,
-    SlotStatus,
+    ArenaStatus, Counts, Drift, ErrorKind, Handle, Op, Provider, ProviderError, ReleaseSpec,
+    Secret, Slot, SlotStatus,
 };
 
 struct Clients {
     ecs: aws_sdk_ecs::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
+    secrets: aws_sdk_secretsmanager::Client,
     /// Target group ARN per colour.
     target_groups: BTreeMap<Slot, String>,
     /// Where the arena's traffic enters: the `url` setting, else the load
@@ -142,11 +143,64 @@ impl EcsProvider {
                     url,
                     ecs: aws_sdk_ecs::Client::new(&conf),
                     cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
+                    secrets: aws_sdk_secretsmanager::Client::new(&conf),
                     elb,
                     target_groups,
                 })
             })
             .await
+    }
+
+    /// `release` with its Secrets Manager references as ECS takes them: a
+    /// task definition's `valueFrom` must be the secret's full ARN (only SSM
+    /// parameters may be named), so a name is looked up (`DescribeSecret`);
+    /// a JSON key, stage or version after the name (`name:key::`) is kept.
+    async fn with_secret_arns(
+        &self,
+        c: &Clients,
+        release: &ReleaseSpec,
+    ) -> Result<ReleaseSpec, ProviderError> {
+        let mut release = release.clone();
+        for (var, secret) in &mut release.secrets {
+            let Secret::Platform(r) = secret else {
+                continue;
+            };
+            if r.store != SecretStore::AwsSecretsManager || r.key.starts_with("arn:") {
+                continue;
+            }
+            let (name, rest) = match r.key.split_once(':') {
+                Some((name, rest)) => (name.to_string(), Some(rest.to_string())),
+                None => (r.key.clone(), None),
+            };
+            let out = c
+                .secrets
+                .describe_secret()
+                .secret_id(&name)
+                .send()
+                .await
+                .map_err(|e| {
+                    let e = error(format!("look up secret `{name}` ({var})"), e);
+                    if e.kind == ErrorKind::NotFound || e.message.contains("ResourceNotFound") {
+                        ProviderError::new(
+                            ErrorKind::NotFound,
+                            format!("look up secret `{name}`"),
+                            format!(
+                                "{var} refers to Secrets Manager secret `{name}`, which does not exist in {}",
+                                self.s.region.as_deref().unwrap_or("this region")
+                            ),
+                        )
+                        .with_hint("create it, or correct the reference under `env.secrets`")
+                    } else {
+                        e
+                    }
+                })?;
+            let arn = out.arn().unwrap_or_default().to_string();
+            r.key = match rest {
+                Some(rest) => format!("{arn}:{rest}"),
+                None => arn,
+            };
+        }
+        Ok(release)
     }
 
     /// `http(s)://<load balancer DNS name>[:port]` of the listener.
@@ -573,6 +627,7 @@ impl Provider for EcsProvider {
     ) -> Result<Handle, ProviderError> {
         let c = self.clients().await?;
         let service = self.service_name(slot);
+        let release = &self.with_secret_arns(c, release).await?;
         let doc = taskdef::document(&self.root, &self.arena, release)?;
         let family = doc["family"].as_str().unwrap_or_default().to_string();
         let launch = op.key.clone();

@@ -780,13 +780,16 @@ impl FlyProvider {
                     )
                     .with_hint("raise `ready_timeout` under `provider:` if starts are slow"));
                 }
-                // Block on the first machine not yet started, else poll the checks.
+                // Block on the first machine not yet started, else poll the
+                // checks. A wait for `started` does not end when the machine
+                // exits instead, so it is kept short: a machine that stops
+                // during its start is seen from its state within seconds.
                 match ms.iter().find(|m| !m.started()) {
                     Some(m) => {
                         let wait = deadline
                             .saturating_duration_since(Instant::now())
                             .as_secs()
-                            .clamp(1, 60);
+                            .clamp(1, START_WAIT_SECS);
                         let _ = self
                             .api
                             .send(
@@ -890,6 +893,9 @@ impl FlyProvider {
         }
     }
 }
+
+/// The longest single `/wait` for a machine to start, in seconds.
+const START_WAIT_SECS: u64 = 5;
 
 /// Of a colour's machines, those of the launch that describes it: one
 /// whose machines all pass before one still starting, the older first.

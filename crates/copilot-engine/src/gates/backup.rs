@@ -87,26 +87,23 @@ fn judge(
 }
 
 /// `age` said in the smallest unit `like` is written in (`max_age: 30s`
-/// gives `42s`, `26h` gives `3h`), rounded down; under one unit, `under 1h`.
+/// gives `42s`, `24h` gives `48h`), rounded down; under one unit, `under 1h`.
 fn age_like(age: chrono::Duration, like: &copilot_core::config::duration::Duration) -> String {
     let text = like.to_string();
-    let unit_ms: i64 = if text.ends_with("ms") {
-        1
+    let (unit, unit_ms): (&str, i64) = if text.ends_with("ms") {
+        ("ms", 1)
     } else {
         match text.chars().last() {
-            Some('s') => 1_000,
-            Some('m') => 60_000,
-            Some('h') => 3_600_000,
-            _ => 86_400_000,
+            Some('s') => ("s", 1_000),
+            Some('m') => ("m", 60_000),
+            Some('h') => ("h", 3_600_000),
+            _ => ("d", 86_400_000),
         }
     };
-    let ms = age.num_milliseconds().max(0);
-    let whole = ms - ms % unit_ms;
-    if whole == 0 {
-        let one = copilot_core::config::duration::Duration::from_millis(unit_ms as u64);
-        return format!("under {one}");
+    match age.num_milliseconds().max(0) / unit_ms {
+        0 => format!("under 1{unit}"),
+        n => format!("{n}{unit}"),
     }
-    copilot_core::config::duration::Duration::from_millis(whole as u64).to_string()
 }
 
 #[cfg(not(feature = "aws"))]
@@ -237,8 +234,9 @@ mod tests {
         for (age, limit, said) in [
             (secs(42), "30s", "42s"),
             (secs(3 * 3600 + 59), "26h", "3h"),
+            (secs(48 * 3600), "24h", "48h"),
             (secs(20), "26h", "under 1h"),
-            (secs(90 * 60), "2h30m", "1h30m"),
+            (secs(90 * 60), "2h30m", "90m"),
             (secs(3 * 86_400 + 5), "7d", "3d"),
         ] {
             let limit: Duration = limit.parse().unwrap();
