@@ -57,6 +57,8 @@ pub enum Fault {
     Throttle,
     /// A bare 503.
     Unavailable,
+    /// Carried out, its answer held this long (past the client's timeout).
+    LostAnswer(Duration),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1138,8 +1140,12 @@ async fn proxy(
         Some(Fault::Unavailable) => {
             return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
         }
-        None => {}
+        Some(Fault::LostAnswer(_)) | None => {}
     }
+    let lost = match fault {
+        Some(Fault::LostAnswer(d)) => Some(d),
+        _ => None,
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = http.request(method, format!("{moto}{path}"));
     for (k, v) in &headers {
@@ -1159,6 +1165,9 @@ async fn proxy(
         }
     }
     let mut bytes = r.bytes().await.unwrap_or_default().to_vec();
+    if let Some(d) = lost {
+        tokio::time::sleep(d).await;
+    }
     let ecs = target
         .as_deref()
         .is_some_and(|t| t.starts_with("AmazonEC2ContainerService"));

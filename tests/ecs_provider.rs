@@ -10,20 +10,20 @@ use serde_json::Value;
 use crate::common::{Project, Traffic, free_port, sent_during};
 use crate::ecs_emulator::{Aws, CLUSTER, Fault, REJECTED_KEY, SERVICE, WEBHOOK_SECRET_NAME};
 
-const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
+pub(crate) const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
      \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n";
 
 const BLUE_GREEN: &str = "strategy:\n  kind: blue-green\n  steps: [{ weight: 10, bake: 5m }, { weight: 50, bake: 5m }, { weight: 100, bake: 5m }]\n";
 
 /// A project whose `canary` runs on the local provider and whose
 /// `production` runs on the emulated ECS, promoted from canary.
-struct EcsArenas {
-    p: Project,
-    aws: Aws,
+pub(crate) struct EcsArenas {
+    pub(crate) p: Project,
+    pub(crate) aws: Aws,
 }
 
 impl EcsArenas {
-    fn new(analysis: &str) -> EcsArenas {
+    pub(crate) fn new(analysis: &str) -> EcsArenas {
         Self::with(analysis, false, None)
     }
 
@@ -109,12 +109,12 @@ impl EcsArenas {
         (code, doc)
     }
 
-    fn run(&self, args: &[&str]) -> (i32, Value) {
+    pub(crate) fn run(&self, args: &[&str]) -> (i32, Value) {
         self.run_with(args, &self.aws.env())
     }
 
     /// `version` live in canary, then promoted to production.
-    fn release(&self, version: &str, bake: &str) -> (i32, Value) {
+    pub(crate) fn release(&self, version: &str, bake: &str) -> (i32, Value) {
         let (code, doc) = self.run(&["deploy", "canary", "--release", version]);
         assert_eq!(code, 0, "{doc}");
         self.run(&["promote", "canary", "production", "--yes", "--bake", bake])
@@ -153,7 +153,7 @@ fn served(aws: &Aws, n: usize) -> Vec<String> {
 
 /// What the ALB serves once it took up the listener's weights (it reads
 /// them from moto ten times a second, as a real ALB takes seconds).
-fn settled(aws: &Aws) -> Vec<String> {
+pub(crate) fn settled(aws: &Aws) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         std::thread::sleep(Duration::from_millis(300));

@@ -462,10 +462,11 @@ async fn faults(
     let fault = {
         let mut w = w.lock().unwrap();
         let request = format!("{} {}", req.method(), req.uri().path());
+        let kind = kind_of(&request);
         let aimed = w
             .aimed
             .iter()
-            .position(|(r, _)| request.contains(r.as_str()));
+            .position(|(r, _)| request.contains(r.as_str()) || *r == kind);
         w.requests.push(request);
         match aimed {
             Some(i) => Some(w.aimed.remove(i).1),
@@ -496,6 +497,21 @@ async fn faults(
         }
         None => next.run(req).await,
     }
+}
+
+/// What kind of call a request is: `POST /v1/apps/{app}/machines/{id}/lease`.
+pub fn kind_of(request: &str) -> String {
+    let mut out = Vec::new();
+    let mut after = "";
+    for part in request.split('/') {
+        out.push(match after {
+            "apps" => "{app}",
+            "machines" => "{id}",
+            _ => part,
+        });
+        after = part;
+    }
+    out.join("/")
 }
 
 /// Fly's answer to a request about an app it does not have.

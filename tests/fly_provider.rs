@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::common::{Project, Traffic, sent_during};
 use crate::fly_emulator::{Fault, FlyEmulator};
 
-const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
+pub(crate) const PROBE_ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
      \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n\
      \x20     - { name: health, path: /health, consecutive_failures: 3, on_fail: remove }\n";
 
@@ -41,12 +41,12 @@ fn fly_arena(
 
 /// A project whose `staging` (blue-green, 2 machines) and `canary` (canary
 /// 25 -> 50 -> 100 over 4 machines) run on two apps of the emulated Fly.
-struct FlyArenas {
-    p: Project,
-    fly: FlyEmulator,
+pub(crate) struct FlyArenas {
+    pub(crate) p: Project,
+    pub(crate) fly: FlyEmulator,
 }
 
-const STAGING: &str = "copilot-staging";
+pub(crate) const STAGING: &str = "copilot-staging";
 const CANARY: &str = "copilot-canary";
 
 fn secrets() -> Vec<(&'static str, &'static str)> {
@@ -56,7 +56,7 @@ fn secrets() -> Vec<(&'static str, &'static str)> {
 const BLUE_GREEN: &str = "strategy:\n  kind: blue-green\n  steps: [{ weight: 100, bake: 5m }]\n";
 
 impl FlyArenas {
-    fn new(staging_extra: &str) -> FlyArenas {
+    pub(crate) fn new(staging_extra: &str) -> FlyArenas {
         Self::with_strategy(staging_extra, BLUE_GREEN)
     }
 
@@ -121,7 +121,7 @@ impl FlyArenas {
         FlyArenas { p, fly }
     }
 
-    fn run(&self, args: &[&str]) -> (i32, Value) {
+    pub(crate) fn run(&self, args: &[&str]) -> (i32, Value) {
         let mut cmd = self.p.copilot(["--output", "json"]);
         for (k, v) in self.fly.env() {
             cmd.env(k, v);
@@ -146,7 +146,7 @@ impl FlyArenas {
 }
 
 /// Machines of `app` in service, by release version.
-fn serving(fly: &FlyEmulator, app: &str) -> Vec<String> {
+pub(crate) fn serving(fly: &FlyEmulator, app: &str) -> Vec<String> {
     let mut v: Vec<String> = fly
         .machines(app)
         .into_iter()
@@ -732,7 +732,12 @@ fn a_fault_in_the_middle_of_a_switch_puts_all_traffic_back() {
     let a = FlyArenas::new("");
     assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
     // The switch puts v2's machines in service, then takes v1's out; the
-    // first cordon fails for good (a 500 on an unkeyed write is not repeated).
+    // first cordon fails for good (a 500 on every one of its attempts).
+    let fail_a_cordon = || {
+        for _ in 0..copilot_core::http::RetryPolicy::default().attempts {
+            a.fly.inject_on("/cordon", Fault::Status(500, None));
+        }
+    };
     for args in [
         &["deploy", "staging", "--release", "v2"][..],
         &[
@@ -746,7 +751,7 @@ fn a_fault_in_the_middle_of_a_switch_puts_all_traffic_back() {
             "1s",
         ],
     ] {
-        a.fly.inject_on("/cordon", Fault::Status(500, None));
+        fail_a_cordon();
         let (code, doc) = a.run(args);
         assert_eq!(code, 3, "{args:?}: {doc}");
         assert_eq!(a.fly.pending_faults(), 0);
@@ -768,8 +773,8 @@ fn a_fault_in_the_middle_of_a_switch_puts_all_traffic_back() {
 
     // When putting traffic back fails too, the deployment stays open (paused,
     // exit 5) with the split the platform has, and `abort` finishes it.
-    a.fly.inject_on("/cordon", Fault::Status(500, None));
-    a.fly.inject_on("/cordon", Fault::Status(500, None));
+    fail_a_cordon();
+    fail_a_cordon();
     let (code, doc) = a.run(&[
         "promote",
         "local",

@@ -9,6 +9,7 @@ mod bullmq_interop;
 mod cli_basics;
 mod cli_snapshots;
 mod cli_validate;
+mod conformance;
 mod definition_properties;
 #[cfg(feature = "ecs")]
 mod ecs_emulator;

@@ -206,6 +206,19 @@ impl ApiClient {
         self.request(method, path, body, headers, false).await
     }
 
+    /// The same, for a change that is safe to send twice (it sets a state
+    /// rather than adding something: cordon, uncordon): a 5xx or a lost
+    /// answer is retried like a read.
+    pub async fn send_repeatable(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ApiError> {
+        self.request(method, path, body, headers, true).await
+    }
+
     async fn request(
         &self,
         method: Method,

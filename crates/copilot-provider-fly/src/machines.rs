@@ -348,9 +348,11 @@ impl FlyProvider {
             .map_err(api_err(format!("release the lease on machine {id}")))
     }
 
+    /// Cordon or uncordon under the lease: it sets a state, so a 5xx or a
+    /// lost answer is asked again.
     async fn leased_post(&self, id: &str, verb: &str, nonce: &str) -> Result<(), ProviderError> {
         self.api
-            .send_with(
+            .send_repeatable(
                 Method::POST,
                 &self.path(&format!("/machines/{}/{verb}", q(id))),
                 None,
