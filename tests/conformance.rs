@@ -43,6 +43,8 @@ pub trait Peer {
     fn provider(&self) -> &'static str;
     /// The arena under test.
     fn arena(&self) -> &'static str;
+    /// The arena it promotes from.
+    fn source(&self) -> &'static str;
     /// `copilot --output json ARGS` against the peer.
     fn run(&self, args: &[&str]) -> (i32, Value);
     /// The releases answering through the arena's public address, once the
@@ -194,6 +196,36 @@ pub fn fault_matrix(peer: &dyn Peer) -> Vec<Cell> {
     cells
 }
 
+/// A first release that analysis rejects, promoted into the empty arena:
+/// rolled back (exit 1), and nothing of it serves, as `status` says.
+pub fn first_release_rejected(peer: &dyn Peer) {
+    let what = format!("{}: a first release analysis rejects", peer.provider());
+    let (code, doc) = peer.run(&[
+        "promote",
+        peer.source(),
+        peer.arena(),
+        "--release",
+        "v2-broken",
+        "--yes",
+        "--bake",
+        "3s",
+    ]);
+    assert_eq!(code, 1, "{what}: {doc}");
+    assert_eq!(doc["state"], "rolled-back", "{what}: {doc}");
+    let serving = peer.serving();
+    assert!(
+        serving.iter().all(|r| r == "none"),
+        "{what}: nothing serves: {serving:?}"
+    );
+    assert_eq!(live(peer), None, "{what}");
+    let (_, status) = peer.run(&["status", peer.arena()]);
+    assert_eq!(
+        status["arenas"][0]["lock"],
+        Value::Null,
+        "{what}: {status:#}"
+    );
+}
+
 /// What the matrix did, for the log: cells per exit and end.
 fn summary(peer: &dyn Peer, cells: &[Cell]) {
     let calls: BTreeSet<&str> = cells.iter().map(|c| c.call.as_str()).collect();
@@ -212,6 +244,62 @@ fn summary(peer: &dyn Peer, cells: &[Cell]) {
     );
 }
 
+// ------------------------------------------------------------------ local
+
+mod local {
+    use super::*;
+    use crate::rollouts::Arenas;
+
+    impl Peer for Arenas {
+        fn provider(&self) -> &'static str {
+            "local"
+        }
+        fn arena(&self) -> &'static str {
+            "stage"
+        }
+        fn source(&self) -> &'static str {
+            "local"
+        }
+        fn run(&self, args: &[&str]) -> (i32, Value) {
+            Arenas::run(self, args)
+        }
+        fn serving(&self) -> Vec<String> {
+            let url = format!("http://127.0.0.1:{}/health", self.stage_port);
+            let mut v: Vec<String> = crate::rollouts::block_on(async {
+                let mut out = Vec::new();
+                for _ in 0..20 {
+                    let release = match reqwest::get(&url).await {
+                        Ok(r) if r.status().is_success() => r
+                            .json::<Value>()
+                            .await
+                            .ok()
+                            .and_then(|b| b["release"].as_str().map(str::to_string)),
+                        _ => None,
+                    };
+                    out.push(release.unwrap_or_else(|| "none".into()));
+                }
+                out
+            });
+            v.sort();
+            v.dedup();
+            v
+        }
+        // The local provider makes no remote call a platform could fail.
+        fn calls(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn inject(&self, _kind: &str, _fault: FaultKind) {}
+        fn pending(&self) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn local_takes_down_a_first_release_that_analysis_rejects() {
+        first_release_rejected(&Arenas::new());
+    }
+}
+
 // ------------------------------------------------------------------ Fly
 
 #[cfg(feature = "fly")]
@@ -227,6 +315,9 @@ mod fly {
         fn arena(&self) -> &'static str {
             "staging"
         }
+        fn source(&self) -> &'static str {
+            "local"
+        }
         fn run(&self, args: &[&str]) -> (i32, Value) {
             FlyArenas::run(self, args)
         }
@@ -235,6 +326,9 @@ mod fly {
             loop {
                 let mut v = serving(&self.fly, STAGING);
                 v.dedup();
+                if v.is_empty() {
+                    return vec!["none".into()];
+                }
                 if v.len() == 1 || Instant::now() > deadline {
                     return v;
                 }
@@ -257,6 +351,11 @@ mod fly {
         fn pending(&self) -> usize {
             self.fly.pending_faults()
         }
+    }
+
+    #[test]
+    fn fly_takes_down_a_first_release_that_analysis_rejects() {
+        first_release_rejected(&FlyArenas::new(""));
     }
 
     #[test]
@@ -291,6 +390,9 @@ mod ecs {
         fn arena(&self) -> &'static str {
             "production"
         }
+        fn source(&self) -> &'static str {
+            "canary"
+        }
         fn run(&self, args: &[&str]) -> (i32, Value) {
             EcsArenas::run(self, args)
         }
@@ -313,6 +415,14 @@ mod ecs {
         fn pending(&self) -> usize {
             self.aws.pending_faults()
         }
+    }
+
+    #[test]
+    fn ecs_takes_down_a_first_release_that_analysis_rejects() {
+        let a = EcsArenas::new(PROBE_ANALYSIS);
+        let (code, doc) = a.run(&["deploy", "canary", "--release", "v2-broken"]);
+        assert_eq!(code, 0, "{doc}");
+        first_release_rejected(&a);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct Arenas {
 }
 
 impl Arenas {
-    fn new() -> Arenas {
+    pub(crate) fn new() -> Arenas {
         Self::with_analysis(PROBE_ANALYSIS)
     }
 
