@@ -51,7 +51,7 @@ pub const WEBHOOK_SECRET_NAME: &str = "copilot/production/shopify-webhook-secret
 pub const REJECTED_KEY: &str = "AKIAREJECTEDKEY00000";
 
 /// What the next matching AWS request gets instead of its answer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum Fault {
     /// `ThrottlingException` (ECS) or `Throttling` (query APIs), 400.
     Throttle,

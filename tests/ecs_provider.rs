@@ -838,3 +838,30 @@ fn secrets_manager_names_become_arns_and_a_missing_secret_is_named() {
     );
     assert_eq!(settled(&a.aws), ["v1"]);
 }
+
+#[test]
+fn throttling_past_the_retries_during_a_switch_puts_traffic_back_and_keeps_the_standby() {
+    let a = EcsArenas::new(PROBE_ANALYSIS);
+    for v in ["v1", "v2"] {
+        let (code, doc) = a.run(&["deploy", "production", "--release", v]);
+        assert_eq!(code, 0, "{doc}");
+    }
+    // v2 live, v1 the standby. The switch to v1 is throttled past every
+    // retry the SDK makes (five tries); the next listener change goes through.
+    a.aws.inject(Some("ModifyListener"), &[Fault::Throttle; 5]);
+    let (code, doc) = a.run(&["deploy", "production", "--release", "v1"]);
+    assert_eq!(code, 3, "{doc}");
+    assert_eq!(a.aws.pending_faults(), 0);
+    assert_eq!(settled(&a.aws), ["v2"]);
+    let (_, history) = a.run(&["history", "production"]);
+    assert_eq!(
+        history["deployments"][0]["state"], "rolled-back",
+        "{history:#}"
+    );
+    // The failed start is gone from the standby colour: a rollback is
+    // instant to a release that runs there, or brings it back.
+    let (code, doc) = a.run(&["rollback", "production", "--reason", "back to v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["to"], "v1", "{doc}");
+    assert_eq!(settled(&a.aws), ["v1"]);
+}
