@@ -444,7 +444,7 @@ impl Aws {
         let mut w = self.world.lock().unwrap();
         for f in faults {
             w.faults
-                .push_back((operation.map(str::to_string), f.clone()));
+                .push_back((operation.map(str::to_string), *f));
         }
     }
 
