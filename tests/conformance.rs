@@ -19,6 +19,12 @@
 //! the emulated agent and load balancer. The local provider has no remote
 //! calls to fail, so it runs the scenarios that need no fault.
 
+// Without a remote provider built in, only the local scenarios run.
+#![cfg_attr(
+    not(any(feature = "fly", feature = "ecs")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
