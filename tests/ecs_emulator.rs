@@ -443,8 +443,7 @@ impl Aws {
     pub fn inject(&self, operation: Option<&str>, faults: &[Fault]) {
         let mut w = self.world.lock().unwrap();
         for f in faults {
-            w.faults
-                .push_back((operation.map(str::to_string), *f));
+            w.faults.push_back((operation.map(str::to_string), *f));
         }
     }
 
