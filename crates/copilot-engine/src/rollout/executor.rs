@@ -7,6 +7,22 @@
 //! the ledger before acting and its outcome after, records the platform's
 //! handle of what it started before waiting on it, and leaves traffic and
 //! ledger agreeing when something fails.
+//!
+//! Whatever a provider call does, every command ends with either exactly
+//! one release serving and the ledger saying which, or the deployment left
+//! `running`/`paused` with the split the platform reports recorded, so that
+//! `resume`, `abort` and `rollback` can each finish it. To keep that:
+//!
+//! - the standby is kept until the new release has taken all traffic;
+//! - a failure once traffic may have moved is undone before it is reported
+//!   ([`super::Rollout::revert`]: traffic back, the new colour stopped, a
+//!   first release taken down), or the deployment is paused with the
+//!   platform's split; never `failed` with two releases serving;
+//! - the lease is let go on every way out ([`Executor::leased`]);
+//! - what the platform runs without copilot is adopted as a release before
+//!   it becomes anyone's previous release ([`Executor::observe`]), and a
+//!   platform that differs from the ledger stops a deploy or promote unless
+//!   the caller adopts the drift.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
