@@ -18,9 +18,9 @@
 //!   ([`super::Rollout::revert`]: traffic back, the new colour stopped, a
 //!   first release taken down), or the deployment is paused with the
 //!   platform's split; never `failed` with two releases serving;
-//! - the lease is let go on every way out ([`Executor::leased`]);
+//! - the lease is let go on every way out (`Executor::leased`);
 //! - what the platform runs without copilot is adopted as a release before
-//!   it becomes anyone's previous release ([`Executor::observe`]), and a
+//!   it becomes anyone's previous release (`Executor::observe`), and a
 //!   platform that differs from the ledger stops a deploy or promote unless
 //!   the caller adopts the drift.
 
