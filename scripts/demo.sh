@@ -15,7 +15,7 @@ copilot() { ./target/debug/copilot --root "$demo" "$@"; }
 step() { printf '\n\033[1m$ copilot %s\033[0m\n' "$*"; copilot "$@"; }
 
 demo=$(mktemp -d -t copilot-demo.XXXXXX)
-trap 'copilot down local >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
+trap 'copilot down local --force >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
 
 step init "$demo"
 step validate
@@ -61,7 +61,7 @@ gates:
 env:
   values: { APP_URL: "http://127.0.0.1:$stage_port", SHOPIFY_API_VERSION: "2026-10", DATABASE_URL: "sqlite://.copilot/local/stage.db" }
 YAML
-trap 'copilot down stage >/dev/null 2>&1 || true; copilot down local >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
+trap 'copilot down stage --force >/dev/null 2>&1 || true; copilot down local --force >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
 step release create --image copilot-service:v1.1.0
 step release create --image copilot-service:v1.2.0-broken --env COPILOT_FAULT_5XX_RATE=0.3
 step deploy local --release v1.0.0

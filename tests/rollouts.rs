@@ -4,7 +4,7 @@
 //! promotions do not overlap.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -373,6 +373,65 @@ fn two_concurrent_promotions_one_runs_the_other_is_blocked() {
             .any(|(c, e)| *c == 4 && e.contains("locked by")),
         "{codes:?}"
     );
+}
+
+#[test]
+fn down_is_refused_while_a_rollout_runs_or_waits() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    a.run(&["deploy", "local", "--release", "v2"]);
+    let mut promote =
+        a.p.spawn(["promote", "local", "stage", "--yes", "--bake", "4s"], &[]);
+    // Once the promotion holds the arena and has moved traffic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while active_steps_in(&a.p, "stage").unwrap_or(0) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the promotion never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, doc) = a.run(&["down", "stage"]);
+    assert_eq!(code, 4, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked by"),
+        "{doc}"
+    );
+    // The promotion was not disturbed: it finishes, v2 live.
+    let out = promote.wait().unwrap();
+    assert_eq!(out.code(), Some(0));
+    assert_eq!(
+        a.run(&["status", "stage"]).1["arenas"][0]["live"]["version"],
+        "v2"
+    );
+    // A deployment left in progress (its command killed) is not stopped
+    // under it without --force, which records it aborted.
+    a.run(&["deploy", "local", "--release", "v1"]);
+    let mut promote =
+        a.p.spawn(["promote", "local", "stage", "--yes", "--bake", "30s"], &[]);
+    while active_steps_in(&a.p, "stage").unwrap_or(0) < 2 {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    promote.kill().unwrap();
+    promote.wait().unwrap();
+    let (code, doc) = a.run(&["down", "stage"]);
+    assert_eq!(code, 4, "{doc}");
+    assert!(
+        doc["error"]["hint"].as_str().unwrap().contains("--force"),
+        "{doc}"
+    );
+    let (code, doc) = a.run(&["down", "stage", "--force"]);
+    assert_eq!(code, 0, "{doc}");
+    let (_, history) = a.run(&["history", "stage"]);
+    assert_eq!(history["deployments"][0]["state"], "aborted", "{history:#}");
+    assert!(!reqwest::get_ok(&format!(
+        "http://127.0.0.1:{}/health",
+        a.stage_port
+    )));
 }
 
 /// Blocking GETs (tests here are synchronous).

@@ -33,8 +33,9 @@ pub struct DownArgs {
     /// since it stopped serving (for a scheduled job)
     #[arg(long)]
     pub standby: bool,
-    /// With --standby: now, whatever `keep_standby` says
-    #[arg(long, requires = "standby")]
+    /// With --standby: now, whatever `keep_standby` says; without: also when
+    /// a deployment is in progress (it is recorded aborted)
+    #[arg(long)]
     pub force: bool,
 }
 
@@ -85,7 +86,7 @@ impl From<RolloutError> for CliError {
             }
             e @ RolloutError::LeaseLost(_) => CliError::new(Exit::Blocked, e.to_string())
                 .with_hint("`copilot status` shows who holds the arena now"),
-            RolloutError::Drifted { message, hint } => {
+            RolloutError::Blocked { message, hint } => {
                 CliError::new(Exit::Blocked, message).with_hint(hint)
             }
         }
@@ -143,7 +144,7 @@ pub async fn down(ctx: &Context, args: DownArgs) -> CmdResult {
         doc["arena"] = json!(a.name);
         return Ok(Report::new(doc, text));
     }
-    exec.down().await?;
+    exec.down(args.force).await?;
     Ok(Report::new(
         json!({ "arena": a.name, "stopped": true }),
         format!("Stopped everything running for {}\n", a.name),

@@ -601,7 +601,7 @@ impl<'a> Executor<'a> {
                 .await?;
             return Ok(());
         }
-        Err(RolloutError::Drifted {
+        Err(RolloutError::Blocked {
             message: format!(
                 "{a} does not run what the ledger says: {}",
                 differences.join("; ")
@@ -1356,9 +1356,40 @@ impl<'a> Executor<'a> {
         })
     }
 
-    /// `copilot down`: stop everything the provider runs for the arena.
-    /// It takes no lease: stopping must work whatever holds the arena.
-    pub async fn down(&self) -> Result<(), RolloutError> {
+    /// `copilot down`: stop everything the provider runs for the arena,
+    /// holding its lease like every command that changes it (a running
+    /// rollout holds it: exit 4). A deployment left in progress (paused, or
+    /// its command killed) is not stopped under it unless `force`, which
+    /// records it aborted first.
+    pub async fn down(&self, force: bool) -> Result<(), RolloutError> {
+        self.leased("take the arena down", async |_| {
+            self.down_leased(force).await
+        })
+        .await
+    }
+
+    async fn down_leased(&self, force: bool) -> Result<(), RolloutError> {
+        if let Some(active) = self.ledger.active_deployment(self.target()).await? {
+            let d = active.deployment;
+            if !force {
+                return Err(RolloutError::Blocked {
+                    message: format!(
+                        "{} has a deployment in progress ({} of {}, {})",
+                        self.arena.name, d.kind, active.version, d.state
+                    ),
+                    hint: format!(
+                        "`copilot resume {a}` or `copilot abort {a}` finishes it; `copilot down {a} --force` records it aborted and stops everything",
+                        a = self.arena.name
+                    ),
+                });
+            }
+            self.ledger
+                .interrupt_steps(&d.id, "down", clock::now())
+                .await?;
+            self.ledger
+                .set_deployment_state(&d.id, "aborted", clock::now())
+                .await?;
+        }
         self.provider.down().await?;
         self.ledger
             .set_traffic(self.target(), &json!({}), None, clock::now())

@@ -60,10 +60,10 @@ pub enum RolloutError {
         message: String,
         hint: Option<String>,
     },
-    /// The platform runs something other than what the ledger says; nothing
-    /// was changed.
+    /// Refused, nothing changed: the platform runs something other than
+    /// the ledger says, or a deployment is in progress.
     #[error("{message}")]
-    Drifted { message: String, hint: String },
+    Blocked { message: String, hint: String },
     /// Another process took the arena's lease over: this one stops.
     #[error("the lease on {0} was taken over by another process; this rollout stopped")]
     LeaseLost(String),
