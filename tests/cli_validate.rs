@@ -465,3 +465,60 @@ fn yaml_limits_are_said_in_words() {
         "{err}"
     );
 }
+
+#[test]
+fn every_entry_that_cannot_be_a_definition_is_named_and_the_rest_still_checked() {
+    let p = Project::init();
+    std::fs::write(p.path("arenas/latin1.yaml"), b"name: caf\xe9\n").unwrap();
+    std::fs::create_dir(p.path("arenas/folder.yaml")).unwrap();
+    std::os::unix::fs::symlink("loop.yaml", p.path("arenas/loop.yaml")).unwrap();
+    let fifo = p.path("gates/pipe.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // And a real mistake in a readable file, still found.
+    p.edit("arenas/canary.yaml", "tier: canary", "tier: canery");
+    let out = p.copilot(["validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for needle in [
+        "arenas/latin1.yaml is not UTF-8 text",
+        "arenas/folder.yaml is a folder",
+        "arenas/loop.yaml cannot be read",
+        "gates/pipe.yaml is not a regular file",
+        "arenas/canary.yaml:",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
+
+#[test]
+fn two_local_arenas_on_one_port_and_a_runaway_template_are_errors() {
+    let p = Project::init();
+    let local = p.read("arenas/local.yaml");
+    p.write(
+        "arenas/other.yaml",
+        &local.replace("name: local", "name: other"),
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("both route on port 7400"), "{err}");
+    std::fs::remove_file(p.path("arenas/other.yaml")).unwrap();
+
+    // Nested loops of 10,000 each: stopped by the template's budget, at once.
+    let t = p.read("templates/fly.toml.j2");
+    p.write(
+        "templates/fly.toml.j2",
+        &format!("{t}{{% for i in range(10000) %}}{{% for j in range(10000) %}}x{{% endfor %}}{{% endfor %}}\n"),
+    );
+    let out = p
+        .copilot(["validate"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("ran out of fuel"), "{}", stderr(&out));
+}

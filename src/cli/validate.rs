@@ -40,6 +40,32 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             });
         }
     }
+    // Two local arenas on one port: the second router could never start.
+    let mut ports: std::collections::BTreeMap<u16, &str> = Default::default();
+    for arena in loaded.project.arenas.values() {
+        let Some(local) = arena
+            .provider
+            .settings
+            .get::<copilot_provider_local::LocalSettings>()
+        else {
+            continue;
+        };
+        if let Some(first) = ports.insert(local.port, &arena.name) {
+            problems.push(Diagnostic {
+                severity: Severity::Error,
+                file: format!("arenas/{}.yaml", arena.name),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "arenas `{first}` and `{}` both route on port {}",
+                    arena.name, local.port
+                ),
+                hint: Some("give each local arena a port of its own (`provider.port`)".into()),
+                source_line: None,
+                len: 0,
+            });
+        }
+    }
     if !problems.is_empty() {
         problems.extend(loaded.warnings);
         return Err(failure(problems));

@@ -92,6 +92,10 @@ fn template_source(root: &Path, path: &str) -> (String, String) {
     }
 }
 
+/// The instructions a template may run: the default ones use a few
+/// thousand; a million is far above any configuration file.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
 /// Render the provider configuration and Dockerfile of an arena.
 pub fn render_arena(
     root: &Path,
@@ -101,6 +105,10 @@ pub fn render_arena(
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    // A template is a page of configuration: one that runs away (nested
+    // loops over large ranges) stops with an error instead of holding
+    // `validate` or a deploy.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     let ctx = minijinja::context! {
         arena => arena,
         release => release,

@@ -11,13 +11,18 @@ use super::diag::{Diagnostics, SourceFile, suggest};
 use super::params::*;
 use crate::model::GateKind;
 
-/// Read every `*.yaml` / `*.yml` file directly inside `root/sub`, sorted by name.
-pub fn read_definitions(root: &Path, sub: &str) -> std::io::Result<Vec<SourceFile>> {
+/// Every `*.yaml` / `*.yml` entry directly inside `root/sub`, sorted by
+/// name: the files read, and each entry that cannot be one (a folder, a
+/// FIFO, a broken or looping link, text that is not UTF-8) as a file with
+/// no text and what is wrong with it, so every other file is still checked.
+pub fn read_definitions(root: &Path, sub: &str) -> std::io::Result<Definitions> {
     let dir = root.join(sub);
-    let mut files = Vec::new();
+    let (mut files, mut refused) = (Vec::new(), Vec::new());
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Definitions { files, refused });
+        }
         Err(e) => return Err(e),
     };
     for entry in entries {
@@ -26,22 +31,52 @@ pub fn read_definitions(root: &Path, sub: &str) -> std::io::Result<Vec<SourceFil
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml")
         );
-        if !is_yaml || !path.is_file() {
+        if !is_yaml {
             continue;
         }
-        let text = std::fs::read_to_string(&path)?;
         let name = path
             .file_name()
-            .and_then(|n| n.to_str())
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        files.push(SourceFile {
+        let file = |text: String| SourceFile {
             display: format!("{sub}/{name}"),
-            path,
+            path: path.clone(),
             text,
-        });
+        };
+        let problem = match std::fs::metadata(&path) {
+            Err(e) => Some(format!("cannot be read: {e}")),
+            Ok(m) if m.is_dir() => Some("is a folder, not a definition file".to_string()),
+            Ok(m) if !m.is_file() => {
+                Some("is not a regular file (a FIFO, socket or device)".to_string())
+            }
+            Ok(_) => match std::fs::read(&path) {
+                Err(e) => Some(format!("cannot be read: {e}")),
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => {
+                        files.push(file(text));
+                        None
+                    }
+                    Err(e) => Some(format!(
+                        "is not UTF-8 text (byte {} is not valid UTF-8)",
+                        e.utf8_error().valid_up_to()
+                    )),
+                },
+            },
+        };
+        if let Some(problem) = problem {
+            refused.push((file(String::new()), problem));
+        }
     }
     files.sort_by(|a, b| a.display.cmp(&b.display));
-    Ok(files)
+    refused.sort_by(|a, b| a.0.display.cmp(&b.0.display));
+    Ok(Definitions { files, refused })
+}
+
+/// What [`read_definitions`] found in one folder.
+pub struct Definitions {
+    pub files: Vec<SourceFile>,
+    /// Entries that cannot be definitions, with what is wrong with each.
+    pub refused: Vec<(SourceFile, String)>,
 }
 
 /// The largest definition file read: the defaults are a few hundred bytes each.

@@ -57,14 +57,28 @@ pub fn load_project(
             source,
         })
     };
-    let arena_files = io("arenas")?;
-    let gate_files = io("gates")?;
-    if arena_files.is_empty() {
+    let load::Definitions {
+        files: arena_files,
+        refused: arenas_refused,
+    } = io("arenas")?;
+    let load::Definitions {
+        files: gate_files,
+        refused: gates_refused,
+    } = io("gates")?;
+    if arena_files.is_empty() && arenas_refused.is_empty() {
         return Err(ConfigError::NoArenas {
             root: root.to_path_buf(),
         });
     }
     let mut diags = diag::Diagnostics::default();
+    for (file, problem) in arenas_refused.iter().chain(&gates_refused) {
+        diags.error(
+            file,
+            def::Loc::START,
+            format!("{} {problem}", file.display),
+            "a definition is a UTF-8 YAML file; remove or rename what is not",
+        );
+    }
     let mut parsed = validate::Parsed {
         arenas: Vec::new(),
         gates: Vec::new(),
