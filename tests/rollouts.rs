@@ -434,6 +434,39 @@ fn down_is_refused_while_a_rollout_runs_or_waits() {
     )));
 }
 
+#[test]
+fn a_pinned_clock_never_makes_a_live_lease_look_expired() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    a.run(&["deploy", "local", "--release", "v2"]);
+    let mut promote =
+        a.p.spawn(["promote", "local", "stage", "--yes", "--bake", "4s"], &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while active_steps_in(&a.p, "stage").unwrap_or(0) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the promotion never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ahead = [("COPILOT_NOW", "2099-01-01T00:00:00Z")];
+    // unlock without --force, a manual lock and a second promotion, each
+    // with the clock far ahead: the lease is live by the real clock.
+    for args in [
+        &["unlock", "stage"][..],
+        &["lock", "stage", "--reason", "maintenance"],
+        &["promote", "local", "stage", "--yes", "--bake", "1s"],
+    ] {
+        let (code, doc) = a.run_with(args, &ahead);
+        assert_eq!(code, 4, "{args:?}: {doc}");
+    }
+    assert!(promote.wait().unwrap().success());
+    assert_eq!(
+        a.run(&["status", "stage"]).1["arenas"][0]["live"]["version"],
+        "v2"
+    );
+}
+
 /// Blocking GETs (tests here are synchronous).
 pub mod reqwest {
     pub use ::reqwest::*;

@@ -38,7 +38,7 @@ pub async fn lock(ctx: &Context, args: LockArgs) -> CmdResult {
     let lock = ledger
         .acquire_lock(
             &LockRequest::here(&a.name, LockKind::Manual, &actor, &args.reason, None),
-            now,
+            clock::real_now(),
         )
         .await?;
     ledger
@@ -65,7 +65,8 @@ pub async fn unlock(ctx: &Context, args: UnlockArgs) -> CmdResult {
     let ledger = ctx.ledger(Some(&root)).await?;
     let now = clock::now();
     let actor = clock::actor();
-    match ledger.unlock(&a.name, args.force, now).await {
+    // Whether a lease has expired is the real clock's to say.
+    match ledger.unlock(&a.name, args.force, clock::real_now()).await {
         Ok(old) => {
             ledger
                 .audit(

@@ -23,6 +23,12 @@ pub fn now() -> DateTime<Utc> {
     }
 }
 
+/// The real time, whatever `COPILOT_NOW` says: what a guard that must not
+/// be weakened by a pinned clock reads (when a lease expires).
+pub fn real_now() -> DateTime<Utc> {
+    Utc::now()
+}
+
 /// Who is acting, for the ledger and the audit log.
 pub fn actor() -> String {
     if let Ok(a) = std::env::var("COPILOT_ACTOR")

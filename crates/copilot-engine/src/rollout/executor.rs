@@ -118,11 +118,13 @@ pub async fn take_lease(
     reason: &str,
 ) -> Result<Lease, LedgerError> {
     let req = LockRequest::here(arena, LockKind::Lease, actor, reason, Some(LEASE_TTL));
-    match ledger.hold_lease(&req, clock::now()).await {
+    // Leases live and expire by the real clock: a pinned `COPILOT_NOW`
+    // (for windows and bakes) never makes a live holder's lease look expired.
+    match ledger.hold_lease(&req, clock::real_now()).await {
         Err(LedgerError::LockHeld(l))
             if l.kind == LockKind::Lease && l.host == req.host && !pid_alive(l.pid) =>
         {
-            ledger.unlock(arena, true, clock::now()).await?;
+            ledger.unlock(arena, true, clock::real_now()).await?;
             ledger
                 .audit(
                     &NewAudit {
@@ -138,7 +140,7 @@ pub async fn take_lease(
                     clock::now(),
                 )
                 .await?;
-            ledger.hold_lease(&req, clock::now()).await
+            ledger.hold_lease(&req, clock::real_now()).await
         }
         other => other,
     }

@@ -142,7 +142,9 @@ pub async fn arena_status(
     let live = ledger.live(&a.name).await?;
     let active = ledger.active_deployment(&a.name).await?;
     let traffic = ledger.traffic(&a.name).await?.map(|t| t.split.0);
-    let lock = ledger.current_lock(&a.name, now).await?;
+    let lock = ledger
+        .current_lock(&a.name, copilot_core::clock::real_now())
+        .await?;
     let deployment = match active {
         Some(d) => {
             let step = ledger.steps(&d.deployment.id).await?.pop();
