@@ -211,6 +211,11 @@ fn settings(p: &Project) -> insta::Settings {
     // Who holds a lock: this machine and process.
     s.add_filter(r#""pid": \d+"#, r#""pid": "[pid]""#);
     s.add_filter(r#""host": "[^"]*""#, r#""host": "[host]""#);
+    // Locks are taken and live by the real clock, not the pinned one.
+    s.add_filter(
+        r#""(acquired_at|renewed_at)": "[^"]*""#,
+        r#""$1": "[real time]""#,
+    );
     s
 }
 
