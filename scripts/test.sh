@@ -48,8 +48,15 @@ export COPILOT_TEST_JUNIT_XSD="$PWD/$xsd"
 [ "${COPILOT_TEST_SETUP_ONLY:-}" = 1 ] && exit 0
 cargo test --workspace --locked "$@"
 # The tests stop what they start: a copilot router or service process of
-# this checkout that outlives them is a failure (and is stopped here).
-survivors=$(pgrep -af "$PWD/target/[a-z]*/copilot" | grep -v "/deps/" || true)
+# this checkout that outlives them is a failure (and is stopped here). One
+# asked to stop at the end of the last test gets ten seconds to finish its
+# graceful shutdown.
+running() { pgrep -af "$PWD/target/[a-z]*/copilot" | grep -v "/deps/" || true; }
+for _ in $(seq 1 20); do
+    [ -z "$(running)" ] && break
+    sleep 0.5
+done
+survivors=$(running)
 if [ -n "$survivors" ]; then
     echo "processes the tests started are still running:" >&2
     echo "$survivors" >&2
