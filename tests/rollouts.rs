@@ -35,7 +35,11 @@ impl Arenas {
 
     /// Every command's clock pinned to `now`, for a test that depends on the date.
     pub fn at(analysis: &str, now: Option<&str>) -> Arenas {
-        let p = Project::init_at(now);
+        Self::on(Project::init_at(now), analysis)
+    }
+
+    /// The arenas in project `p` (its ledger wherever `p` says).
+    pub fn on(p: Project, analysis: &str) -> Arenas {
         let local = free_port();
         let stage_port = free_port();
         p.edit("arenas/local.yaml", "port: 7400", &format!("port: {local}"));
@@ -512,9 +516,11 @@ fn active_steps(p: &Project) -> Option<usize> {
 /// How many steps the deployment in progress in `arena` has begun.
 pub fn active_steps_in(p: &Project, arena: &str) -> Option<usize> {
     block_on(async {
-        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(p.root()))
-            .await
-            .ok()?;
+        let url = p
+            .ledger_url
+            .clone()
+            .unwrap_or_else(|| copilot_ledger::default_url(p.root()));
+        let ledger = copilot_ledger::Ledger::connect(&url).await.ok()?;
         let d = ledger.active_deployment(arena).await.ok()??;
         Some(ledger.steps(&d.deployment.id).await.ok()?.len())
     })

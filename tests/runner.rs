@@ -25,6 +25,7 @@ mod ledger_store;
 mod local_provider;
 mod lock_race;
 mod render_output;
+mod rollout_control;
 mod rollouts;
 mod service_http;
 mod service_ingest;

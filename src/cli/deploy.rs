@@ -86,6 +86,19 @@ impl From<RolloutError> for CliError {
             }
             e @ RolloutError::LeaseLost(_) => CliError::new(Exit::Blocked, e.to_string())
                 .with_hint("`copilot status` shows who holds the arena now"),
+            RolloutError::Stopped(req) => {
+                use copilot_engine::rollout::stop::StopAction;
+                let (exit, hint) = match req.action {
+                    StopAction::Pause => (
+                        Exit::Inconclusive,
+                        "paused where it stood: `copilot resume`, `copilot abort` or `copilot rollback` finishes it",
+                    ),
+                    StopAction::Rollback => {
+                        (Exit::GateFailed, "stopped; the previous release serves")
+                    }
+                };
+                CliError::new(exit, format!("stopped: {}", req.by)).with_hint(hint)
+            }
             RolloutError::Blocked { message, hint } => {
                 CliError::new(Exit::Blocked, message).with_hint(hint)
             }
@@ -99,6 +112,7 @@ pub async fn deploy(ctx: &Context, args: DeployArgs) -> CmdResult {
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
     let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
+    super::signals::stop_rollout_on_signals(&exec.stop, a.rollback.on_interrupt);
     let release = ledger.find_release(&args.release).await?;
     let done = exec.deploy(&release, args.reason, args.adopt_drift).await?;
     let text = format!(

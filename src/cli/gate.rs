@@ -123,6 +123,7 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
     let release = views::candidate(&ledger, args.release.as_deref(), source).await?;
     let now = clock::now();
     let gctx = GateContext {
+        acting: false,
         project,
         root: &root,
         arena: target,

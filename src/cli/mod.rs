@@ -15,6 +15,7 @@ mod promote;
 mod release;
 mod render;
 mod schema;
+mod signals;
 mod status;
 mod validate;
 
@@ -61,6 +62,16 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub ledger: Option<String>,
+    /// How long a ledger that does not answer (a PostgreSQL failover) is
+    /// waited for before a command gives up; traffic stays where it is
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        env = "COPILOT_LEDGER_OUTAGE",
+        default_value = "60s"
+    )]
+    pub ledger_outage: copilot_core::config::duration::Duration,
     /// Output format: human tables, or one JSON document on stdout
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -119,7 +130,7 @@ pub enum Command {
     /// Continue an interrupted or paused deployment from where it stood
     Resume(promote::ArenaArgs),
     /// Stop the deployment in progress and put traffic back on the previous release
-    Abort(promote::ArenaArgs),
+    Abort(promote::AbortArgs),
     /// What `promote FROM TO` would do: release, env and flag diff, gates, steps
     Plan(evidence::PlanArgs),
     /// The release ticket of a deployment: steps, gates with figures, log excerpts
@@ -208,7 +219,9 @@ impl CliError {
 impl From<LedgerError> for CliError {
     fn from(e: LedgerError) -> Self {
         let exit = match &e {
-            LedgerError::LockHeld(_) | LedgerError::LockInUse { .. } => Exit::Blocked,
+            LedgerError::LockHeld(_)
+            | LedgerError::LockInUse { .. }
+            | LedgerError::Fenced { .. } => Exit::Blocked,
             LedgerError::ReleaseExists(_)
             | LedgerError::ReleaseNotFound(_)
             | LedgerError::AmbiguousRelease { .. }
@@ -217,7 +230,8 @@ impl From<LedgerError> for CliError {
             LedgerError::Connect { .. }
             | LedgerError::Migrate(_)
             | LedgerError::Query(_)
-            | LedgerError::Io { .. } => Exit::Dependency,
+            | LedgerError::Io { .. }
+            | LedgerError::Unavailable { .. } => Exit::Dependency,
         };
         let hint = match &e {
             LedgerError::LockHeld(_) => Some(
@@ -230,6 +244,18 @@ impl From<LedgerError> for CliError {
             LedgerError::UnsupportedUrl(_) => {
                 Some("use sqlite://PATH or postgres://USER@HOST/DB".to_string())
             }
+            LedgerError::Fenced { .. } => Some(
+                "`copilot status` shows who holds the arena and what the deployment recorded"
+                    .to_string(),
+            ),
+            LedgerError::Unavailable { .. } => Some(
+                "nothing more was done; once the ledger answers, `copilot status` shows where the deployment stands and `copilot resume` goes on (--ledger-outage waits longer)"
+                    .to_string(),
+            ),
+            e if e.is_unwritable() => Some(
+                "the ledger cannot be written (read-only or full); nothing more was done: make it writable, then `copilot status` and `copilot resume`"
+                    .to_string(),
+            ),
             _ => None,
         };
         CliError {
@@ -361,6 +387,8 @@ pub type CmdResult = Result<Report, CliError>;
 pub struct Context {
     pub root_arg: Option<PathBuf>,
     pub ledger_arg: Option<String>,
+    /// `--ledger-outage`.
+    pub ledger_outage: std::time::Duration,
     pub output: OutputFormat,
     pub quiet: bool,
     /// `--events FILE`.
@@ -415,7 +443,9 @@ impl Context {
 
     pub async fn ledger(&self, root: Option<&Path>) -> Result<Ledger, CliError> {
         let url = self.ledger_url(root)?;
-        Ok(Ledger::connect(&url).await?)
+        Ok(Ledger::connect(&url)
+            .await?
+            .with_ride_out(self.ledger_outage))
     }
 
     /// The executor of arena `a`, its events going where `--events` says.
@@ -457,6 +487,7 @@ pub async fn run(cli: Cli) -> CmdResult {
     let ctx = Context {
         root_arg: cli.root,
         ledger_arg: cli.ledger,
+        ledger_outage: cli.ledger_outage.as_std(),
         output: cli.output,
         quiet: cli.quiet,
         events: cli.events,

@@ -115,7 +115,7 @@ pub struct RollbackArgs {
 fn exit_of(end: &End) -> Exit {
     match end {
         End::Succeeded => Exit::Success,
-        End::RolledBack(_) => Exit::GateFailed,
+        End::RolledBack(_) | End::Aborted(_) => Exit::GateFailed,
         End::Reverted(_) => Exit::Dependency,
         End::Paused(_) => Exit::Inconclusive,
         End::Refused(_, Refusal::Blocked) => Exit::Blocked,
@@ -181,6 +181,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
     }
     let progress = CliProgress::new(ctx);
     let exec = ctx.executor(&ledger, project, &root, to, &progress)?;
+    super::signals::stop_rollout_on_signals(&exec.stop, to.rollback.on_interrupt);
     if !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         eprint!(
             "Promote {} from {} to {} ({} {})? [y/N] ",
@@ -253,24 +254,48 @@ pub async fn resume(ctx: &Context, args: ArenaArgs) -> CmdResult {
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
     let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
+    super::signals::stop_rollout_on_signals(&exec.stop, a.rollback.on_interrupt);
     let done = exec.resume(args.bake.map(|b| b.as_std())).await?;
     Ok(finished(&a.name, done, None))
 }
 
-/// `copilot abort ARENA`: stop the deployment in progress and put traffic back on the previous release.
-pub async fn abort(ctx: &Context, args: ArenaArgs) -> CmdResult {
+#[derive(Debug, clap::Args)]
+pub struct AbortArgs {
+    pub arena: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// When a command is running the deployment: ask it to pause where it
+    /// stands instead of putting traffic back
+    #[arg(long)]
+    pub leave: bool,
+}
+
+/// `copilot abort ARENA`: stop the deployment in progress and put traffic
+/// back on the previous release; a command running it is asked to do so
+/// itself, through the ledger, and this waits until it has.
+pub async fn abort(ctx: &Context, args: AbortArgs) -> CmdResult {
     let (root, loaded) = ctx.project()?;
     let a = arena(&loaded.project, &args.arena)?;
     let ledger = ctx.ledger(Some(&root)).await?;
     let progress = CliProgress::new(ctx);
     let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
-    let r = exec.abort(args.reason).await?;
-    let back = r.back_to.as_ref().map_or(
-        "nothing to go back to; the new release keeps serving".to_string(),
-        |v| format!("{v} serves all traffic again"),
-    );
+    let r = exec.abort(args.reason, args.leave).await?;
+    let text = match (r.state.as_str(), &r.back_to) {
+        ("paused", _) => format!(
+            "Paused {} in {} where it stood: traffic {}\n",
+            r.deployment, a.name, r.weights
+        ),
+        (_, Some(v)) => format!(
+            "Aborted {} in {}: {v} serves all traffic again\n",
+            r.deployment, a.name
+        ),
+        (_, None) => format!(
+            "Aborted {} in {}: nothing to go back to; the new release keeps serving\n",
+            r.deployment, a.name
+        ),
+    };
     Ok(Report::new(
-        json!({ "deployment": r.deployment, "state": "aborted", "weights": r.weights }),
-        format!("Aborted {} in {}: {back}\n", r.deployment, a.name),
+        json!({ "deployment": r.deployment, "state": r.state, "weights": r.weights, "back_to": r.back_to }),
+        text,
     ))
 }

@@ -23,6 +23,14 @@ pub fn now() -> DateTime<Utc> {
     }
 }
 
+/// The instant `COPILOT_NOW` pins the clock to, when it does.
+pub fn pinned() -> Option<DateTime<Utc>> {
+    let text = std::env::var("COPILOT_NOW").ok()?;
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
 /// The real time, whatever `COPILOT_NOW` says: what a guard that must not
 /// be weakened by a pinned clock reads (when a lease expires).
 pub fn real_now() -> DateTime<Utc> {

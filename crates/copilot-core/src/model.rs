@@ -152,6 +152,24 @@ word_enum! {
 }
 
 word_enum! {
+    /// What a running rollout does when its process gets SIGINT or SIGTERM.
+    pub enum OnInterrupt {
+        /// Stop where it stands, traffic left where it is, resumable.
+        Pause => "pause",
+        /// Put all traffic back on the previous release and stop the new one.
+        Rollback => "rollback",
+    }
+}
+
+// `word_enum!` derives a fixed set of traits, Default not among them.
+#[allow(clippy::derivable_impls)]
+impl Default for OnInterrupt {
+    fn default() -> Self {
+        OnInterrupt::Pause
+    }
+}
+
+word_enum! {
     /// Whether deploy windows may be bypassed.
     pub enum WindowBypass {
         Never => "never",
@@ -436,6 +454,8 @@ pub struct RollbackPolicy {
     pub keep_standby: Option<Duration>,
     /// Roll back automatically when analysis says so.
     pub automatic: bool,
+    /// What a rollout does on SIGINT or SIGTERM (default: pause).
+    pub on_interrupt: OnInterrupt,
 }
 
 /// A resolved gate definition.

@@ -9,16 +9,52 @@
 //!
 //! Acquisition is a single conditional upsert, so of many racing processes
 //! exactly one wins on either backend.
+//!
+//! A lease is a fence: while it is held, every write through the ledger
+//! handle first proves, in the write's own transaction, that the lease row
+//! still carries the holder's token and has not expired ([`FENCE_SQL`]).
+//! The token is new for every holder, and the check and the write commit
+//! together in the same database that hands the lease over, so a holder
+//! that lost the arena (stalled past its expiry, then taken over) cannot
+//! record anything, however late it wakes. A lease is also a channel the
+//! other way: `copilot abort` leaves a [`Cancel`] on it, which the holder
+//! reads within half a second.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Ledger, LedgerError, Result, new_id, on_pool};
+use super::{Fence, Ledger, LedgerError, Result, new_id, on_pool};
+
+/// The fence a write passes first: the lease is still the holder's and
+/// unexpired (by the real clock). Touching the row also locks it until the
+/// write commits, so a takeover waits for the write or the write fails.
+pub(crate) const FENCE_SQL: &str = "UPDATE locks SET renewed_at = renewed_at \
+     WHERE arena = $1 AND token = $2 AND expires_at_ms IS NOT NULL AND expires_at_ms > $3";
+
+/// What a cancelled rollout does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelAction {
+    /// Traffic back to the previous release, the new one stopped.
+    Rollback,
+    /// Stop where it stands, traffic left where it is, resumable.
+    Pause,
+}
+
+/// A request, left on a lease, that its holder stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub action: CancelAction,
+    /// Who asked.
+    pub by: String,
+    pub reason: Option<String>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -70,11 +106,28 @@ pub struct Lock {
     pub acquired_at: DateTime<Utc>,
     pub renewed_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// A request that the holder stop, if one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<Cancel>,
 }
 
 impl Lock {
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+pub(super) fn describe_lost(arena: &str, holder: Option<&Lock>) -> String {
+    match holder {
+        Some(l) if l.kind != LockKind::Lease || l.expires_at.is_none_or(|e| e > Utc::now()) => {
+            format!(
+                "this process lost its lease on `{arena}` and stopped without acting: {}",
+                describe_held(l)
+            )
+        }
+        _ => format!(
+            "this process's lease on `{arena}` expired before it could renew it (stalled, or the ledger was unreachable); it stopped without acting"
+        ),
     }
 }
 
@@ -104,6 +157,7 @@ struct LockRow {
     acquired_at: DateTime<Utc>,
     renewed_at: DateTime<Utc>,
     expires_at_ms: Option<i64>,
+    cancel: Option<String>,
 }
 
 impl From<LockRow> for Lock {
@@ -119,6 +173,7 @@ impl From<LockRow> for Lock {
             acquired_at: r.acquired_at,
             renewed_at: r.renewed_at,
             expires_at: r.expires_at_ms.and_then(DateTime::from_timestamp_millis),
+            cancel: r.cancel.and_then(|c| serde_json::from_str(&c).ok()),
         }
     }
 }
@@ -149,7 +204,7 @@ impl LockRequest {
             arena: arena.to_string(),
             kind,
             owner: owner.to_string(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            host: this_host(),
             pid: i64::from(std::process::id()),
             reason: reason.to_string(),
             ttl,
@@ -157,12 +212,17 @@ impl LockRequest {
     }
 }
 
+/// This machine's name, as locks record their holder's host.
+pub fn this_host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
 fn expiry_ms(now: DateTime<Utc>, ttl: Option<Duration>) -> Option<i64> {
     ttl.map(|t| now.timestamp_millis() + i64::try_from(t.as_millis()).unwrap_or(i64::MAX / 2))
 }
 
 const LOCK_COLUMNS: &str =
-    "arena, kind, token, owner, host, pid, reason, acquired_at, renewed_at, expires_at_ms";
+    "arena, kind, token, owner, host, pid, reason, acquired_at, renewed_at, expires_at_ms, cancel";
 
 impl Ledger {
     /// Take the lock on an arena, or report who holds it.
@@ -171,14 +231,15 @@ impl Ledger {
     pub async fn acquire_lock(&self, req: &LockRequest, now: DateTime<Utc>) -> Result<Lock> {
         let token = new_id("lck");
         let sql = format!(
-            "INSERT INTO locks ({LOCK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
+            "INSERT INTO locks ({LOCK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL) \
              ON CONFLICT (arena) DO UPDATE SET kind = excluded.kind, token = excluded.token, owner = excluded.owner, \
              host = excluded.host, pid = excluded.pid, reason = excluded.reason, acquired_at = excluded.acquired_at, \
-             renewed_at = excluded.renewed_at, expires_at_ms = excluded.expires_at_ms \
+             renewed_at = excluded.renewed_at, expires_at_ms = excluded.expires_at_ms, cancel = NULL \
              WHERE locks.expires_at_ms IS NOT NULL AND locks.expires_at_ms <= $10"
         );
         let now_ms = now.timestamp_millis();
-        let taken = on_pool!(&self.pool, pool => sqlx::query(&sql)
+        self.ride_out(async || {
+            Ok(on_pool!(&self.pool, pool => sqlx::query(&sql)
             .bind(&req.arena)
             .bind(req.kind.as_str())
             .bind(&token)
@@ -191,16 +252,26 @@ impl Ledger {
             .bind(now_ms)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected()))?)
+        })
+        .await?;
+        // The token is new: finding it proves this call took the lock (also
+        // when the first answer was lost and the upsert was asked again).
         let current = self.lock_row(&req.arena).await?;
         match current {
-            Some(lock) if taken == 1 && lock.token == token => Ok(lock),
+            Some(lock) if lock.token == token => Ok(lock),
             Some(lock) => Err(LedgerError::LockHeld(Box::new(lock))),
             None => Err(LedgerError::NotLocked(req.arena.clone())),
         }
     }
 
-    async fn lock_row(&self, arena: &str) -> Result<Option<Lock>> {
+    pub(super) async fn lock_row(&self, arena: &str) -> Result<Option<Lock>> {
+        self.ride_out(async || self.lock_row_once(arena).await)
+            .await
+    }
+
+    /// The lock row, asked once (the lease's watcher has its own rhythm).
+    async fn lock_row_once(&self, arena: &str) -> Result<Option<Lock>> {
         let sql = format!("SELECT {LOCK_COLUMNS} FROM locks WHERE arena = $1");
         let row = on_pool!(&self.pool, pool => sqlx::query_as::<_, LockRow>(&sql).bind(arena).fetch_optional(pool).await)?;
         Ok(row.map(Lock::from))
@@ -215,7 +286,7 @@ impl Ledger {
     pub async fn locks(&self, now: DateTime<Utc>) -> Result<Vec<Lock>> {
         let sql = format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY arena");
         let rows =
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, LockRow>(&sql).fetch_all(pool).await)?;
+            super::read!(self, pool => sqlx::query_as::<_, LockRow>(&sql).fetch_all(pool).await)?;
         Ok(rows
             .into_iter()
             .map(Lock::from)
@@ -223,7 +294,8 @@ impl Ledger {
             .collect())
     }
 
-    /// Extend a lease; `false` when it is no longer ours.
+    /// Extend a lease; `false` when it is no longer ours, or expired (an
+    /// expired lease is lost even before anyone takes it over).
     pub async fn renew_lock(
         &self,
         arena: &str,
@@ -231,12 +303,14 @@ impl Ledger {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let sql = "UPDATE locks SET renewed_at = $1, expires_at_ms = $2 WHERE arena = $3 AND token = $4 AND expires_at_ms IS NOT NULL";
+        let sql = "UPDATE locks SET renewed_at = $1, expires_at_ms = $2 WHERE arena = $3 AND token = $4 \
+                   AND expires_at_ms IS NOT NULL AND expires_at_ms > $5";
         let n = on_pool!(&self.pool, pool => sqlx::query(sql)
             .bind(now)
             .bind(expiry_ms(now, Some(ttl)))
             .bind(arena)
             .bind(token)
+            .bind(now.timestamp_millis())
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))?;
@@ -245,13 +319,39 @@ impl Ledger {
 
     /// Release a lock we hold; `false` when it was no longer ours.
     pub async fn release_lock(&self, arena: &str, token: &str) -> Result<bool> {
-        let n = on_pool!(&self.pool, pool => sqlx::query("DELETE FROM locks WHERE arena = $1 AND token = $2")
+        let n = super::read!(self, pool => sqlx::query("DELETE FROM locks WHERE arena = $1 AND token = $2")
             .bind(arena)
             .bind(token)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
+    }
+
+    /// Ask the holder of `arena`'s live lease to stop (`copilot abort` while
+    /// a rollout runs): the request is left on the lease, where the holder
+    /// reads it. Returns the lease asked; a lock that is not a live lease is
+    /// reported as it is.
+    pub async fn request_cancel(
+        &self,
+        arena: &str,
+        cancel: &Cancel,
+        now: DateTime<Utc>,
+    ) -> Result<Lock> {
+        let text = serde_json::to_string(cancel).expect("a cancel request serializes");
+        let sql = "UPDATE locks SET cancel = $1 WHERE arena = $2 AND kind = 'lease' AND expires_at_ms > $3";
+        let n = super::read!(self, pool => sqlx::query(sql)
+            .bind(&text)
+            .bind(arena)
+            .bind(now.timestamp_millis())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        match self.lock_row(arena).await? {
+            Some(lock) if n == 1 => Ok(lock),
+            Some(lock) => Err(LedgerError::LockHeld(Box::new(lock))),
+            None => Err(LedgerError::NotLocked(arena.to_string())),
+        }
     }
 
     /// Remove whatever lock an arena has (`copilot unlock`).
@@ -278,7 +378,9 @@ impl Ledger {
         Ok(lock)
     }
 
-    /// Take a lease and keep renewing it in the background until dropped.
+    /// Take a lease and keep it in the background until dropped: renewed
+    /// every sixth of its TTL, watched every half second for a takeover or
+    /// a cancel request. Writes through this ledger are fenced by it.
     pub async fn hold_lease(&self, req: &LockRequest, now: DateTime<Utc>) -> Result<Lease> {
         let ttl = req.ttl.unwrap_or(Duration::from_secs(60));
         let req = LockRequest {
@@ -286,39 +388,112 @@ impl Ledger {
             ttl: Some(ttl),
             ..req.clone()
         };
+        let asked = Instant::now();
         let lock = self.acquire_lock(&req, now).await?;
-        let (lost_tx, lost_rx) = watch::channel(false);
-        let ledger = self.clone();
-        let (arena, token) = (lock.arena.clone(), lock.token.clone());
-        let renewer = tokio::spawn(async move {
-            let every = ttl / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                match ledger.renew_lock(&arena, &token, ttl, Utc::now()).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let _ = lost_tx.send(true);
-                        break;
-                    }
-                    Err(e) => tracing::warn!("could not renew the lock on {arena}: {e}"),
-                }
-            }
-        });
+        let fence = Fence {
+            arena: lock.arena.clone(),
+            token: lock.token.clone(),
+        };
+        self.add_fence(fence.clone());
+        let (standing_tx, standing) = watch::channel(Standing::Held { confirmed: asked });
+        let (cancel_tx, cancel) = watch::channel(None);
+        let watcher = tokio::spawn(watch_lease(
+            self.clone(),
+            fence.clone(),
+            ttl,
+            asked,
+            standing_tx,
+            cancel_tx,
+        ));
         Ok(Lease {
             ledger: self.clone(),
             lock,
-            lost: lost_rx,
-            renewer: Some(renewer),
+            fence,
+            ttl,
+            standing,
+            cancel,
+            watcher: Arc::new(Mutex::new(Some(watcher))),
         })
     }
 }
 
-/// A lease held by this process, renewed in the background.
+/// What this process knows of its lease.
+#[derive(Clone, Debug)]
+enum Standing {
+    /// Ours as of the renewal asked at `confirmed`.
+    Held { confirmed: Instant },
+    /// Taken over, removed or expired; who holds the arena now, if anyone.
+    Lost(Option<Box<Lock>>),
+}
+
+/// The lease's background task: renew it on its own schedule (independent
+/// of bakes and waits), notice a takeover or a cancel request.
+async fn watch_lease(
+    ledger: Ledger,
+    fence: Fence,
+    ttl: Duration,
+    mut renewed: Instant,
+    standing: watch::Sender<Standing>,
+    cancel: watch::Sender<Option<Cancel>>,
+) {
+    let renew_every = ttl / 6;
+    let tick = renew_every.min(Duration::from_millis(500));
+    let mut unreachable = false;
+    loop {
+        tokio::time::sleep(tick).await;
+        let lost = if renewed.elapsed() >= renew_every {
+            let asked = Instant::now();
+            match ledger
+                .renew_lock(&fence.arena, &fence.token, ttl, Utc::now())
+                .await
+            {
+                Ok(true) => {
+                    renewed = asked;
+                    standing.send_replace(Standing::Held { confirmed: asked });
+                    None
+                }
+                Ok(false) => Some(ledger.lock_row_once(&fence.arena).await.ok().flatten()),
+                Err(e) => {
+                    if !unreachable {
+                        tracing::warn!("cannot renew the lease on {}: {e}", fence.arena);
+                    }
+                    unreachable = true;
+                    continue;
+                }
+            }
+        } else {
+            match ledger.lock_row_once(&fence.arena).await {
+                Ok(Some(l)) if l.token == fence.token => {
+                    if l.cancel.is_some() {
+                        cancel.send_if_modified(|c| {
+                            let changed = *c != l.cancel;
+                            *c = l.cancel.clone();
+                            changed
+                        });
+                    }
+                    None
+                }
+                Ok(other) => Some(other),
+                Err(_) => continue,
+            }
+        };
+        unreachable = false;
+        if let Some(holder) = lost {
+            standing.send_replace(Standing::Lost(holder.map(Box::new)));
+            return;
+        }
+    }
+}
+
+/// A lease held by this process, kept in the background.
 pub struct Lease {
     ledger: Ledger,
     lock: Lock,
-    lost: watch::Receiver<bool>,
-    renewer: Option<JoinHandle<()>>,
+    fence: Fence,
+    ttl: Duration,
+    standing: watch::Receiver<Standing>,
+    cancel: watch::Receiver<Option<Cancel>>,
+    watcher: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Lease {
@@ -326,20 +501,85 @@ impl Lease {
         &self.lock
     }
 
-    /// Whether another process took the lock over (after a failed renewal).
+    /// Whether this process knows it no longer holds the lease.
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        matches!(*self.standing.borrow(), Standing::Lost(_))
+    }
+
+    /// Ok while the lease is surely ours: renewed within half its TTL.
+    /// Otherwise wait for the next renewal (the ledger may be blinking),
+    /// and fail with [`LedgerError::Fenced`] once it is lost or would have
+    /// expired, so a holder that cannot renew stops acting before anyone
+    /// else can take the arena. Asked before every platform call.
+    pub async fn ensure(&self) -> Result<()> {
+        let mut standing = self.standing.clone();
+        loop {
+            let wait = match &*standing.borrow_and_update() {
+                Standing::Lost(holder) => {
+                    return Err(LedgerError::Fenced {
+                        arena: self.lock.arena.clone(),
+                        holder: holder.clone(),
+                    });
+                }
+                Standing::Held { confirmed } => {
+                    let age = confirmed.elapsed();
+                    if age < self.ttl / 2 {
+                        return Ok(());
+                    }
+                    if age >= self.ttl {
+                        return Err(LedgerError::Fenced {
+                            arena: self.lock.arena.clone(),
+                            holder: None,
+                        });
+                    }
+                    self.ttl - age
+                }
+            };
+            match tokio::time::timeout(wait, standing.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                // The watcher stopped (the lease was pinned or released).
+                Ok(Err(_)) => return Ok(()),
+            }
+        }
+    }
+
+    /// Resolves once the lease is lost, with who holds the arena now.
+    pub async fn lost(&self) -> LedgerError {
+        let mut standing = self.standing.clone();
+        loop {
+            if let Standing::Lost(holder) = &*standing.borrow_and_update() {
+                return LedgerError::Fenced {
+                    arena: self.lock.arena.clone(),
+                    holder: holder.clone(),
+                };
+            }
+            if standing.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The cancel request left on the lease, as it changes.
+    pub fn cancel_watch(&self) -> watch::Receiver<Option<Cancel>> {
+        self.cancel.clone()
+    }
+
+    fn stop_watching(&self) {
+        if let Some(h) = self.watcher.lock().expect("watcher lock").take() {
+            h.abort();
+        }
+        self.ledger.remove_fence(&self.fence);
     }
 
     /// Leave the arena pinned (`copilot unlock` lifts it) when this lease
     /// ends: the lease becomes the pin in one write, so no other command
     /// can take the arena in between. Releasing the lease afterwards leaves
-    /// the pin alone.
+    /// the pin alone; writes are no longer fenced (the pin holds the arena).
     pub async fn pin(&self, reason: &str, now: DateTime<Utc>) -> Result<Lock> {
         let token = new_id("lck");
         let sql = "UPDATE locks SET kind = $1, token = $2, reason = $3, acquired_at = $4, renewed_at = $4, \
-                   expires_at_ms = NULL WHERE arena = $5 AND token = $6";
-        let n = on_pool!(&self.ledger.pool, pool => sqlx::query(sql)
+                   expires_at_ms = NULL, cancel = NULL WHERE arena = $5 AND token = $6";
+        let n = super::read!(&self.ledger, pool => sqlx::query(sql)
             .bind(LockKind::Pin.as_str())
             .bind(&token)
             .bind(reason)
@@ -350,17 +590,19 @@ impl Lease {
             .await
             .map(|r| r.rows_affected()))?;
         match self.ledger.lock_row(&self.lock.arena).await? {
-            Some(lock) if n == 1 && lock.token == token => Ok(lock),
+            Some(lock) if lock.token == token => {
+                self.stop_watching();
+                Ok(lock)
+            }
+            Some(lock) if n == 0 => Err(LedgerError::LockHeld(Box::new(lock))),
             Some(lock) => Err(LedgerError::LockHeld(Box::new(lock))),
             None => Err(LedgerError::NotLocked(self.lock.arena.clone())),
         }
     }
 
-    /// Stop renewing and delete the lock.
-    pub async fn release(mut self) -> Result<bool> {
-        if let Some(h) = self.renewer.take() {
-            h.abort();
-        }
+    /// Stop keeping the lease and delete it.
+    pub async fn release(self) -> Result<bool> {
+        self.stop_watching();
         self.ledger
             .release_lock(&self.lock.arena, &self.lock.token)
             .await
@@ -369,8 +611,6 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(h) = self.renewer.take() {
-            h.abort();
-        }
+        self.stop_watching();
     }
 }

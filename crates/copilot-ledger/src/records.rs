@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::{Ledger, LedgerError, Result, new_id, on_pool};
+use super::{Ledger, LedgerError, Result, new_id, on_pool, read, write};
 
 /// An immutable artifact that moves from arena to arena.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -193,7 +193,7 @@ impl Ledger {
         let sql = format!(
             "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {RELEASE_COLUMNS}"
         );
-        let res = on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql)
+        let res = write!(self, conn => sqlx::query_as::<_, Release>(&sql)
             .bind(&id)
             .bind(&r.version)
             .bind(&r.image)
@@ -204,14 +204,13 @@ impl Ledger {
             .bind(now)
             .bind(Json(&r.env))
             .bind(r.migrations.as_ref().map(Json))
-            .fetch_one(pool)
-            .await);
-        res.map_err(|e| {
-            if is_unique_violation(&e) {
+            .fetch_one(conn)
+            .await?);
+        res.map_err(|e| match e {
+            LedgerError::Query(q) if is_unique_violation(&q) => {
                 LedgerError::ReleaseExists(r.version.clone())
-            } else {
-                e.into()
             }
+            e => e,
         })
     }
 
@@ -222,7 +221,7 @@ impl Ledger {
              OR (length($1) >= 6 AND id LIKE $2) ORDER BY created_at DESC"
         );
         let pattern = format!("rel_{}%", reference.trim_start_matches("rel_"));
-        let rows = on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql)
+        let rows = read!(self, pool => sqlx::query_as::<_, Release>(&sql)
             .bind(reference)
             .bind(&pattern)
             .fetch_all(pool)
@@ -249,7 +248,7 @@ impl Ledger {
     pub async fn release_by_id(&self, id: &str) -> Result<Option<Release>> {
         let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1");
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql).bind(id).fetch_optional(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(id).fetch_optional(pool).await)?,
         )
     }
 
@@ -258,7 +257,7 @@ impl Ledger {
             "SELECT {RELEASE_COLUMNS} FROM releases ORDER BY created_at DESC, id DESC LIMIT $1"
         );
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, Release>(&sql).bind(limit).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, Release>(&sql).bind(limit).fetch_all(pool).await)?,
         )
     }
 
@@ -273,8 +272,7 @@ impl Ledger {
         let sql = "INSERT INTO deployments (id, arena, release_id, previous_release_id, kind, strategy, source_arena, state, reason, created_by, started_at) \
                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10) \
                    RETURNING id, arena, release_id, previous_release_id, kind, strategy, source_arena, state, reason, created_by, started_at, finished_at";
-        Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, Deployment>(sql)
+        Ok(write!(self, conn => sqlx::query_as::<_, Deployment>(sql)
             .bind(&id)
             .bind(&d.arena)
             .bind(&d.release_id)
@@ -285,9 +283,8 @@ impl Ledger {
             .bind(&d.reason)
             .bind(&d.created_by)
             .bind(now)
-            .fetch_one(pool)
-            .await)?,
-        )
+            .fetch_one(conn)
+            .await?)?)
     }
 
     /// Move a deployment to a new state; a final state also sets `finished_at`.
@@ -298,13 +295,13 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let finished = (!matches!(state, "running" | "paused")).then_some(now);
-        on_pool!(&self.pool, pool => sqlx::query("UPDATE deployments SET state = $1, finished_at = $2 WHERE id = $3")
+        write!(self, conn => sqlx::query("UPDATE deployments SET state = $1, finished_at = $2 WHERE id = $3")
             .bind(state)
             .bind(finished)
             .bind(id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+            .execute(conn)
+            .await?
+            .rows_affected())?;
         Ok(())
     }
 
@@ -314,7 +311,7 @@ impl Ledger {
              WHERE d.id = $1 OR d.id LIKE $2"
         );
         let pattern = format!("dep_{}%", id.trim_start_matches("dep_"));
-        let rows = on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(id).bind(&pattern).fetch_all(pool).await)?;
+        let rows = read!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(id).bind(&pattern).fetch_all(pool).await)?;
         Ok(if rows.len() == 1 {
             rows.into_iter().next()
         } else {
@@ -331,19 +328,24 @@ impl Ledger {
              WHERE {filter} ORDER BY d.seq DESC LIMIT $2"
         );
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
         )
     }
 
-    /// The release serving an arena: that of its latest recorded succeeded deployment.
+    /// The release serving an arena: that of its latest recorded succeeded
+    /// deployment, unless the arena was taken down since (its recorded
+    /// split is empty).
     pub async fn live(&self, arena: &str) -> Result<Option<DeploymentRow>> {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS}, r.version, r.image FROM deployments d JOIN releases r ON r.id = d.release_id \
              WHERE d.arena = $1 AND d.state = 'succeeded' ORDER BY d.seq DESC LIMIT 1"
         );
-        Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
-        )
+        let live = read!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?;
+        let taken_down = self
+            .traffic(arena)
+            .await?
+            .is_some_and(|t| t.split.0.as_object().is_some_and(|o| o.is_empty()));
+        Ok(live.filter(|_| !taken_down))
     }
 
     /// The deployment in progress in an arena, if any.
@@ -353,7 +355,7 @@ impl Ledger {
              WHERE d.arena = $1 AND d.state IN ('running', 'paused') ORDER BY d.seq DESC LIMIT 1"
         );
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, DeploymentRow>(&sql).bind(arena).fetch_optional(pool).await)?,
         )
     }
 
@@ -370,13 +372,13 @@ impl Ledger {
         let sql = "INSERT INTO deployment_steps (deployment_id, seq, name, state, intent, started_at) \
                    VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_steps WHERE deployment_id = $1), $2, 'started', $3, $4) \
                    RETURNING deployment_id, seq, name, state, intent, outcome, started_at, finished_at, handle";
-        Ok(on_pool!(&self.pool, pool => sqlx::query_as::<_, Step>(sql)
+        write!(self, conn => sqlx::query_as::<_, Step>(sql)
             .bind(deployment_id)
             .bind(name)
             .bind(Json(intent))
             .bind(now)
-            .fetch_one(pool)
-            .await)?)
+            .fetch_one(conn)
+            .await?)
     }
 
     /// Record how a step ended.
@@ -388,28 +390,28 @@ impl Ledger {
         outcome: &Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        on_pool!(&self.pool, pool => sqlx::query("UPDATE deployment_steps SET state = $1, outcome = $2, finished_at = $3 WHERE deployment_id = $4 AND seq = $5")
+        write!(self, conn => sqlx::query("UPDATE deployment_steps SET state = $1, outcome = $2, finished_at = $3 WHERE deployment_id = $4 AND seq = $5")
             .bind(state)
             .bind(Json(outcome))
             .bind(now)
             .bind(deployment_id)
             .bind(seq)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+            .execute(conn)
+            .await?
+            .rows_affected())?;
         Ok(())
     }
 
     /// Record the platform's handle of what a started step set going, before
     /// the step waits for it.
     pub async fn record_handle(&self, deployment_id: &str, seq: i32, handle: &Value) -> Result<()> {
-        on_pool!(&self.pool, pool => sqlx::query("UPDATE deployment_steps SET handle = $1 WHERE deployment_id = $2 AND seq = $3")
+        write!(self, conn => sqlx::query("UPDATE deployment_steps SET handle = $1 WHERE deployment_id = $2 AND seq = $3")
             .bind(Json(handle))
             .bind(deployment_id)
             .bind(seq)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+            .execute(conn)
+            .await?
+            .rows_affected())?;
         Ok(())
     }
 
@@ -419,7 +421,7 @@ impl Ledger {
         let sql = "SELECT s.handle FROM deployment_steps s JOIN deployments d ON d.id = s.deployment_id \
                    WHERE d.arena = $1 AND d.release_id = $2 AND s.handle IS NOT NULL \
                    ORDER BY d.seq DESC, s.seq DESC LIMIT 1";
-        let row: Option<(Json<Value>,)> = on_pool!(&self.pool, pool => sqlx::query_as(sql)
+        let row: Option<(Json<Value>,)> = read!(self, pool => sqlx::query_as(sql)
             .bind(arena)
             .bind(release_id)
             .fetch_optional(pool)
@@ -437,20 +439,20 @@ impl Ledger {
     ) -> Result<u64> {
         let outcome = serde_json::json!({ "interrupted": true, "taken_over_by": by });
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query("UPDATE deployment_steps SET state = 'interrupted', outcome = $1, finished_at = $2 WHERE deployment_id = $3 AND state = 'started'")
+            write!(self, conn => sqlx::query("UPDATE deployment_steps SET state = 'interrupted', outcome = $1, finished_at = $2 WHERE deployment_id = $3 AND state = 'started'")
             .bind(Json(&outcome))
             .bind(now)
             .bind(deployment_id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?,
+            .execute(conn)
+            .await?
+            .rows_affected())?,
         )
     }
 
     pub async fn steps(&self, deployment_id: &str) -> Result<Vec<Step>> {
         let sql = "SELECT deployment_id, seq, name, state, intent, outcome, started_at, finished_at, handle FROM deployment_steps WHERE deployment_id = $1 ORDER BY seq";
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, Step>(sql).bind(deployment_id).fetch_all(pool).await)?,
         )
     }
 
@@ -465,14 +467,14 @@ impl Ledger {
     ) -> Result<()> {
         let sql = "INSERT INTO traffic (arena, split, deployment_id, updated_at) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (arena) DO UPDATE SET split = excluded.split, deployment_id = excluded.deployment_id, updated_at = excluded.updated_at";
-        on_pool!(&self.pool, pool => sqlx::query(sql).bind(arena).bind(Json(split)).bind(deployment_id).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+        write!(self, conn => sqlx::query(sql).bind(arena).bind(Json(split)).bind(deployment_id).bind(now).execute(conn).await?.rows_affected())?;
         Ok(())
     }
 
     pub async fn traffic(&self, arena: &str) -> Result<Option<Traffic>> {
         let sql = "SELECT arena, split, deployment_id, updated_at FROM traffic WHERE arena = $1";
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, Traffic>(sql).bind(arena).fetch_optional(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, Traffic>(sql).bind(arena).fetch_optional(pool).await)?,
         )
     }
 
@@ -480,8 +482,7 @@ impl Ledger {
 
     /// Store a gate run and all its results in one transaction.
     pub async fn record_gate_run(&self, run: &GateRun, results: &[GateResult]) -> Result<()> {
-        on_pool!(&self.pool, pool => {
-            let mut tx = pool.begin().await?;
+        write!(self, conn => {
             sqlx::query("INSERT INTO gate_runs (id, arena, release_id, deployment_id, phase, outcome, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&run.id)
                 .bind(&run.arena)
@@ -491,7 +492,7 @@ impl Ledger {
                 .bind(&run.outcome)
                 .bind(run.started_at)
                 .bind(run.finished_at)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             for r in results {
                 sqlx::query("INSERT INTO gate_results (gate_run_id, gate, kind, outcome, summary, evidence, started_at, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -503,11 +504,10 @@ impl Ledger {
                     .bind(&r.evidence)
                     .bind(r.started_at)
                     .bind(r.duration_ms)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
-            tx.commit().await?;
-        });
+        })?;
         Ok(())
     }
 
@@ -524,14 +524,14 @@ impl Ledger {
             optional_eq("deployment_id", 2, deployment_id)
         );
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateRun>(&sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, GateRun>(&sql).bind(arena).bind(deployment_id).bind(limit).fetch_all(pool).await)?,
         )
     }
 
     pub async fn gate_results(&self, gate_run_id: &str) -> Result<Vec<GateResult>> {
         let sql = "SELECT gate, kind, outcome, summary, evidence, started_at, duration_ms FROM gate_results WHERE gate_run_id = $1 ORDER BY gate";
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateResult>(sql).bind(gate_run_id).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, GateResult>(sql).bind(gate_run_id).fetch_all(pool).await)?,
         )
     }
 
@@ -547,23 +547,21 @@ impl Ledger {
     ) -> Result<Approval> {
         let sql = "INSERT INTO approvals (id, arena, release_id, approver, note, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                    RETURNING id, arena, release_id, approver, note, created_at";
-        Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, Approval>(sql)
+        Ok(write!(self, conn => sqlx::query_as::<_, Approval>(sql)
             .bind(new_id("apr"))
             .bind(arena)
             .bind(release_id)
             .bind(approver)
             .bind(note)
             .bind(now)
-            .fetch_one(pool)
-            .await)?,
-        )
+            .fetch_one(conn)
+            .await?)?)
     }
 
     pub async fn approvals(&self, arena: &str, release_id: &str) -> Result<Vec<Approval>> {
         let sql = "SELECT id, arena, release_id, approver, note, created_at FROM approvals WHERE arena = $1 AND release_id = $2 ORDER BY created_at";
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, Approval>(sql).bind(arena).bind(release_id).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, Approval>(sql).bind(arena).bind(release_id).fetch_all(pool).await)?,
         )
     }
 
@@ -571,7 +569,7 @@ impl Ledger {
 
     pub async fn audit(&self, entry: &NewAudit, now: DateTime<Utc>) -> Result<()> {
         let sql = "INSERT INTO audit_log (at, actor, action, arena, subject, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        on_pool!(&self.pool, pool => sqlx::query(sql)
+        write!(self, conn => sqlx::query(sql)
             .bind(now)
             .bind(&entry.actor)
             .bind(&entry.action)
@@ -579,9 +577,9 @@ impl Ledger {
             .bind(&entry.subject)
             .bind(&entry.reason)
             .bind(Json(&entry.detail))
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+            .execute(conn)
+            .await?
+            .rows_affected())?;
         Ok(())
     }
 
@@ -591,7 +589,7 @@ impl Ledger {
             optional_eq("arena", 1, arena)
         );
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, AuditEntry>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, AuditEntry>(&sql).bind(arena).bind(limit).fetch_all(pool).await)?,
         )
     }
 
@@ -633,7 +631,7 @@ impl Ledger {
         let sql = "SELECT r.started_at, r.outcome, r.summary FROM gate_results r JOIN gate_runs g ON g.id = r.gate_run_id \
                    WHERE g.arena = $1 AND r.gate = $2 AND r.started_at >= $3 ORDER BY r.started_at DESC LIMIT 1000";
         Ok(
-            on_pool!(&self.pool, pool => sqlx::query_as::<_, GateSample>(sql).bind(arena).bind(gate).bind(since).fetch_all(pool).await)?,
+            read!(self, pool => sqlx::query_as::<_, GateSample>(sql).bind(arena).bind(gate).bind(since).fetch_all(pool).await)?,
         )
     }
 }

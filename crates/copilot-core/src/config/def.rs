@@ -14,7 +14,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::model::{
-    GateKind, GateSeverity, MetricSource, OnFail, ProviderKind, StrategyKind, Tier, WindowBypass,
+    GateKind, GateSeverity, MetricSource, OnFail, OnInterrupt, ProviderKind, StrategyKind, Tier,
+    WindowBypass,
 };
 
 /// A position in a definition file (1-based), and how many characters the
@@ -436,6 +437,10 @@ pub struct RollbackSection {
     /// Roll back automatically when analysis calls for it (default true).
     #[serde(default)]
     pub automatic: Option<bool>,
+    /// What a running rollout does on SIGINT or SIGTERM (a cancelled CI
+    /// job): `pause` where it stands (default) or `rollback`.
+    #[serde(default)]
+    pub on_interrupt: Option<OnInterrupt>,
 }
 
 /// The part of a gate file every kind shares; read first to learn the kind.

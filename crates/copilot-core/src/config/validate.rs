@@ -1080,6 +1080,7 @@ fn check_arena(
         rollback: RollbackPolicy {
             keep_standby,
             automatic: a.rollback.automatic.unwrap_or(true),
+            on_interrupt: a.rollback.on_interrupt.unwrap_or(OnInterrupt::Pause),
         },
     })
 }

@@ -55,6 +55,10 @@ pub struct GateContext<'a> {
     pub bypass_reason: Option<String>,
     pub actor: String,
     pub http: reqwest::Client,
+    /// The gates decide a change that is about to be made (a promotion),
+    /// not a report: a freeze that cannot be bypassed is then also read by
+    /// the real clock, so a pinned `COPILOT_NOW` cannot lift it.
+    pub acting: bool,
 }
 
 impl GateContext<'_> {

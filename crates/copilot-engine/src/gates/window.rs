@@ -10,12 +10,26 @@ use copilot_core::model::{Gate, WindowBypass};
 pub async fn check(ctx: &GateContext<'_>, _gate: &Gate, p: WindowParams) -> Verdict {
     let w = &ctx.arena.windows;
     let now = ctx.now;
-    let freezes: Vec<String> = w
+    let mut freezes: Vec<String> = w
         .freeze
         .iter()
         .filter(|f| f.contains(now))
         .map(ToString::to_string)
         .collect();
+    // A pinned clock (`COPILOT_NOW`) cannot lift a freeze that nothing may
+    // bypass: before a change, freezes are read by the real clock too.
+    let real = copilot_core::clock::real_now();
+    if ctx.acting && w.bypass == WindowBypass::Never && copilot_core::clock::pinned().is_some() {
+        for f in w
+            .freeze
+            .iter()
+            .filter(|f| f.contains(real) && !f.contains(now))
+        {
+            freezes.push(format!(
+                "{f} (by the real clock; COPILOT_NOW does not lift it)"
+            ));
+        }
+    }
     let open = w.allow.is_empty() || w.allow.iter().any(|a| a.contains(now));
     // The next moment a deploy would be allowed, scanning ahead in 15-minute steps.
     let next_open = (!open || !freezes.is_empty())

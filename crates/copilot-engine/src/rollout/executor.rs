@@ -31,6 +31,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::events::{Event, EventSink, Events, GateOutcome};
+use super::stop::{Stop, StopAction};
 use super::{End, Progress, Refusal, Rollout, RolloutError, client_for, split_json};
 use crate::gates::Resolved;
 use crate::gates::{self, GateContext, RunReport, RunVerdict, resolve_reference};
@@ -39,11 +40,21 @@ use copilot_core::clock;
 use copilot_core::model::{Arena, Gate, Outcome, Phase, Project, SecretStore, StrategyKind};
 use copilot_core::provider::{ArenaStatus, Op, Provider, ReleaseSpec, Secret, Slot, SlotStatus};
 use copilot_ledger::{
-    Deployment, Lease, Ledger, LedgerError, LockKind, LockRequest, NewAudit, NewDeployment, Release,
+    Cancel, Deployment, Lease, Ledger, LedgerError, Lock, LockKind, LockRequest, NewAudit,
+    NewDeployment, Release,
 };
 
-/// How long an arena's lease lives without renewal.
-const LEASE_TTL: Duration = Duration::from_secs(60);
+/// How long an arena's lease lives without renewal: the ledger's ride-out
+/// budget and half a minute more, so a holder that waits out a ledger
+/// outage still holds the arena when the ledger answers again (it renews
+/// every sixth of this, and stops acting once half of it has passed
+/// without a renewal).
+pub fn lease_ttl(ledger: &Ledger) -> Duration {
+    ledger.ride_out_budget() + Duration::from_secs(30)
+}
+
+/// How long `abort` waits for a running holder to stop.
+const HOLDER_STOP_WAIT: Duration = Duration::from_secs(120);
 
 /// Drives deployments of one arena.
 pub struct Executor<'a> {
@@ -56,6 +67,9 @@ pub struct Executor<'a> {
     pub progress: &'a dyn Progress,
     /// Where lifecycle events go (the ledger's journal stays the source of truth).
     pub events: Events,
+    /// Asks a running deployment to stop at a safe point: a cancel left on
+    /// the lease is passed on to it, and the CLI's signal handler uses it.
+    pub stop: Stop,
 }
 
 /// A deployment as it ended.
@@ -87,6 +101,9 @@ pub struct RolledBack {
 #[derive(Debug, Serialize)]
 pub struct Aborted {
     pub deployment: String,
+    /// `aborted`, or what a running holder recorded when asked to stop
+    /// (`paused` for `abort --leave`).
+    pub state: String,
     pub weights: Value,
     /// The release serving all traffic again, if there was one to go back to.
     pub back_to: Option<String>,
@@ -117,7 +134,13 @@ pub async fn take_lease(
     actor: &str,
     reason: &str,
 ) -> Result<Lease, LedgerError> {
-    let req = LockRequest::here(arena, LockKind::Lease, actor, reason, Some(LEASE_TTL));
+    let req = LockRequest::here(
+        arena,
+        LockKind::Lease,
+        actor,
+        reason,
+        Some(lease_ttl(ledger)),
+    );
     // Leases live and expire by the real clock: a pinned `COPILOT_NOW`
     // (for windows and bakes) never makes a live holder's lease look expired.
     match ledger.hold_lease(&req, clock::real_now()).await {
@@ -240,10 +263,19 @@ fn refusal(report: &RunReport) -> Option<Refusal> {
     }
 }
 
+/// Whether `e` leaves this process unable to act: its lease is lost, or the
+/// ledger cannot record what it would do. Nothing more is done or written;
+/// the deployment stays as the journal last says, for `resume`, `abort` or
+/// `rollback` to finish.
+fn stops_acting(e: &RolloutError) -> bool {
+    matches!(e, RolloutError::LeaseLost(_) | RolloutError::Ledger(_))
+}
+
 fn state_of(end: &Result<End, RolloutError>) -> (&'static str, Option<String>) {
     match end {
         Ok(End::Succeeded) => ("succeeded", None),
         Ok(End::RolledBack(why) | End::Reverted(why)) => ("rolled-back", Some(why.clone())),
+        Ok(End::Aborted(why)) => ("aborted", Some(why.clone())),
         Ok(End::Paused(why)) => ("paused", Some(why.clone())),
         Ok(End::Refused(why, _)) => ("rolled-back", Some(why.clone())),
         Err(e) => (failed_state(e), Some(e.to_string())),
@@ -280,6 +312,7 @@ impl<'a> Executor<'a> {
             actor: clock::actor(),
             progress,
             events: Events::default(),
+            stop: Stop::default(),
         })
     }
 
@@ -394,6 +427,20 @@ impl<'a> Executor<'a> {
         bake: Option<Duration>,
         lease: &'r Lease,
     ) -> Rollout<'r> {
+        self.rollout_stopped_by(deployment, release, bake, lease, &self.stop)
+    }
+
+    /// A rollout that only `stop` can stop: rollbacks, aborts and `down`
+    /// finish what they start whatever is asked meanwhile (a second
+    /// signal still exits).
+    fn rollout_stopped_by<'r>(
+        &'r self,
+        deployment: &'r str,
+        release: ReleaseSpec,
+        bake: Option<Duration>,
+        lease: &'r Lease,
+        stop: &'r Stop,
+    ) -> Rollout<'r> {
         Rollout {
             ledger: self.ledger,
             provider: &self.provider,
@@ -404,6 +451,7 @@ impl<'a> Executor<'a> {
             progress: self.progress,
             events: &self.events,
             lease,
+            stop,
         }
     }
 
@@ -415,7 +463,33 @@ impl<'a> Executor<'a> {
         act: impl AsyncFnOnce(&Lease) -> Result<T, RolloutError>,
     ) -> Result<T, RolloutError> {
         let lease = take_lease(self.ledger, self.target(), &self.actor, what).await?;
+        if let Some(pinned) = clock::pinned() {
+            // A change made under a pinned clock says so in the audit log.
+            let audited = self
+                .ledger
+                .audit(
+                    &NewAudit {
+                        actor: self.actor.clone(),
+                        action: "clock.override".into(),
+                        arena: Some(self.target().to_string()),
+                        reason: Some(what.to_string()),
+                        detail: json!({ "copilot_now": pinned, "real": clock::real_now() }),
+                        ..NewAudit::default()
+                    },
+                    clock::real_now(),
+                )
+                .await;
+            if let Err(e) = audited {
+                tracing::warn!("cannot audit the pinned clock: {e}");
+            }
+        }
+        let follow = tokio::spawn(self.stop.follow(&lease));
         let result = act(&lease).await;
+        follow.abort();
+        // A holder that lost the lease has nothing to let go.
+        if let Err(e @ RolloutError::LeaseLost(_)) = result {
+            return Err(e);
+        }
         match (result, lease.release().await) {
             (Ok(v), Ok(_)) => Ok(v),
             (Ok(_), Err(e)) => Err(e.into()),
@@ -716,13 +790,19 @@ impl<'a> Executor<'a> {
         let result: Result<Value, RolloutError> = async {
             let spec = self.release_spec(release)?;
             let r = self.rollout(&d.id, spec, None, lease);
-            let started = r.start_colour("deploy-idle", idle, None, None).await?;
+            let started = match r.start_colour("deploy-idle", idle, None, None).await {
+                Err(RolloutError::Stopped(req)) => {
+                    reverted = Some(r.stopped_before_traffic(idle, &req).await?);
+                    return Err(RolloutError::Stopped(req));
+                }
+                started => started?,
+            };
             if let Err(e) = r.shift_as("switch", idle, live.as_ref(), 100, Value::Null).await {
                 // Nothing may run that the ledger does not show serving: a
                 // switch that failed part-way is put back and the new colour
                 // goes; failing that, the deployment stays open (paused) for
                 // `rollback`, `abort` or `resume`.
-                if !matches!(e, RolloutError::LeaseLost(_)) {
+                if !stops_acting(&e) {
                     reverted = Some(r.revert(idle, live.as_ref(), &e.to_string()).await?);
                 }
                 return Err(e);
@@ -739,9 +819,15 @@ impl<'a> Executor<'a> {
             }))
         }
         .await;
+        if let Err(e) = &result
+            && stops_acting(e)
+        {
+            return Err(result.expect_err("an error"));
+        }
         let (state, summary) = match (&result, &reverted) {
             (Ok(_), _) => ("succeeded", None),
             (Err(_), Some(End::Paused(why))) => ("paused", Some(why.clone())),
+            (Err(_), Some(End::Aborted(why))) => ("aborted", Some(why.clone())),
             (Err(_), Some(End::Reverted(why))) => ("rolled-back", Some(why.clone())),
             (Err(_), Some(_)) => ("rolled-back", None),
             (Err(e), None) => (failed_state(e), None),
@@ -827,6 +913,7 @@ impl<'a> Executor<'a> {
             bypass_reason: if p.hotfix { p.reason.clone() } else { None },
             actor: self.actor.clone(),
             http,
+            acting: true,
         };
         let end: Result<End, RolloutError> = async {
             // Before gates: nothing changes when they do not pass.
@@ -834,13 +921,18 @@ impl<'a> Executor<'a> {
             if !before_gates.is_empty() {
                 self.progress
                     .line(&format!("before gates: {}", to.gates.before.join(", ")));
-                let phase = gates::run(
-                    &gctx(None, http.clone()),
-                    Phase::Before,
-                    &before_gates,
-                    Some(&d.id),
-                )
-                .await?;
+                let ctx = gctx(None, http.clone());
+                let phase = tokio::select! {
+                    phase = gates::run(
+                        &ctx,
+                        Phase::Before,
+                        &before_gates,
+                        Some(&d.id),
+                    ) => phase?,
+                    req = self.stop.wait() => {
+                        return Ok(End::Aborted(format!("{}: stopped before anything changed", req.by)));
+                    }
+                };
                 let report = self.gates_ran(&d.id, release, phase);
                 // A window bypassed on the hotfix lane is recorded with its reason.
                 gates::audit_bypass(
@@ -886,6 +978,11 @@ impl<'a> Executor<'a> {
                 .await
         }
         .await;
+        if let Err(e) = &end
+            && stops_acting(e)
+        {
+            return Err(end.expect_err("an error"));
+        }
         let (state, why) = state_of(&end);
         let summary = why.unwrap_or_else(|| format!("{} is live in {}", release.version, to.name));
         self.close(
@@ -1006,7 +1103,8 @@ impl<'a> Executor<'a> {
             )
             .await?;
         let spec = self.release_spec(&target)?;
-        let r = self.rollout(&d.id, spec, None, lease);
+        let keep_going = Stop::default();
+        let r = self.rollout_stopped_by(&d.id, spec, None, lease, &keep_going);
         // Instant when the standby colour still runs the target; else bring it back first.
         let instant = status
             .slots
@@ -1238,6 +1336,11 @@ impl<'a> Executor<'a> {
             }
         }
         .await;
+        if let Err(e) = &end
+            && stops_acting(e)
+        {
+            return Err(end.expect_err("an error"));
+        }
         let (state, why) = state_of(&end);
         let summary = why.unwrap_or_else(|| format!("{} is live in {}", release.version, a.name));
         self.close(
@@ -1259,12 +1362,158 @@ impl<'a> Executor<'a> {
     }
 
     /// `copilot abort`: stop the deployment in progress and put traffic back
-    /// on the previous release.
-    pub async fn abort(&self, reason: Option<String>) -> Result<Aborted, RolloutError> {
+    /// on the previous release. When a command is running it (it holds the
+    /// lease), it is asked through the ledger to do so itself (`leave`: to
+    /// pause where it stands instead), and this waits until it has.
+    pub async fn abort(
+        &self,
+        reason: Option<String>,
+        leave: bool,
+    ) -> Result<Aborted, RolloutError> {
+        if let Some((holder, dep)) = self.running_holder().await? {
+            let action = if leave {
+                StopAction::Pause
+            } else {
+                StopAction::Rollback
+            };
+            let ended = self.stop_holder(&holder, &dep, action, reason).await?;
+            let weights = self
+                .ledger
+                .traffic(self.target())
+                .await?
+                .map_or(Value::Null, |t| t.split.0);
+            let back_to = match (ended.deployment.state.as_str(), &dep.previous_release_id) {
+                ("aborted" | "rolled-back", Some(p)) => {
+                    self.ledger.release_by_id(p).await?.map(|r| r.version)
+                }
+                _ => None,
+            };
+            return Ok(Aborted {
+                deployment: dep.id,
+                state: ended.deployment.state,
+                weights,
+                back_to,
+            });
+        }
+        if leave {
+            return Err(RolloutError::invalid(
+                format!(
+                    "no command is running a deployment in {}: there is nothing to leave where it stands",
+                    self.arena.name
+                ),
+                Some(format!(
+                    "`copilot abort {}` puts traffic back on the previous release",
+                    self.arena.name
+                )),
+            ));
+        }
         self.with_active("abort", async |lease, dep| {
             self.abort_leased(lease, dep, reason).await
         })
         .await
+    }
+
+    /// The live lease of a command running a deployment of this arena, and
+    /// the deployment, when there is one (a lease whose holder died on
+    /// this machine does not count: `abort` takes it over).
+    async fn running_holder(&self) -> Result<Option<(Lock, Deployment)>, RolloutError> {
+        let Some(lock) = self
+            .ledger
+            .current_lock(self.target(), clock::real_now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if lock.kind != LockKind::Lease
+            || (lock.host == copilot_ledger::this_host() && !pid_alive(lock.pid))
+        {
+            return Ok(None);
+        }
+        let Some(active) = self.ledger.active_deployment(self.target()).await? else {
+            return Ok(None);
+        };
+        if active.deployment.kind == "rollback" {
+            return Err(RolloutError::Blocked {
+                message: format!(
+                    "{} is rolling {} back; a rollback finishes what it starts",
+                    lock.owner, self.arena.name
+                ),
+                hint: "`copilot status` shows it when it is done".into(),
+            });
+        }
+        Ok(Some((lock, active.deployment)))
+    }
+
+    /// Ask `holder`, running `dep`, to stop (through the ledger, where it
+    /// looks every half second) and wait until it has let go of the arena.
+    async fn stop_holder(
+        &self,
+        holder: &Lock,
+        dep: &Deployment,
+        action: StopAction,
+        reason: Option<String>,
+    ) -> Result<copilot_ledger::DeploymentRow, RolloutError> {
+        let cancel = Cancel {
+            action,
+            by: self.actor.clone(),
+            reason: reason.clone(),
+        };
+        let asked = self
+            .ledger
+            .request_cancel(self.target(), &cancel, clock::real_now())
+            .await?;
+        self.ledger
+            .audit(
+                &NewAudit {
+                    actor: self.actor.clone(),
+                    action: "deployment.cancel".into(),
+                    arena: Some(self.target().to_string()),
+                    subject: Some(dep.id.clone()),
+                    reason,
+                    detail: json!({
+                        "action": action,
+                        "holder": { "owner": holder.owner, "host": holder.host, "pid": holder.pid },
+                    }),
+                },
+                clock::now(),
+            )
+            .await?;
+        let what = match action {
+            StopAction::Rollback => "stop and put traffic back",
+            StopAction::Pause => "pause where it stands",
+        };
+        self.progress.line(&format!(
+            "asked {} (pid {} on {}) to {what}",
+            holder.owner, holder.pid, holder.host
+        ));
+        let started = Instant::now();
+        loop {
+            match self
+                .ledger
+                .current_lock(self.target(), clock::real_now())
+                .await?
+            {
+                Some(l) if l.token == asked.token => {}
+                _ => break,
+            }
+            if started.elapsed() > HOLDER_STOP_WAIT {
+                return Err(RolloutError::Blocked {
+                    message: format!(
+                        "{} (pid {} on {}) has not stopped within {}s",
+                        holder.owner,
+                        holder.pid,
+                        holder.host,
+                        HOLDER_STOP_WAIT.as_secs()
+                    ),
+                    hint: "it stops at its next step; `copilot status` shows when it has".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.ledger
+            .deployment(&dep.id)
+            .await?
+            .ok_or_else(|| RolloutError::invalid("the deployment is missing", None))
     }
 
     async fn abort_leased(
@@ -1299,7 +1548,8 @@ impl<'a> Executor<'a> {
             env: Default::default(),
             secrets: Default::default(),
         };
-        let r = self.rollout(&dep.id, spec, None, lease);
+        let keep_going = Stop::default();
+        let r = self.rollout_stopped_by(&dep.id, spec, None, lease, &keep_going);
         let weights = r
             .step(
                 "abort",
@@ -1353,6 +1603,7 @@ impl<'a> Executor<'a> {
             .await?;
         Ok(Aborted {
             deployment: dep.id,
+            state: "aborted".into(),
             weights,
             back_to: old.map(|o| o.version),
         })
@@ -1364,6 +1615,15 @@ impl<'a> Executor<'a> {
     /// its command killed) is not stopped under it unless `force`, which
     /// records it aborted first.
     pub async fn down(&self, force: bool) -> Result<(), RolloutError> {
+        if force && let Some((holder, dep)) = self.running_holder().await? {
+            self.stop_holder(
+                &holder,
+                &dep,
+                StopAction::Pause,
+                Some("down --force".into()),
+            )
+            .await?;
+        }
         self.leased("take the arena down", async |_| {
             self.down_leased(force).await
         })

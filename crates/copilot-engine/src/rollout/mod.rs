@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod events;
 pub mod executor;
 pub mod schema;
+pub mod stop;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use copilot_core::model::{Arena, OnFail, StrategyKind};
 pub use copilot_core::progress::Progress;
 use copilot_core::provider::{Handle, Op, Provider, ProviderError, ReleaseSpec, Slot, SlotStatus};
 use copilot_ledger::{Lease, Ledger, LedgerError};
+use stop::{Stop, StopAction, StopRequest};
 
 /// How a rollout ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +33,12 @@ pub enum End {
     /// A platform call failed after traffic had started to move; traffic is
     /// back on the previous release (or a first release was taken down).
     Reverted(String),
-    /// Waiting for a person: an alert, or too little data to decide.
+    /// Waiting for a person: an alert, too little data to decide, or a stop
+    /// request that asked to leave traffic where it is.
     Paused(String),
+    /// Stopped on request (`copilot abort`, a signal): traffic is back on
+    /// the previous release and the new one stopped.
+    Aborted(String),
     /// Nothing changed: the `before` gates did not let the release in.
     Refused(String, Refusal),
 }
@@ -53,7 +59,7 @@ pub enum RolloutError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
-    Ledger(#[from] LedgerError),
+    Ledger(LedgerError),
     /// The request cannot be carried out as asked (nothing live, no earlier release).
     #[error("{message}")]
     Invalid {
@@ -64,9 +70,24 @@ pub enum RolloutError {
     /// the ledger says, or a deployment is in progress.
     #[error("{message}")]
     Blocked { message: String, hint: String },
-    /// Another process took the arena's lease over: this one stops.
-    #[error("the lease on {0} was taken over by another process; this rollout stopped")]
+    /// This process's lease expired or was taken over: it stops without
+    /// touching the platform or the ledger again. Says who holds it now.
+    #[error("{0}")]
     LeaseLost(String),
+    /// Asked to stop (an abort, a signal) at a point where nothing was
+    /// half-done; the rollout decides what that leaves.
+    #[error("stopped: {}", .0.by)]
+    Stopped(StopRequest),
+}
+
+impl From<LedgerError> for RolloutError {
+    /// A write fenced out by a lost lease is the lease lost.
+    fn from(e: LedgerError) -> Self {
+        match e {
+            e @ LedgerError::Fenced { .. } => RolloutError::LeaseLost(e.to_string()),
+            e => RolloutError::Ledger(e),
+        }
+    }
 }
 
 impl RolloutError {
@@ -92,6 +113,8 @@ pub struct Rollout<'a> {
     pub events: &'a events::Events,
     /// The arena's lease: every step checks it is still held.
     pub lease: &'a Lease,
+    /// Asked between steps, and raced against bakes, waits and gates.
+    pub stop: &'a Stop,
 }
 
 /// A split as the ledger records it: per colour, its release and weight.
@@ -140,6 +163,55 @@ pub fn client_for(slot: &SlotStatus) -> reqwest::Client {
 }
 
 impl Rollout<'_> {
+    /// `work`, unless a stop is requested or the lease is lost first (then
+    /// `work` is dropped: only waits, bakes and gates are raced, never a
+    /// call that changes the platform).
+    pub async fn or_stop<T>(
+        &self,
+        work: impl Future<Output = Result<T, RolloutError>>,
+    ) -> Result<T, RolloutError> {
+        tokio::select! {
+            r = work => r,
+            s = self.stop.wait() => Err(RolloutError::Stopped(s)),
+            lost = self.lease.lost() => Err(lost.into()),
+        }
+    }
+
+    /// Err when a stop was requested: asked before each forward step.
+    pub fn check_stop(&self) -> Result<(), RolloutError> {
+        match self.stop.requested() {
+            Some(s) => Err(RolloutError::Stopped(s)),
+            None => Ok(()),
+        }
+    }
+
+    /// End a rollout stopped on `req` with the new release in `new`:
+    /// paused where it stands, or traffic back on `old` and `new` stopped
+    /// (a first release taken down).
+    pub async fn stopped(
+        &self,
+        new: Slot,
+        old: Option<&SlotStatus>,
+        req: &StopRequest,
+    ) -> Result<End, RolloutError> {
+        let a = &self.arena.name;
+        match req.action {
+            StopAction::Pause => {
+                let split = self.record_observed_split().await;
+                self.progress
+                    .line(&format!("{}: pausing with traffic at {split}", req.by));
+                Ok(End::Paused(format!(
+                    "{}: paused with traffic at {split}: `copilot resume {a}`, `copilot abort {a}` or `copilot rollback {a}` finishes it",
+                    req.by
+                )))
+            }
+            StopAction::Rollback => Ok(match self.revert(new, old, &req.by).await? {
+                End::Reverted(why) => End::Aborted(why),
+                other => other,
+            }),
+        }
+    }
+
     /// The provider operation of step `name`: its idempotency key comes from
     /// the deployment and the step, so a retry or a resume asks for the same one.
     pub fn op(&self, name: &str) -> Op<'_> {
@@ -156,9 +228,9 @@ impl Rollout<'_> {
         intent: Value,
         act: impl AsyncFnOnce(i32) -> Result<(T, Value), RolloutError>,
     ) -> Result<T, RolloutError> {
-        if self.lease.is_lost() {
-            return Err(RolloutError::LeaseLost(self.arena.deploys_into().into()));
-        }
+        // A lease that cannot be vouched for stops the step before it
+        // records or touches anything.
+        self.lease.ensure().await?;
         let s = self
             .ledger
             .start_step(
@@ -257,8 +329,12 @@ impl Rollout<'_> {
                     .record_handle(self.deployment_id, seq, &handle)
                     .await?;
                 let s = self
-                    .provider
-                    .wait_ready(&op, slot, &self.release, &handle)
+                    .or_stop(async {
+                        Ok(self
+                            .provider
+                            .wait_ready(&op, slot, &self.release, &handle)
+                            .await?)
+                    })
                     .await?;
                 let outcome = json!({
                     "slot": s.slot, "url": s.url, "healthy": s.healthy,
@@ -398,14 +474,26 @@ impl Rollout<'_> {
         recorded: Option<&Handle>,
         after_gates: impl AsyncFnOnce(&SlotStatus) -> Result<bool, RolloutError>,
     ) -> Result<End, RolloutError> {
-        let started = self
-            .start_colour("deploy-idle", idle, recorded, None)
-            .await?;
-        self.progress.line(&format!(
-            "{idle} is healthy at {}; running after gates against it",
-            started.url
-        ));
-        if !after_gates(&started).await? {
+        let started = async {
+            self.check_stop()?;
+            let started = self
+                .start_colour("deploy-idle", idle, recorded, None)
+                .await?;
+            self.progress.line(&format!(
+                "{idle} is healthy at {}; running after gates against it",
+                started.url
+            ));
+            let passed = self.or_stop(after_gates(&started)).await?;
+            Ok((started, passed))
+        }
+        .await;
+        let (started, passed) = match started {
+            Err(RolloutError::Stopped(req)) => {
+                return self.stopped_before_traffic(idle, &req).await;
+            }
+            other => other?,
+        };
+        if !passed {
             self.retire("retire-new", idle, None).await?;
             return Ok(End::RolledBack(
                 "after gates failed against the new colour".into(),
@@ -429,7 +517,13 @@ impl Rollout<'_> {
         from: u8,
     ) -> Result<End, RolloutError> {
         match self.shift_through(new, old, from).await {
-            Err(e @ (RolloutError::LeaseLost(_) | RolloutError::Invalid { .. })) => Err(e),
+            // Nothing may act without the lease or the ledger's record.
+            Err(
+                e @ (RolloutError::LeaseLost(_)
+                | RolloutError::Ledger(_)
+                | RolloutError::Invalid { .. }),
+            ) => Err(e),
+            Err(RolloutError::Stopped(req)) => self.stopped(new.slot, old, &req).await,
             Err(e) => self.revert(new.slot, old, &e.to_string()).await,
             ended => ended,
         }
@@ -486,6 +580,30 @@ impl Rollout<'_> {
                     "{why}; {back} failed too ({undo}); traffic stands at {split}: \
                      `copilot rollback {a}`, `copilot abort {a}` or `copilot resume {a}` finishes it",
                     a = self.arena.name
+                )))
+            }
+        }
+    }
+
+    /// A rollout stopped before any traffic reached `idle`: the old
+    /// release still serves; the new colour is stopped (rollback) or left
+    /// as it is for `resume` (pause).
+    pub async fn stopped_before_traffic(
+        &self,
+        idle: Slot,
+        req: &StopRequest,
+    ) -> Result<End, RolloutError> {
+        let a = &self.arena.name;
+        match req.action {
+            StopAction::Pause => Ok(End::Paused(format!(
+                "{}: paused before any traffic moved to {}: `copilot resume {a}` or `copilot abort {a}` finishes it",
+                req.by, self.release.version
+            ))),
+            StopAction::Rollback => {
+                self.retire("retire-new", idle, Some(&req.by)).await?;
+                Ok(End::Aborted(format!(
+                    "{}: stopped before any traffic moved to {}",
+                    req.by, self.release.version
                 )))
             }
         }
@@ -583,6 +701,7 @@ impl Rollout<'_> {
             }
         };
         for step in steps.iter().filter(|s| s.weight > from) {
+            self.check_stop()?;
             self.progress.line(&format!(
                 "shifting {}% of traffic to {}",
                 step.weight, self.release.version
@@ -597,7 +716,7 @@ impl Rollout<'_> {
                     &format!("bake-{}", step.weight),
                     json!({ "duration_ms": duration.as_millis() as u64, "weight": step.weight }),
                     async |_| {
-                        let r = Bake {
+                        let bake = Bake {
                             http: &probe,
                             provider: self.provider,
                             arena: self.arena,
@@ -614,9 +733,8 @@ impl Rollout<'_> {
                             events: self.events,
                             deployment: self.deployment_id,
                             step: &format!("bake-{}", step.weight),
-                        }
-                        .run()
-                        .await;
+                        };
+                        let r = self.or_stop(async { Ok(bake.run().await) }).await?;
                         let outcome = serde_json::to_value(&r).expect("report serializes");
                         Ok((r, outcome))
                     },
