@@ -388,3 +388,42 @@ fn a_postgres_ledger_gone_for_ten_seconds_mid_promotion_is_ridden_out() {
     assert_eq!(live_version(&a), "v2");
     assert_eq!(served(&a).as_deref(), Some("v2"));
 }
+
+/// Set or clear the immutable attribute of `path` (root, as the tests run).
+fn chattr(flag: &str, path: &std::path::Path) {
+    let ok = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "chattr {flag} {} (the tests run as root)",
+        path.display()
+    );
+}
+
+#[test]
+fn a_sqlite_ledger_that_stops_taking_writes_ends_the_command_with_exit_3() {
+    let a = Arenas::with_analysis(ANALYSIS);
+    assert_eq!(a.promote("v1").0, 0);
+    let mut promote = promote_v2_until_baking(&a, "3s", &[]);
+    // The file refuses writes from now on, even through open descriptors.
+    let db = a.p.path(".copilot/ledger.db");
+    chattr("+i", &db);
+    let ended = exit_of(&mut promote, Duration::from_secs(60));
+    chattr("-i", &db);
+    let (code, doc) = ended;
+    // An exit code and a message, not a signal.
+    assert_eq!(code, 3, "{doc}");
+    assert!(
+        doc["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("cannot be written")),
+        "{doc}"
+    );
+    // Writable again, the deployment is where its journal says: resume ends it.
+    let (code, doc) = a.run(&["resume", "stage", "--bake", "500ms"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(served(&a).as_deref(), Some("v2"));
+}

@@ -699,3 +699,81 @@ async fn deliveries_are_recorded_once_per_event_on_sqlite_and_postgresql() {
     a_batch_of_deliveries_records_each_event_once(&svc.running.state.pool).await;
     svc.stop().await;
 }
+
+/// A raw connection to the service that has sent `sent` and waits.
+async fn raw(base: &str, sent: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(sent).await.unwrap();
+    s
+}
+
+/// What the service answers on `s` (until it closes), within `within`.
+async fn answer(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(within, s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn slow_and_lying_clients_are_bounded() {
+    let svc = TestService::start(&[
+        ("COPILOT_HEADER_TIMEOUT_SECS", "1"),
+        ("COPILOT_BODY_TIMEOUT_SECS", "1"),
+        ("COPILOT_MAX_CONNECTIONS", "64"),
+    ])
+    .await;
+    let wait = std::time::Duration::from_secs(10);
+    // Slowloris: 200 connections that never finish their headers, more than
+    // the service serves at once. Each is closed after the header timeout,
+    // and /health answers meanwhile.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        slow.push(raw(&svc.base, b"GET /health HTTP/1.1\r\nHost: shop\r\nX-Slow: ").await);
+    }
+    let started = std::time::Instant::now();
+    let health = tokio::time::timeout(wait, client().get(svc.url("/health")).send())
+        .await
+        .expect("/health answers while slow clients wait")
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    for s in &mut slow {
+        assert!(
+            answer(s, wait).await.is_some(),
+            "a connection with unfinished headers is closed"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    // A declared body far over the limit is refused before it is read.
+    let mut lying = raw(
+        &svc.base,
+        b"POST /webhooks/shopify HTTP/1.1\r\nHost: shop\r\nContent-Length: 99999999999\r\n\r\nab",
+    )
+    .await;
+    let said = answer(&mut lying, wait).await.expect("an answer");
+    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
+    // A body that stops arriving is answered 408 after the body timeout.
+    let mut stalled = raw(
+        &svc.base,
+        b"POST /webhooks/shopify HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\n\r\n{\"id\":",
+    )
+    .await;
+    let said = answer(&mut stalled, wait).await.expect("an answer");
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    // Honest traffic still flows.
+    assert_eq!(
+        client()
+            .get(svc.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    svc.stop().await;
+}

@@ -70,7 +70,30 @@ impl Pool {
     /// Open a pool; for SQLite, create the file (and its folder) if needed.
     /// Every SQLite commit is synced to disk before it returns.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, ConnectError> {
-        Self::open(url, max_connections, SqliteSynchronous::Full).await
+        Self::open(
+            url,
+            max_connections,
+            SqliteJournalMode::Wal,
+            SqliteSynchronous::Full,
+        )
+        .await
+    }
+
+    /// The same for a store that must fail cleanly when its file stops
+    /// taking writes (the ledger): SQLite keeps a rollback journal instead
+    /// of a write-ahead log, so no shared-memory file is mapped, and a file
+    /// made read-only or a full disk mid-command is an error to report,
+    /// never a SIGBUS. Writers take turns (`busy_timeout`); readers never
+    /// see a half-written transaction. PostgreSQL is opened as by
+    /// [`Pool::connect`].
+    pub async fn connect_journaled(url: &str, max_connections: u32) -> Result<Pool, ConnectError> {
+        Self::open(
+            url,
+            max_connections,
+            SqliteJournalMode::Truncate,
+            SqliteSynchronous::Full,
+        )
+        .await
     }
 
     /// The same, for a write-heavy queue (the service's webhook deliveries):
@@ -83,18 +106,25 @@ impl Pool {
         url: &str,
         max_connections: u32,
     ) -> Result<Pool, ConnectError> {
-        Self::open(url, max_connections, SqliteSynchronous::Normal).await
+        Self::open(
+            url,
+            max_connections,
+            SqliteJournalMode::Wal,
+            SqliteSynchronous::Normal,
+        )
+        .await
     }
 
     async fn open(
         url: &str,
         max_connections: u32,
+        journal: SqliteJournalMode,
         synchronous: SqliteSynchronous,
     ) -> Result<Pool, ConnectError> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
+                .journal_mode(journal)
                 .synchronous(synchronous)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);

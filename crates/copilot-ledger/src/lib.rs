@@ -254,7 +254,7 @@ impl Ledger {
     /// Open (creating if needed) and migrate the ledger at `url`.
     pub async fn connect(url: &str) -> Result<Ledger> {
         let display_url = redact_url(url);
-        let pool = match Pool::connect(url, 4).await {
+        let pool = match Pool::connect_journaled(url, 4).await {
             Ok(pool) => pool,
             Err(ConnectError::Unsupported(u)) => return Err(LedgerError::UnsupportedUrl(u)),
             Err(ConnectError::Io { path, source }) => return Err(LedgerError::Io { path, source }),

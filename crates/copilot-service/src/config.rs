@@ -98,12 +98,41 @@ pub struct ServiceConfig {
     /// Upstream feeds checked by `/health/external`.
     pub feeds: Vec<String>,
     pub max_webhook_bytes: usize,
+    /// How clients are bounded (slow headers, slow bodies, connections).
+    pub limits: ClientLimits,
     /// Run the queue worker inside the service.
     pub worker: bool,
     /// Fault injection: this fraction of API requests answers 500.
     pub fault_5xx_rate: f64,
     /// The date recommendations are computed for (`COPILOT_NOW` pins it).
     pub clock: Clock,
+}
+
+/// Bounds on what a client may hold of the service, so that slow or
+/// hostile clients cannot starve `/health` or the webhooks. The defaults
+/// suit a Shopify app: Shopify gives a webhook 5 s to be answered, so no
+/// honest client takes 10 s to send its headers or its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// `COPILOT_HEADER_TIMEOUT_SECS` (default 10): a connection whose
+    /// request headers are not all in by then is closed.
+    pub header_timeout: std::time::Duration,
+    /// `COPILOT_BODY_TIMEOUT_SECS` (default 10): a request body not all in
+    /// by then is answered 408.
+    pub body_timeout: std::time::Duration,
+    /// `COPILOT_MAX_CONNECTIONS` (default 1024): connections served at
+    /// once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// A variable that is missing or malformed.
@@ -249,6 +278,27 @@ impl ServiceConfig {
                 })?,
             None => 1024 * 1024,
         };
+        let positive = |key: &'static str, default: u64| match get(key) {
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .ok_or_else(|| err(key, "must be a whole number from 1 to 86400")),
+            None => Ok(default),
+        };
+        let defaults = ClientLimits::default();
+        let limits = ClientLimits {
+            header_timeout: std::time::Duration::from_secs(positive(
+                "COPILOT_HEADER_TIMEOUT_SECS",
+                defaults.header_timeout.as_secs(),
+            )?),
+            body_timeout: std::time::Duration::from_secs(positive(
+                "COPILOT_BODY_TIMEOUT_SECS",
+                defaults.body_timeout.as_secs(),
+            )?),
+            max_connections: positive("COPILOT_MAX_CONNECTIONS", defaults.max_connections as u64)?
+                as usize,
+        };
         let worker = match get("COPILOT_WORKER").as_deref() {
             None | Some("on" | "true" | "1") => true,
             Some("off" | "false" | "0") => false,
@@ -295,6 +345,7 @@ impl ServiceConfig {
             flag_defaults,
             feeds,
             max_webhook_bytes,
+            limits,
             worker,
             fault_5xx_rate,
             clock,

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::{QueueDriver, ServiceConfig};
+use super::config::{ClientLimits, QueueDriver, ServiceConfig};
 use super::flags::{self, Flags};
 use super::metrics::Metrics;
 use super::queue::{BullmqQueue, JobOptions, MemoryQueue, Queue, QueueError};
@@ -58,8 +58,117 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_limit)),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "error": "not found" }))) })
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// A request body is read whole, within the body timeout (408 past it),
+/// and never past the size limit: a declared `Content-Length` over it is
+/// refused (413) before a byte of the body is read.
+async fn bounded_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.config.max_webhook_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let webhook = req.uri().path().starts_with("/webhooks/");
+    let too_large = || {
+        if webhook {
+            state.metrics.webhook("too_large");
+        }
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            Json(json!({ "error": format!("body is larger than {limit} bytes") })),
+        )
+            .into_response()
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if declared.unwrap_or(0) == 0 && !chunked {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(
+        state.config.limits.body_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await;
+    match read {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => too_large(),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            Json(json!({ "error": format!(
+                "the request body did not arrive within {}s",
+                state.config.limits.body_timeout.as_secs()
+            ) })),
+        )
+            .into_response(),
+    }
+}
+
+/// Serve `app` on `listener` until `stop` turns true: at most
+/// `max_connections` at once (more wait to be accepted), each closed when
+/// its request headers take longer than the header timeout; on stop,
+/// requests in flight finish.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ClientLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = stopped(&mut stop) => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a moment rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client that goes away or is too slow is its own business.
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Count and time every request; inject faults when asked to.
@@ -444,18 +553,8 @@ pub async fn start(
         )));
     }
     let app = router(state.clone());
-    let mut shutdown_rx = stop_rx;
-    tasks.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = shutdown_rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("server error: {e}");
-        }
-    }));
+    let limits = config.limits;
+    tasks.push(tokio::spawn(serve(listener, app, limits, stop_rx)));
     tracing::info!(
         "copilot-service {} ({}) listening on {addr}",
         config.release,
