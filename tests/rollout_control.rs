@@ -289,6 +289,27 @@ fn a_pinned_clock_cannot_lift_a_freeze_nothing_may_bypass() {
         .find(|e| e.action == "clock.override")
         .expect("the pinned clock is audited");
     assert_eq!(overridden.detail.0["copilot_now"], "2020-01-07T11:00:00Z");
+    // Every change made under a pinned clock says so, with the real time.
+    let (code, doc) = a.run_with(&["lock", "stage", "--reason", "maintenance"], &pinned);
+    assert_eq!(code, 0, "{doc}");
+    let log = block_on(async {
+        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(a.p.root()))
+            .await
+            .unwrap();
+        ledger.audit_log(Some("stage"), 50).await.unwrap()
+    });
+    let lock = log
+        .iter()
+        .find(|e| e.action == "lock")
+        .expect("the lock is audited");
+    assert_eq!(
+        lock.detail.0["clock"]["copilot_now"],
+        "2020-01-07T11:00:00Z"
+    );
+    let real: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(lock.detail.0["clock"]["real"].clone()).unwrap();
+    assert!((chrono::Utc::now() - real).num_minutes().abs() < 5);
+    a.run(&["unlock", "stage"]);
 }
 
 /// A TCP path to PostgreSQL that can be cut as a failover cuts it: every

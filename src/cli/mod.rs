@@ -445,7 +445,8 @@ impl Context {
         let url = self.ledger_url(root)?;
         Ok(Ledger::connect(&url)
             .await?
-            .with_ride_out(self.ledger_outage))
+            .with_ride_out(self.ledger_outage)
+            .with_pinned_clock(copilot_core::clock::pinned()))
     }
 
     /// The executor of arena `a`, its events going where `--events` says.

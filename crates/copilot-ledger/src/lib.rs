@@ -159,6 +159,9 @@ pub struct Ledger {
     /// The leases this process holds through this handle: every write
     /// proves each is still its own (shared by clones).
     fences: Arc<Mutex<Vec<Fence>>>,
+    /// The instant this process's clock is pinned to (`COPILOT_NOW`), if it
+    /// is: every audit entry then also records it next to the real time.
+    pinned_clock: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A lease a write must prove it still holds.
@@ -281,7 +284,17 @@ impl Ledger {
             display_url,
             ride_out: DEFAULT_RIDE_OUT,
             fences: Arc::default(),
+            pinned_clock: None,
         })
+    }
+
+    /// The same ledger, for a process whose clock is pinned to `at`: each
+    /// audit entry's detail gets `clock: {copilot_now, real}`, so the audit
+    /// log shows which changes were made under an overridden clock and when
+    /// they really happened.
+    pub fn with_pinned_clock(mut self, at: Option<chrono::DateTime<chrono::Utc>>) -> Ledger {
+        self.pinned_clock = at;
+        self
     }
 
     /// The same ledger, waiting up to `budget` for a database that does not

@@ -569,6 +569,17 @@ impl Ledger {
 
     pub async fn audit(&self, entry: &NewAudit, now: DateTime<Utc>) -> Result<()> {
         let sql = "INSERT INTO audit_log (at, actor, action, arena, subject, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let mut detail = entry.detail.clone();
+        if let Some(pinned) = self.pinned_clock {
+            let clock = serde_json::json!({ "copilot_now": pinned, "real": Utc::now() });
+            match &mut detail {
+                Value::Object(map) => {
+                    map.insert("clock".into(), clock);
+                }
+                Value::Null => detail = serde_json::json!({ "clock": clock }),
+                other => detail = serde_json::json!({ "value": other.take(), "clock": clock }),
+            }
+        }
         write!(self, conn => sqlx::query(sql)
             .bind(now)
             .bind(&entry.actor)
@@ -576,7 +587,7 @@ impl Ledger {
             .bind(&entry.arena)
             .bind(&entry.subject)
             .bind(&entry.reason)
-            .bind(Json(&entry.detail))
+            .bind(Json(&detail))
             .execute(conn)
             .await?
             .rows_affected())?;
