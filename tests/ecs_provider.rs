@@ -449,15 +449,7 @@ fn killed_at_each_step_of_an_ecs_promotion_resume_or_rollback_finish_it() {
             "--bake",
             "3s",
         ]);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while crate::rollouts::active_steps_in(&a.p, "production").unwrap_or(0) < k {
-            assert!(Instant::now() < deadline, "step {k} never started");
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "promote ended before step {k}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::rollouts::wait_for_step(&a.p, "production", k, &mut child);
         if k == 1 {
             // Killed while ECS starts the tasks it was asked for.
             let deadline = Instant::now() + Duration::from_secs(30);

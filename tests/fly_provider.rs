@@ -328,15 +328,7 @@ fn killed_at_each_step_of_a_fly_blue_green_promotion_resume_or_rollback_finish_i
             "--bake",
             "3s",
         ]);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while crate::rollouts::active_steps_in(&a.p, "staging").unwrap_or(0) < k {
-            assert!(Instant::now() < deadline, "step {k} never started");
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "promote ended before step {k}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::rollouts::wait_for_step(&a.p, "staging", k, &mut child);
         // At step 1, kill it while it waits for machines it already created.
         if k == 1 {
             let deadline = Instant::now() + Duration::from_secs(30);

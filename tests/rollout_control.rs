@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{Project, TestDatabase};
-use crate::rollouts::{Arenas, active_steps_in, block_on, ledger_steps, reqwest};
+use crate::rollouts::{Arenas, block_on, ledger_steps, reqwest, wait_for_step};
 
 const ANALYSIS: &str = "    interval: 30s\n    min_samples: 20\n    metrics:\n\
      \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n";
@@ -36,20 +36,7 @@ fn promote_until_baking(a: &Arenas, release: &str, bake: &str, env: &[(&str, &st
         ],
         env,
     );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while active_steps_in(&a.p, "stage").unwrap_or(0) < 3 {
-        if let Ok(Some(status)) = promote.try_wait() {
-            panic!(
-                "the promotion ended early ({status}): {}",
-                output_of(&mut promote)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the promotion never started baking"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_step(&a.p, "stage", 3, &mut promote);
     promote
 }
 

@@ -387,14 +387,7 @@ fn down_is_refused_while_a_rollout_runs_or_waits() {
     let mut promote =
         a.p.spawn(["promote", "local", "stage", "--yes", "--bake", "4s"], &[]);
     // Once the promotion holds the arena and has moved traffic.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while active_steps_in(&a.p, "stage").unwrap_or(0) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the promotion never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_step(&a.p, "stage", 2, &mut promote);
     let (code, doc) = a.run(&["down", "stage"]);
     assert_eq!(code, 4, "{doc}");
     assert!(
@@ -416,10 +409,7 @@ fn down_is_refused_while_a_rollout_runs_or_waits() {
     a.run(&["deploy", "local", "--release", "v1"]);
     let mut promote =
         a.p.spawn(["promote", "local", "stage", "--yes", "--bake", "30s"], &[]);
-    while active_steps_in(&a.p, "stage").unwrap_or(0) < 2 {
-        assert!(std::time::Instant::now() < deadline + Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_step(&a.p, "stage", 2, &mut promote);
     promote.kill().unwrap();
     promote.wait().unwrap();
     let (code, doc) = a.run(&["down", "stage"]);
@@ -445,14 +435,7 @@ fn a_pinned_clock_never_makes_a_live_lease_look_expired() {
     a.run(&["deploy", "local", "--release", "v2"]);
     let mut promote =
         a.p.spawn(["promote", "local", "stage", "--yes", "--bake", "4s"], &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while active_steps_in(&a.p, "stage").unwrap_or(0) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the promotion never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_step(&a.p, "stage", 2, &mut promote);
     let ahead = [("COPILOT_NOW", "2099-01-01T00:00:00Z")];
     // unlock without --force, a manual lock and a second promotion, each
     // with the clock far ahead: the lease is live by the real clock.
@@ -509,8 +492,32 @@ fn served_by_router(port: u16, n: usize) -> Option<String> {
     })
 }
 
-fn active_steps(p: &Project) -> Option<usize> {
-    active_steps_in(p, "stage")
+/// Wait until `child`, running a deployment of `arena`, has begun its
+/// `k`th step (recorded its intent); it must not end before.
+pub fn wait_for_step(p: &Project, arena: &str, k: usize, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while active_steps_in(p, arena).unwrap_or(0) < k {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "step {k} of the deployment in {arena} never started"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            use std::io::Read;
+            let mut said = String::new();
+            for out in [
+                child.stdout.take().map(|o| Box::new(o) as Box<dyn Read>),
+                child.stderr.take().map(|e| Box::new(e) as Box<dyn Read>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut out = out;
+                out.read_to_string(&mut said).ok();
+            }
+            panic!("the command ended ({status}) before step {k}: {said}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How many steps the deployment in progress in `arena` has begun.
@@ -544,18 +551,7 @@ fn killing_the_cli_at_every_step_leaves_a_state_resume_or_rollback_can_finish() 
             &[],
         );
         // Kill -9 once step k has recorded its intent.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while active_steps(&a.p).unwrap_or(0) < k {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "step {k} never started"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "promote finished before step {k}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_step(&a.p, "stage", k, &mut child);
         child.kill().unwrap();
         child.wait().unwrap();
 
