@@ -140,6 +140,8 @@ struct Plane {
     targets: BTreeMap<String, Vec<String>>,
     /// Target group ARN -> (requests, 5xx, seconds) since the last publish.
     counts: BTreeMap<String, (u64, u64, f64)>,
+    /// How many times the ALB has read the listener and the targets whole.
+    rounds: u64,
 }
 
 pub struct Aws {
@@ -472,6 +474,18 @@ impl Aws {
                 )
             })
             .collect()
+    }
+
+    /// Wait until the ALB has read moto's listener and targets whole at
+    /// least once since this call (it reads them ten times a second, but a
+    /// loaded machine slows moto down); at most `within`.
+    pub fn alb_caught_up(&self, within: Duration) {
+        let seen = self.plane.lock().unwrap().rounds;
+        let deadline = std::time::Instant::now() + within;
+        // The round under way may have read moto before this call: wait for the next one.
+        while self.plane.lock().unwrap().rounds < seen + 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The listener's weights by colour, as moto holds them.
@@ -1269,6 +1283,7 @@ async fn read_plane(
                 plane.lock().unwrap().targets.insert(tg.clone(), ports);
             }
         }
+        plane.lock().unwrap().rounds += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -154,6 +154,7 @@ fn served(aws: &Aws, n: usize) -> Vec<String> {
 /// What the ALB serves once it took up the listener's weights (it reads
 /// them from moto ten times a second, as a real ALB takes seconds).
 pub(crate) fn settled(aws: &Aws) -> Vec<String> {
+    aws.alb_caught_up(Duration::from_secs(15));
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         std::thread::sleep(Duration::from_millis(300));
