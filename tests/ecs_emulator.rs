@@ -118,6 +118,9 @@ struct Container {
 }
 
 struct World {
+    /// The emulator is being dropped: no task's process starts any more
+    /// (the agent may still be mid-round on the runtime).
+    closed: bool,
     tasks: Vec<Task>,
     services: BTreeMap<String, ServiceState>,
     definitions: BTreeMap<String, Container>,
@@ -354,6 +357,7 @@ impl Aws {
             (listener_arn, tgs, lb_dim)
         });
         let world = Arc::new(Mutex::new(World {
+            closed: false,
             tasks: Vec::new(),
             services: ["blue", "green"]
                 .iter()
@@ -601,6 +605,7 @@ impl Drop for Aws {
             rt.shutdown_background();
         }
         let mut w = self.world.lock().unwrap();
+        w.closed = true;
         for t in &mut w.tasks {
             if let Some(c) = &mut t.child {
                 let _ = c.kill();
@@ -690,6 +695,9 @@ async fn container_of(w: &Shared, ecs: &aws_sdk_ecs::Client, td: &str) -> Option
 }
 
 fn start_task(w: &mut World, service: &str, td: &str, c: &Container) {
+    if w.closed {
+        return;
+    }
     w.seq += 1;
     let id = format!("{:032x}", 0x5eed_0000u64 + w.seq * 104_729);
     let port = free_port();

@@ -133,6 +133,10 @@ fn now_text() -> String {
 }
 
 struct World {
+    /// The emulator is being dropped: no machine's process starts any more
+    /// (a request still in flight on the runtime must not start one after
+    /// the processes were stopped).
+    closed: bool,
     /// App name -> its secrets (name -> value).
     apps: BTreeMap<String, BTreeMap<String, String>>,
     vms: BTreeMap<String, Vm>,
@@ -193,6 +197,7 @@ impl FlyEmulator {
         );
         let dir = tempfile::tempdir().unwrap();
         let world = Arc::new(Mutex::new(World {
+            closed: false,
             apps: apps
                 .iter()
                 .map(|(app, secrets)| {
@@ -426,6 +431,7 @@ impl Drop for FlyEmulator {
         let _ = self.prism.kill();
         let _ = self.prism.wait();
         if let Ok(mut w) = self.world.lock() {
+            w.closed = true;
             for mut c in std::mem::take(&mut w.retiring) {
                 let _ = c.kill();
                 let _ = c.wait();
@@ -610,7 +616,7 @@ fn new_vm(
 
 /// Start a machine's process from its config, as flyd boots its VM.
 fn boot(w: &World, vm: &mut Vm) {
-    if vm.image().contains("never-starts") {
+    if w.closed || vm.image().contains("never-starts") {
         return;
     }
     {
