@@ -234,6 +234,16 @@ fn down_force_stops_a_running_promotion_first() {
     assert!(live_version(&a).is_null());
 }
 
+/// The last 50 audit entries of stage.
+fn stage_audit_log(a: &Arenas) -> Vec<copilot_ledger::AuditEntry> {
+    block_on(async {
+        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(a.p.root()))
+            .await
+            .unwrap();
+        ledger.audit_log(Some("stage"), 50).await.unwrap()
+    })
+}
+
 #[test]
 fn a_pinned_clock_cannot_lift_a_freeze_nothing_may_bypass() {
     let a = Arenas::with_analysis(ANALYSIS);
@@ -265,12 +275,7 @@ fn a_pinned_clock_cannot_lift_a_freeze_nothing_may_bypass() {
     assert!(doc.to_string().contains("real clock"), "{doc}");
     assert_eq!(live_version(&a), "v1");
     // The attempt under a pinned clock is in the audit log.
-    let log = block_on(async {
-        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(a.p.root()))
-            .await
-            .unwrap();
-        ledger.audit_log(Some("stage"), 50).await.unwrap()
-    });
+    let log = stage_audit_log(&a);
     let overridden = log
         .iter()
         .find(|e| e.action == "clock.override")
@@ -279,12 +284,7 @@ fn a_pinned_clock_cannot_lift_a_freeze_nothing_may_bypass() {
     // Every change made under a pinned clock says so, with the real time.
     let (code, doc) = a.run_with(&["lock", "stage", "--reason", "maintenance"], &pinned);
     assert_eq!(code, 0, "{doc}");
-    let log = block_on(async {
-        let ledger = copilot_ledger::Ledger::connect(&copilot_ledger::default_url(a.p.root()))
-            .await
-            .unwrap();
-        ledger.audit_log(Some("stage"), 50).await.unwrap()
-    });
+    let log = stage_audit_log(&a);
     let lock = log
         .iter()
         .find(|e| e.action == "lock")

@@ -579,7 +579,7 @@ impl Lease {
         let token = new_id("lck");
         let sql = "UPDATE locks SET kind = $1, token = $2, reason = $3, acquired_at = $4, renewed_at = $4, \
                    expires_at_ms = NULL, cancel = NULL WHERE arena = $5 AND token = $6";
-        let n = super::read!(&self.ledger, pool => sqlx::query(sql)
+        super::read!(&self.ledger, pool => sqlx::query(sql)
             .bind(LockKind::Pin.as_str())
             .bind(&token)
             .bind(reason)
@@ -594,7 +594,6 @@ impl Lease {
                 self.stop_watching();
                 Ok(lock)
             }
-            Some(lock) if n == 0 => Err(LedgerError::LockHeld(Box::new(lock))),
             Some(lock) => Err(LedgerError::LockHeld(Box::new(lock))),
             None => Err(LedgerError::NotLocked(self.lock.arena.clone())),
         }
