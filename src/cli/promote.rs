@@ -109,6 +109,10 @@ pub struct RollbackArgs {
     pub to: Option<String>,
     #[arg(long)]
     pub reason: Option<String>,
+    /// Turn the platform's own deploys on a push off (Render's autodeploy),
+    /// so the next push cannot deploy over the rollback
+    #[arg(long)]
+    pub suspend_autodeploy: bool,
 }
 
 /// The exit code of a deployment that ran to an end.
@@ -218,7 +222,9 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     let progress = CliProgress::new(ctx);
     let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     let reason = args.reason.unwrap_or_else(|| "rollback".into());
-    let r = exec.rollback(args.to.as_deref(), reason).await?;
+    let r = exec
+        .rollback(args.to.as_deref(), reason, args.suspend_autodeploy)
+        .await?;
     let how = if r.redeployed {
         "redeployed it, then switched traffic"
     } else {
@@ -228,11 +234,20 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
         "Rolled {} back from {} to {} ({how} in {} ms); the arena is pinned until `copilot unlock {}`\n",
         a.name, r.from, r.to, r.switch_ms, a.name
     );
+    match r.autodeploy.as_deref() {
+        Some("on") => text.push_str(&format!(
+            "warning: {} deploys on its own on a push (autodeploy), which would deploy over this rollback; \
+             `copilot rollback {} --suspend-autodeploy` or the platform's settings turn it off\n",
+            a.provider.kind, a.name
+        )),
+        Some(_) => text.push_str("autodeploy is now off: a push no longer deploys over this rollback\n"),
+        None => {}
+    }
     if let Some(schema) = &r.schema {
         text.push_str(&schema.text(&r.to));
     }
     Ok(Report::new(
-        json!({ "deployment": r.deployment, "from": r.from, "to": r.to, "switch_ms": r.switch_ms, "redeployed": r.redeployed, "pinned": true, "schema": r.schema }),
+        json!({ "deployment": r.deployment, "from": r.from, "to": r.to, "switch_ms": r.switch_ms, "redeployed": r.redeployed, "pinned": true, "schema": r.schema, "autodeploy": r.autodeploy }),
         text,
     ))
 }

@@ -113,6 +113,11 @@ fn render(v: &ArenaStatusView) -> String {
     for d in &v.platform_drift {
         s.push_str(&format!("  drift     {}: {}\n", d.instance, d.what));
     }
+    match v.autodeploy {
+        Some(true) => s.push_str("  autodeploy on: a push deploys without copilot\n"),
+        Some(false) => s.push_str("  autodeploy off\n"),
+        None => {}
+    }
     if let Some(l) = &v.lock {
         s.push_str(&format!(
             "  locked    by {} ({}): {}\n",

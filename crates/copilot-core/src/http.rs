@@ -430,6 +430,20 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+/// `v` percent-encoded for a URL path segment or query value: every byte of
+/// its UTF-8 but unreserved characters (RFC 3986) is `%XX`.
+pub fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// An error and its causes on one line ("a: b: c"), each cause said once
 /// even where an error repeats its source in its own text.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

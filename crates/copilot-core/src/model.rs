@@ -197,6 +197,11 @@ pub struct Capabilities {
     pub traffic_split: TrafficSplit,
     /// A rollback that only moves traffic (no new instances started).
     pub instant_rollback: bool,
+    /// A new release takes all of the traffic as soon as it passes the
+    /// platform's own health check (Render): there is no idle colour to run
+    /// `after` gates against first, so they run against the live release
+    /// and a failure goes back through the platform's rollback.
+    pub live_on_ready: bool,
     /// Provider-specific settings accepted under `provider:`.
     pub settings: &'static [&'static str],
     /// Settings that must be present.

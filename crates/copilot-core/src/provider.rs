@@ -162,6 +162,11 @@ pub struct ArenaStatus {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
+    /// Whether the platform deploys on its own when the source changes
+    /// (Render's autodeploy), where it has such a switch: a push can then
+    /// undo a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autodeploy: Option<bool>,
 }
 
 impl ArenaStatus {
@@ -303,6 +308,28 @@ pub trait Provider: Send + Sync {
     /// development webhook secret); refuse secrets it cannot attach.
     fn prepare(&self, _release: &mut ReleaseSpec) -> Result<(), ProviderError> {
         Ok(())
+    }
+    /// Learn what copilot started before, from the handles the ledger
+    /// recorded for the arena (newest first), where the platform itself
+    /// cannot carry copilot's tags (a Render deploy): `status` then names
+    /// those by colour and release. Asked before `status` by every command.
+    fn recall(&self, _handles: &[Handle]) {}
+    /// Handles of what the calls since the last ask started besides their
+    /// own result (the deploy a Render rollback makes when `set_traffic`
+    /// goes back to a colour), for the ledger to record with the step.
+    fn made(&self) -> Vec<Handle> {
+        Vec::new()
+    }
+    /// Turn off the platform's own deploys on a source change (Render's
+    /// autodeploy), so they cannot undo a rollback.
+    fn suspend_autodeploy(&self) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        let kind = self.kind();
+        async move {
+            Err(ProviderError::unavailable(
+                "turn autodeploy off",
+                format!("the {kind} provider does not deploy on its own"),
+            ))
+        }
     }
     /// What runs where, the split, and what runs that copilot did not start.
     fn status(&self) -> impl Future<Output = Result<ArenaStatus, ProviderError>> + Send;

@@ -18,6 +18,8 @@ pub enum Platform {
     Fly(copilot_provider_fly::FlyProvider),
     #[cfg(feature = "ecs")]
     Ecs(Box<copilot_provider_ecs::EcsProvider>),
+    #[cfg(feature = "render")]
+    Render(copilot_provider_render::RenderProvider),
 }
 
 macro_rules! each {
@@ -28,6 +30,8 @@ macro_rules! each {
             Platform::Fly($p) => $e,
             #[cfg(feature = "ecs")]
             Platform::Ecs($p) => $e,
+            #[cfg(feature = "render")]
+            Platform::Render($p) => $e,
         }
     };
 }
@@ -41,6 +45,15 @@ impl Provider for Platform {
     }
     fn prepare(&self, release: &mut ReleaseSpec) -> Result<(), ProviderError> {
         each!(self, p => p.prepare(release))
+    }
+    fn recall(&self, handles: &[Handle]) {
+        each!(self, p => p.recall(handles))
+    }
+    fn made(&self) -> Vec<Handle> {
+        each!(self, p => p.made())
+    }
+    async fn suspend_autodeploy(&self) -> Result<(), ProviderError> {
+        each!(self, p => p.suspend_autodeploy().await)
     }
     async fn status(&self) -> Result<ArenaStatus, ProviderError> {
         each!(self, p => p.status().await)
@@ -126,8 +139,16 @@ pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
         ProviderKind::Ecs => Ok(Platform::Ecs(Box::new(
             copilot_provider_ecs::EcsProvider::new(root, a, settings_of(a)?),
         ))),
-        // Their settings validate; their clients are still to come.
-        ProviderKind::Render | ProviderKind::Kubernetes => Err(ProviderError::unavailable(
+        #[cfg(feature = "render")]
+        ProviderKind::Render => Ok(Platform::Render(
+            copilot_provider_render::RenderProvider::from_env(
+                arena,
+                settings_of(a)?,
+                a.provider.instances,
+            )?,
+        )),
+        // Its settings validate; its client is still to come.
+        ProviderKind::Kubernetes => Err(ProviderError::unavailable(
             format!("drive the {} provider", a.provider.kind),
             format!("copilot cannot drive {} yet", a.provider.kind),
         )

@@ -416,17 +416,42 @@ impl Ledger {
     }
 
     /// The last handle recorded for `release_id` running in `arena`: what
-    /// the platform knows that release as (for a rollback to it).
+    /// the platform knows that release as (for a rollback to it). A handle
+    /// that names its release (`release_id`) counts for that release, in
+    /// whichever deployment it was recorded (a Render rollback deploy made
+    /// while another release's deployment undid itself).
     pub async fn last_handle(&self, arena: &str, release_id: &str) -> Result<Option<Value>> {
-        let sql = "SELECT s.handle FROM deployment_steps s JOIN deployments d ON d.id = s.deployment_id \
-                   WHERE d.arena = $1 AND d.release_id = $2 AND s.handle IS NOT NULL \
-                   ORDER BY d.seq DESC, s.seq DESC LIMIT 1";
-        let row: Option<(Json<Value>,)> = read!(self, pool => sqlx::query_as(sql)
+        Ok(self
+            .handles_with_release(arena)
+            .await?
+            .into_iter()
+            .find(|(h, deployed)| match h.get("release_id").and_then(Value::as_str) {
+                Some(named) => named == release_id,
+                None => deployed == release_id,
+            })
+            .map(|(h, _)| h))
+    }
+
+    /// Every handle recorded in `arena`, newest first (the last 500): what
+    /// the platform knows copilot's operations as.
+    pub async fn handles(&self, arena: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .handles_with_release(arena)
+            .await?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect())
+    }
+
+    async fn handles_with_release(&self, arena: &str) -> Result<Vec<(Value, String)>> {
+        let sql = "SELECT s.handle, d.release_id FROM deployment_steps s JOIN deployments d ON d.id = s.deployment_id \
+                   WHERE d.arena = $1 AND s.handle IS NOT NULL \
+                   ORDER BY d.seq DESC, s.seq DESC LIMIT 500";
+        let rows: Vec<(Json<Value>, String)> = read!(self, pool => sqlx::query_as(sql)
             .bind(arena)
-            .bind(release_id)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await)?;
-        Ok(row.map(|(h,)| h.0))
+        Ok(rows.into_iter().map(|(h, r)| (h.0, r)).collect())
     }
 
     /// Close the steps a killed command left `started`: they end `interrupted`

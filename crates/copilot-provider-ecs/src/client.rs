@@ -616,6 +616,7 @@ impl Provider for EcsProvider {
             slots,
             url: Some(c.url.clone()).filter(|u| !u.is_empty()),
             drift,
+            autodeploy: None,
         })
     }
 

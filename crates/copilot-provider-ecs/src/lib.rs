@@ -103,6 +103,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     ],
     traffic_split: TrafficSplit::Exact,
     instant_rollback: true,
+    live_on_ready: false,
     settings: &[
         "cluster",
         "service",

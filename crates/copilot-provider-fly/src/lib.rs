@@ -106,6 +106,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     ],
     traffic_split: TrafficSplit::ByInstanceCount,
     instant_rollback: true,
+    live_on_ready: false,
     settings: &[
         "app",
         "org",

@@ -134,18 +134,9 @@ fn short(key: &str) -> String {
     d.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Query values: the Machines API's ids and names are URL-safe already;
-/// copilot's own values (arena names) are too, by the definition rules.
+/// Query values and path segments, percent-encoded.
 fn q(v: &str) -> String {
-    v.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.~".contains(c) {
-                c.to_string()
-            } else {
-                format!("%{:02X}", c as u32)
-            }
-        })
-        .collect()
+    copilot_core::http::encode(v)
 }
 
 impl FlyProvider {
@@ -1024,6 +1015,7 @@ impl Provider for FlyProvider {
             slots,
             url: Some(self.s.url.clone()),
             drift,
+            autodeploy: None,
         })
     }
 

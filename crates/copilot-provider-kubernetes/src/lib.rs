@@ -47,6 +47,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     ],
     traffic_split: TrafficSplit::ByInstanceCount,
     instant_rollback: true,
+    live_on_ready: false,
     settings: &["namespace", "context", "deployment", "service"],
     required_settings: &["namespace", "deployment"],
     secret_stores: &[SecretStore::Kubernetes],

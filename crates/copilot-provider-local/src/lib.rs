@@ -69,6 +69,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     ],
     traffic_split: TrafficSplit::Exact,
     instant_rollback: true,
+    live_on_ready: false,
     settings: &["port"],
     required_settings: &[],
     secret_stores: &[],
@@ -589,6 +590,7 @@ impl Provider for LocalProvider {
                 .filter(|r| alive(r.pid))
                 .map(|_| self.url()),
             drift: Vec::new(),
+            autodeploy: None,
         })
     }
 

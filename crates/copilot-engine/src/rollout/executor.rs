@@ -95,6 +95,10 @@ pub struct RolledBack {
     pub switch_ms: u64,
     pub redeployed: bool,
     pub schema: Option<super::schema::SchemaReport>,
+    /// The platform's own deploys on a push (Render's autodeploy): `on`
+    /// (a push can undo this rollback), `turned-off` (asked to), or `None`
+    /// where the platform has no such switch or it was off.
+    pub autodeploy: Option<String>,
 }
 
 /// An abort as it ended.
@@ -608,7 +612,17 @@ impl<'a> Executor<'a> {
 
     /// What the platform runs now.
     pub async fn status(&self) -> Result<ArenaStatus, RolloutError> {
+        self.recall().await?;
         Ok(self.provider.status().await?)
+    }
+
+    /// Tell the provider what copilot started in the arena before (the
+    /// handles the ledger recorded), for platforms that cannot carry
+    /// copilot's tags themselves.
+    async fn recall(&self) -> Result<(), RolloutError> {
+        let handles = self.ledger.handles(self.target()).await?;
+        self.provider.recall(&handles);
+        Ok(())
     }
 
     /// What the platform runs now, every colour named by a release of this
@@ -618,6 +632,7 @@ impl<'a> Executor<'a> {
     /// serving until the new release is healthy, becomes the standby, and is
     /// what the first `rollback` goes back to.
     async fn observe(&self) -> Result<ArenaStatus, RolloutError> {
+        self.recall().await?;
         let mut status = self.provider.status().await?;
         for slot in &mut status.slots {
             let known = !slot.release_id.is_empty()
@@ -792,7 +807,7 @@ impl<'a> Executor<'a> {
             let r = self.rollout(&d.id, spec, None, lease);
             let started = match r.start_colour("deploy-idle", idle, None, None).await {
                 Err(RolloutError::Stopped(req)) => {
-                    reverted = Some(r.stopped_before_traffic(idle, &req).await?);
+                    reverted = Some(r.stopped_before_traffic(idle, live.as_ref(), &req).await?);
                     return Err(RolloutError::Stopped(req));
                 }
                 started => started?,
@@ -1007,13 +1022,17 @@ impl<'a> Executor<'a> {
     /// it still runs the target; else the target is brought back (by the
     /// platform's own means where it has them) and then switched to. The
     /// arena is pinned until `copilot unlock`.
+    /// `copilot rollback`; `suspend_autodeploy` turns the platform's own
+    /// deploys on a push off once traffic is back, so a push cannot undo it.
     pub async fn rollback(
         &self,
         to: Option<&str>,
         reason: String,
+        suspend_autodeploy: bool,
     ) -> Result<RolledBack, RolloutError> {
         self.leased(&format!("rollback: {reason}"), async |lease| {
-            self.rollback_leased(lease, to, reason.clone()).await
+            self.rollback_leased(lease, to, reason.clone(), suspend_autodeploy)
+                .await
         })
         .await
     }
@@ -1023,6 +1042,7 @@ impl<'a> Executor<'a> {
         lease: &Lease,
         to: Option<&str>,
         reason: String,
+        suspend_autodeploy: bool,
     ) -> Result<RolledBack, RolloutError> {
         let a = self.arena;
         let status = self.observe().await?;
@@ -1140,12 +1160,14 @@ impl<'a> Executor<'a> {
             .step(
                 "switch-to-standby",
                 json!({ "weights": split }),
-                async |_| {
+                async |seq| {
                     let op = r.op("switch-to-standby");
                     let achieved = self
                         .provider
                         .set_traffic(&op, &[(standby.slot, 100), (live.slot, 0)])
-                        .await?;
+                        .await;
+                    r.record_made(seq).await?;
+                    let achieved = achieved?;
                     let switch_ms = started.elapsed().as_millis() as u64;
                     let split = super::achieved_json(&asked, &achieved);
                     self.ledger
@@ -1212,6 +1234,27 @@ impl<'a> Executor<'a> {
                 clock::now(),
             )
             .await?;
+        let autodeploy = match status.autodeploy {
+            Some(true) if suspend_autodeploy => {
+                self.provider.suspend_autodeploy().await?;
+                self.ledger
+                    .audit(
+                        &NewAudit {
+                            actor: self.actor.clone(),
+                            action: "autodeploy.suspend".into(),
+                            arena: Some(self.target().to_string()),
+                            subject: Some(d.id.clone()),
+                            reason: Some(format!("rollback to {}", standby.version)),
+                            detail: json!({}),
+                        },
+                        clock::now(),
+                    )
+                    .await?;
+                Some("turned-off".to_string())
+            }
+            Some(true) => Some("on".to_string()),
+            _ => None,
+        };
         Ok(RolledBack {
             deployment: d.id,
             from: live.version,
@@ -1219,6 +1262,7 @@ impl<'a> Executor<'a> {
             switch_ms,
             redeployed,
             schema,
+            autodeploy,
         })
     }
 
@@ -1554,7 +1598,7 @@ impl<'a> Executor<'a> {
             .step(
                 "abort",
                 json!({ "reason": reason, "back_to": old.as_ref().map(|o| &o.version) }),
-                async |_| {
+                async |seq| {
                     let op: Op<'_> = r.op("abort");
                     let split = match (&old, &new) {
                         (Some(o), n) => {
@@ -1564,7 +1608,9 @@ impl<'a> Executor<'a> {
                                 asked.push((n.slot, n.version.as_str(), 0));
                                 weights.push((n.slot, 0));
                             }
-                            let achieved = self.provider.set_traffic(&op, &weights).await?;
+                            let achieved = self.provider.set_traffic(&op, &weights).await;
+                            r.record_made(seq).await?;
+                            let achieved = achieved?;
                             if let Some(n) = n {
                                 self.provider.remove(&op, n.slot).await?;
                             }

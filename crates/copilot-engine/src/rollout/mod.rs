@@ -366,8 +366,8 @@ impl Rollout<'_> {
         if let Value::Object(extra) = extra {
             intent.as_object_mut().expect("object").extend(extra);
         }
-        self.step(name, intent, async |_| {
-            let (achieved, split) = self.set_traffic(name, &asked).await?;
+        self.step(name, intent, async |seq| {
+            let (achieved, split) = self.set_traffic(name, seq, &asked).await?;
             Ok((
                 achieved,
                 json!({ "weights": split, "requested": requested }),
@@ -376,18 +376,21 @@ impl Rollout<'_> {
         .await
     }
 
-    /// Ask the platform for the split `asked` as operation `name`, announce
-    /// what it achieved, and record that split in the ledger.
+    /// Ask the platform for the split `asked` as operation `name` (step
+    /// `seq`), announce what it achieved, and record that split in the ledger.
     async fn set_traffic(
         &self,
         name: &str,
+        seq: i32,
         asked: &[(Slot, &str, u8)],
     ) -> Result<(Vec<(Slot, u8)>, Value), RolloutError> {
         let requested: Vec<(Slot, u8)> = asked.iter().map(|(s, _, w)| (*s, *w)).collect();
         let achieved = self
             .provider
             .set_traffic(&self.op(name), &requested)
-            .await?;
+            .await;
+        self.record_made(seq).await?;
+        let achieved = achieved?;
         self.events.emit(events::Event::TrafficSet {
             deployment: self.deployment_id.to_string(),
             requested,
@@ -404,6 +407,18 @@ impl Rollout<'_> {
             )
             .await?;
         Ok((achieved, split))
+    }
+
+    /// Record with step `seq` what the platform started besides the
+    /// step's own operation (a Render rollback's deploy), so later commands
+    /// know it as copilot's.
+    pub async fn record_made(&self, seq: i32) -> Result<(), RolloutError> {
+        if let Some(h) = self.provider.made().pop() {
+            self.ledger
+                .record_handle(self.deployment_id, seq, &h)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn shift(&self, new: Slot, old: Option<&SlotStatus>, w: u8) -> Result<(), RolloutError> {
@@ -457,8 +472,8 @@ impl Rollout<'_> {
         self.step(
             "rollback",
             json!({ "reason": why, "weights": full }),
-            async |_| {
-                let (_, split) = self.set_traffic("rollback", &asked).await?;
+            async |seq| {
+                let (_, split) = self.set_traffic("rollback", seq, &asked).await?;
                 Ok(((), json!({ "weights": split })))
             },
         )
@@ -479,21 +494,36 @@ impl Rollout<'_> {
             let started = self
                 .start_colour("deploy-idle", idle, recorded, None)
                 .await?;
-            self.progress.line(&format!(
-                "{idle} is healthy at {}; running after gates against it",
-                started.url
-            ));
+            self.progress.line(&if self.live_on_ready() {
+                format!(
+                    "{} is live at {} (the platform swapped on its health check); running after gates against it",
+                    self.release.version, started.url
+                )
+            } else {
+                format!(
+                    "{idle} is healthy at {}; running after gates against it",
+                    started.url
+                )
+            });
             let passed = self.or_stop(after_gates(&started)).await?;
             Ok((started, passed))
         }
         .await;
         let (started, passed) = match started {
             Err(RolloutError::Stopped(req)) => {
-                return self.stopped_before_traffic(idle, &req).await;
+                return self.stopped_before_traffic(idle, old, &req).await;
             }
             other => other?,
         };
         if !passed {
+            let why = "after gates failed against the new release";
+            if self.live_on_ready() {
+                // It serves already: back through the platform's rollback.
+                return Ok(match self.revert(idle, old, why).await? {
+                    End::Reverted(why) => End::RolledBack(why),
+                    other => other,
+                });
+            }
             self.retire("retire-new", idle, None).await?;
             return Ok(End::RolledBack(
                 "after gates failed against the new colour".into(),
@@ -585,14 +615,25 @@ impl Rollout<'_> {
         }
     }
 
-    /// A rollout stopped before any traffic reached `idle`: the old
+    /// Whether the provider puts a release live as soon as it is healthy
+    /// (Render): there is no moment when it runs without traffic.
+    fn live_on_ready(&self) -> bool {
+        crate::platform::capabilities(self.arena.provider.kind).live_on_ready
+    }
+
+    /// A rollout stopped before any traffic was sent to `idle`: the old
     /// release still serves; the new colour is stopped (rollback) or left
-    /// as it is for `resume` (pause).
+    /// as it is for `resume` (pause). On a platform that put it live on its
+    /// own, it is stopped as after a shift (`old` back in service).
     pub async fn stopped_before_traffic(
         &self,
         idle: Slot,
+        old: Option<&SlotStatus>,
         req: &StopRequest,
     ) -> Result<End, RolloutError> {
+        if self.live_on_ready() {
+            return self.stopped(idle, old, req).await;
+        }
         let a = &self.arena.name;
         match req.action {
             StopAction::Pause => Ok(End::Paused(format!(

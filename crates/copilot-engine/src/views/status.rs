@@ -46,6 +46,10 @@ pub struct ArenaStatusView {
     pub drift: bool,
     /// What runs on the platform that copilot did not start.
     pub platform_drift: Vec<Drift>,
+    /// Whether the platform deploys on its own on a push (Render's
+    /// autodeploy), where it has that switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autodeploy: Option<bool>,
     pub lock: Option<Lock>,
     pub window: WindowView,
     /// The platform's account of each slot (instances, health, regions).
@@ -87,7 +91,7 @@ pub async fn status(
 ) -> Result<StatusView, LedgerError> {
     let mut views = Vec::new();
     for a in arenas {
-        let observed = observe(root, a).await;
+        let observed = observe(root, ledger, a).await;
         views.push(arena_status(ledger, a, observed, now).await?);
     }
     Ok(StatusView {
@@ -100,7 +104,7 @@ pub async fn status(
 /// What the provider itself reports, where copilot can ask it (a provider
 /// built in, with its credentials, that runs something for the arena). A
 /// lane is reported with the arena it deploys into.
-pub async fn observe(root: &Path, a: &Arena) -> Observation {
+pub async fn observe(root: &Path, ledger: &Ledger, a: &Arena) -> Observation {
     if a.deploys_into() != a.name {
         return Observation::Nothing;
     }
@@ -112,6 +116,10 @@ pub async fn observe(root: &Path, a: &Arena) -> Observation {
         Ok(p) => p,
         Err(e) => return Observation::NotAsked(e.message),
     };
+    match ledger.handles(a.deploys_into()).await {
+        Ok(handles) => provider.recall(&handles),
+        Err(e) => return Observation::NotAsked(e.to_string()),
+    }
     match provider.status().await {
         Ok(status) if status.slots.is_empty() && status.drift.is_empty() => Observation::Nothing,
         Ok(status) => Observation::Seen(status),
@@ -201,6 +209,7 @@ pub async fn arena_status(
             .as_ref()
             .map(|o| o.drift.clone())
             .unwrap_or_default(),
+        autodeploy: observed.as_ref().and_then(|o| o.autodeploy),
         lock,
         window: WindowView { open, freezes },
         slots: observed.map(|o| o.slots).unwrap_or_default(),
