@@ -21,7 +21,7 @@
 
 // Without a remote provider built in, only the local scenarios run.
 #![cfg_attr(
-    not(any(feature = "fly", feature = "ecs")),
+    not(any(feature = "fly", feature = "ecs", feature = "render")),
     allow(dead_code, unused_imports)
 )]
 
@@ -377,6 +377,70 @@ mod fly {
             assert_eq!(c.exit, 0, "{c:?}");
         }
         let v = a.fly.violations();
+        assert!(v.is_empty(), "Prism: {v:?}");
+    }
+}
+
+// ------------------------------------------------------------------ Render
+
+#[cfg(feature = "render")]
+mod render {
+    use super::*;
+    use crate::render_emulator::{Fault, kind_of};
+    use crate::render_provider::{RenderArenas, STAGING};
+
+    impl Peer for RenderArenas {
+        fn provider(&self) -> &'static str {
+            "render"
+        }
+        fn arena(&self) -> &'static str {
+            "staging"
+        }
+        fn source(&self) -> &'static str {
+            "local"
+        }
+        fn run(&self, args: &[&str]) -> (i32, Value) {
+            RenderArenas::run(self, args)
+        }
+        fn serving(&self) -> Vec<String> {
+            self.render.settle(STAGING);
+            vec![self.render.serving(STAGING)]
+        }
+        fn calls(&self) -> Vec<String> {
+            self.render.requests().iter().map(|r| kind_of(r)).collect()
+        }
+        fn inject(&self, kind: &str, fault: FaultKind) {
+            self.render.inject_on(
+                kind,
+                match fault {
+                    FaultKind::Throttled => Fault::Status(429, Some(1)),
+                    FaultKind::ServerError => Fault::Status(503, None),
+                    FaultKind::LostAnswer => Fault::LostAnswer(Duration::from_secs(4)),
+                },
+            );
+        }
+        fn pending(&self) -> usize {
+            self.render.pending_faults()
+        }
+    }
+
+    #[test]
+    fn render_takes_down_a_first_release_that_analysis_rejects() {
+        first_release_rejected(&RenderArenas::new(""));
+    }
+
+    #[test]
+    fn render_keeps_the_invariants_whichever_call_fails() {
+        let a = RenderArenas::new("");
+        let cells = fault_matrix(&a);
+        summary(&a, &cells);
+        for c in cells
+            .iter()
+            .filter(|c| matches!(c.fault, FaultKind::Throttled))
+        {
+            assert_eq!(c.exit, 0, "{c:?}");
+        }
+        let v = a.render.violations();
         assert!(v.is_empty(), "Prism: {v:?}");
     }
 }

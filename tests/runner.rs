@@ -25,6 +25,10 @@ mod ledger_store;
 mod local_provider;
 mod lock_race;
 mod render_output;
+#[cfg(feature = "render")]
+mod render_emulator;
+#[cfg(feature = "render")]
+mod render_provider;
 mod rollout_control;
 mod rollouts;
 mod service_http;
