@@ -27,6 +27,10 @@ mod fly_emulator;
 #[path = "../tests/ecs_emulator.rs"]
 mod ecs_emulator;
 
+#[allow(dead_code)]
+#[path = "../tests/render_emulator.rs"]
+mod render_emulator;
+
 fn copilot(root: &std::path::Path, args: &[&str]) -> serde_json::Value {
     copilot_with(root, args, &[])
 }
@@ -86,6 +90,64 @@ fn main() {
     local(rounds);
     fly(rounds);
     ecs(rounds);
+    render(rounds);
+}
+
+/// Blue-green on the emulated Render: the rollback is Render's own
+/// (`POST /services/{id}/rollback`), which starts the older deploy's image
+/// again and swaps once it passes its health check.
+fn render(rounds: usize) {
+    let render = render_emulator::RenderEmulator::start(
+        &["copilot-bench"],
+        &[],
+        "docker.io/acme/copilot",
+        &[("SHOPIFY_WEBHOOK_SECRET", "bench")],
+    );
+    let env = render.env();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    copilot(root, &["init", root.to_str().unwrap()]);
+    for f in ["staging", "canary", "production", "hotfix", "preview"] {
+        let _ = std::fs::remove_file(root.join(format!("arenas/{f}.yaml")));
+    }
+    std::fs::write(
+        root.join("arenas/render.yaml"),
+        "name: render\ntier: staging\nprovider: { kind: render, service: copilot-bench, instances: 1 }\n\
+         strategy:\n  kind: blue-green\n  steps: [{ weight: 100 }]\n\
+         env:\n  values: { SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\" }\n\
+         \x20 secrets: { SHOPIFY_WEBHOOK_SECRET: \"render:SHOPIFY_WEBHOOK_SECRET\" }\n",
+    )
+    .unwrap();
+    for v in ["v1", "v2"] {
+        copilot(
+            root,
+            &[
+                "release",
+                "create",
+                "--image",
+                &format!("docker.io/acme/copilot:{v}"),
+            ],
+        );
+    }
+    let (mut wall, mut switch) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for v in ["v1", "v2"] {
+            copilot_with(root, &["deploy", "render", "--release", v], &env);
+        }
+        let t = Instant::now();
+        let doc = copilot_with(root, &["rollback", "render", "--reason", "bench"], &env);
+        wall.push(t.elapsed().as_secs_f64() * 1000.0);
+        switch.push(doc["switch_ms"].as_f64().unwrap_or(f64::NAN));
+        copilot(root, &["unlock", "render"]);
+    }
+    copilot_with(root, &["down", "render"], &env);
+    report(
+        &format!(
+            "rollback after a completed deployment, {rounds} rounds (emulated Render through Prism: Render's rollback, followed to live; each status lasts 250 ms there)"
+        ),
+        &mut wall,
+        &mut switch,
+    );
 }
 
 /// Blue-green on ECS in moto: 2 tasks per colour, the standby's still running;

@@ -141,8 +141,9 @@ struct World {
     deploy_times: BTreeMap<String, Vec<Instant>>,
     /// Answer a created deploy with `202 Queued` and no body.
     queue_answers: bool,
-    /// Render's limit of deploys a minute per service, when enforced.
-    deploy_limit: Option<usize>,
+    /// Render's limit of deploys per service in a window, when enforced
+    /// (Render's is 10 a minute).
+    deploy_limit: Option<(usize, Duration)>,
     retiring: Vec<Child>,
     root: PathBuf,
     service_bin: PathBuf,
@@ -245,10 +246,7 @@ impl RenderEmulator {
             let w = world.clone();
             let control = Router::new()
                 .route("/v1/services", get(list_services))
-                .route(
-                    "/v1/services/{id}",
-                    get(show_service).patch(update_service),
-                )
+                .route("/v1/services/{id}", get(show_service).patch(update_service))
                 .route(
                     "/v1/services/{id}/deploys",
                     get(list_deploys).post(create_deploy),
@@ -373,9 +371,10 @@ impl RenderEmulator {
         self.world.lock().unwrap().queue_answers = on;
     }
 
-    /// Enforce a limit of `n` deploys a minute per service (Render's is 10).
-    pub fn limit_deploys(&self, n: usize) {
-        self.world.lock().unwrap().deploy_limit = Some(n);
+    /// Enforce a limit of `n` deploys per service in `window` (Render's is
+    /// 10 a minute).
+    pub fn limit_deploys(&self, n: usize, window: Duration) {
+        self.world.lock().unwrap().deploy_limit = Some((n, window));
     }
 
     /// A push to the service's image: Render deploys it when autodeploy is
@@ -585,7 +584,10 @@ async fn faults(
     };
     match fault {
         Some(Fault::Status(code, reset)) => {
-            let mut resp = err(StatusCode::from_u16(code).unwrap(), "injected by the emulator");
+            let mut resp = err(
+                StatusCode::from_u16(code).unwrap(),
+                "injected by the emulator",
+            );
             if code == 429 {
                 rate_limited(&mut resp, reset.unwrap_or(1));
             }
@@ -609,7 +611,8 @@ fn rate_limited(resp: &mut Response, reset: u64) {
 }
 
 fn service_json(s: &Svc) -> Value {
-    let mut env_specific = json!({ "dockerCommand": "", "dockerContext": ".", "dockerfilePath": "./Dockerfile" });
+    let mut env_specific =
+        json!({ "dockerCommand": "", "dockerContext": ".", "dockerfilePath": "./Dockerfile" });
     if let Some(c) = &s.pre_deploy {
         env_specific["preDeployCommand"] = json!(c);
     }
@@ -660,7 +663,10 @@ async fn list_services(
     let mut list: Vec<&Svc> = w
         .services
         .values()
-        .filter(|s| q.get("name").is_none_or(|n| n.split(',').any(|n| n == s.name)))
+        .filter(|s| {
+            q.get("name")
+                .is_none_or(|n| n.split(',').any(|n| n == s.name))
+        })
         .collect();
     if let Some(c) = q.get("cursor") {
         list.retain(|s| s.id.as_str() > c.as_str());
@@ -747,7 +753,11 @@ fn new_deploy(w: &mut World, id: &str, image: String, trigger: &'static str) -> 
         dir,
     };
     // A newer deploy supersedes one still on its way, as Render does.
-    for old in w.deps.iter_mut().filter(|o| o.service == id && o.in_progress()) {
+    for old in w
+        .deps
+        .iter_mut()
+        .filter(|o| o.service == id && o.in_progress())
+    {
         old.status = "canceled".into();
         old.finished_at = Some(now_text());
         if let Some(mut c) = old.child.take() {
@@ -772,26 +782,30 @@ async fn create_deploy(
     if let Some(r) = unknown(&w, &id) {
         return r;
     }
-    // Render's limit of deploys a minute per service.
-    let recent = w
-        .deploy_times
-        .get(&id)
-        .map_or(0, |t| t.iter().filter(|t| t.elapsed() < Duration::from_secs(60)).count());
-    if w.deploy_limit.is_some_and(|l| recent >= l) {
-        let oldest = w.deploy_times[&id]
-            .iter()
-            .filter(|t| t.elapsed() < Duration::from_secs(60))
-            .min()
+    // Render's limit of deploys per service.
+    if let Some((limit, window)) = w.deploy_limit {
+        let within: Vec<Instant> = w
+            .deploy_times
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter(|t| t.elapsed() < window)
             .copied()
-            .unwrap();
-        let reset = 60u64.saturating_sub(oldest.elapsed().as_secs()).max(1);
-        let mut r = err(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-        rate_limited(&mut r, reset);
-        return r;
+            .collect();
+        if within.len() >= limit {
+            let oldest = within.iter().min().copied().unwrap();
+            let reset = (window - oldest.elapsed()).as_secs_f64().ceil() as u64;
+            let mut r = err(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+            rate_limited(&mut r, reset.max(1));
+            return r;
+        }
     }
     let configured = w.services[&id].image.clone();
     let image = body["imageUrl"].as_str().unwrap_or(&configured).to_string();
-    let repo = |i: &str| i.rsplit_once(':').map_or(i.to_string(), |(r, _)| r.to_string());
+    let repo = |i: &str| {
+        i.rsplit_once(':')
+            .map_or(i.to_string(), |(r, _)| r.to_string())
+    };
     if repo(&image) != repo(&configured) {
         return err(
             StatusCode::BAD_REQUEST,
@@ -806,10 +820,7 @@ async fn create_deploy(
     (StatusCode::CREATED, axum::Json(d.json())).into_response()
 }
 
-async fn show_deploy(
-    State(w): State<Shared>,
-    Path((id, dep)): Path<(String, String)>,
-) -> Response {
+async fn show_deploy(State(w): State<Shared>, Path((id, dep)): Path<(String, String)>) -> Response {
     let w = w.lock().unwrap();
     if let Some(r) = unknown(&w, &id) {
         return r;
@@ -853,11 +864,9 @@ async fn rollback(
         return r;
     }
     let to = body["deployId"].as_str().unwrap_or_default();
-    let Some(target) = w
-        .deps
-        .iter()
-        .find(|d| d.id == to && d.service == id && matches!(d.status.as_str(), "live" | "deactivated"))
-    else {
+    let Some(target) = w.deps.iter().find(|d| {
+        d.id == to && d.service == id && matches!(d.status.as_str(), "live" | "deactivated")
+    }) else {
         return err(StatusCode::NOT_FOUND, "no successful deploy with that id");
     };
     let image = target.image.clone();
@@ -906,10 +915,7 @@ async fn set_env(
     ok(json!({ "key": key, "value": value }))
 }
 
-async fn delete_env(
-    State(w): State<Shared>,
-    Path((id, key)): Path<(String, String)>,
-) -> Response {
+async fn delete_env(State(w): State<Shared>, Path((id, key)): Path<(String, String)>) -> Response {
     let mut w = w.lock().unwrap();
     if let Some(r) = unknown(&w, &id) {
         return r;
@@ -1013,8 +1019,11 @@ async fn supervise(w: Shared) {
             w.retiring.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
             let mut probes = Vec::new();
             let (closed, bin) = (w.closed, w.service_bin.clone());
-            let kinds: BTreeMap<String, &'static str> =
-                w.services.iter().map(|(k, s)| (k.clone(), s.kind)).collect();
+            let kinds: BTreeMap<String, &'static str> = w
+                .services
+                .iter()
+                .map(|(k, s)| (k.clone(), s.kind))
+                .collect();
             let mut went_live = Vec::new();
             for d in w.deps.iter_mut().filter(|d| d.in_progress()) {
                 if d.since.elapsed() < PHASE {
@@ -1092,8 +1101,7 @@ async fn supervise(w: Shared) {
             if healthy {
                 let mut guard = w.lock().unwrap();
                 let w = &mut *guard;
-                if w
-                    .deps
+                if w.deps
                     .iter()
                     .any(|d| d.id == id && d.status == "update_in_progress")
                 {

@@ -31,7 +31,11 @@ impl RenderArenas {
             &[STAGING],
             &[WORKER],
             REPO,
-            &[("SHOPIFY_WEBHOOK_SECRET", "render-kept-secret"), ("TEAM_SETTING", "kept")],
+            &[
+                ("SHOPIFY_WEBHOOK_SECRET", "render-kept-secret"),
+                ("SHOPIFY_API_VERSION", "2026-07"),
+                ("TEAM_SETTING", "kept"),
+            ],
         );
         let p = Project::init();
         p.write(
@@ -105,7 +109,10 @@ impl RenderArenas {
 }
 
 fn no_violations(render: &RenderEmulator) {
-    assert!(render.checked_by_prism() > 0, "no request went through Prism");
+    assert!(
+        render.checked_by_prism() > 0,
+        "no request went through Prism"
+    );
     let v = render.violations();
     assert!(
         v.is_empty(),
@@ -123,10 +130,19 @@ fn render_swaps_on_its_health_check_with_traffic_flowing_and_rolls_back_by_its_o
     // The arena's settings reached the service; the team's variables stayed.
     let (_, _, instances, _, _) = a.render.service(STAGING);
     assert_eq!(instances, 2);
-    assert_eq!(a.render.env_var(STAGING, "TEAM_SETTING").as_deref(), Some("kept"));
-    assert_eq!(a.render.env_var(STAGING, "SHOPIFY_API_VERSION").as_deref(), Some("2026-10"));
+    assert_eq!(
+        a.render.env_var(STAGING, "TEAM_SETTING").as_deref(),
+        Some("kept")
+    );
+    assert_eq!(
+        a.render.env_var(STAGING, "SHOPIFY_API_VERSION").as_deref(),
+        Some("2026-10")
+    );
     assert!(
-        !a.render.requests().iter().any(|r| r == &format!("PUT /v1/services/{}/env-vars", a.render.service_id(STAGING))),
+        !a.render
+            .requests()
+            .iter()
+            .any(|r| r == &format!("PUT /v1/services/{}/env-vars", a.render.service_id(STAGING))),
         "the replace-all env-vars call is never made"
     );
 
@@ -136,7 +152,10 @@ fn render_swaps_on_its_health_check_with_traffic_flowing_and_rolls_back_by_its_o
     let seen = traffic.stop();
     assert!(seen.len() > 20, "{} requests", seen.len());
     let failed: Vec<_> = seen.iter().filter(|(_, _, ok)| !ok).collect();
-    assert!(failed.is_empty(), "failed requests across the swap: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "failed requests across the swap: {failed:?}"
+    );
     assert!(seen.iter().any(|(_, r, _)| r == "v1") && seen.iter().any(|(_, r, _)| r == "v2"));
     assert_eq!(a.render.serving(STAGING), "v2");
     let (_, status) = a.run(&["status", "staging"]);
@@ -173,7 +192,10 @@ fn a_deploy_that_never_passes_its_health_check_leaves_the_old_one_serving() {
     let a = RenderArenas::new("");
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "{doc}");
-    for (release, status) in [("unhealthy", "update_failed"), ("build-fails", "build_failed")] {
+    for (release, status) in [
+        ("unhealthy", "update_failed"),
+        ("build-fails", "build_failed"),
+    ] {
         let (code, doc) = a.run(&["deploy", "staging", "--release", release]);
         assert_eq!(code, 1, "{doc}");
         let message = doc["error"]["message"].as_str().unwrap_or_default();
@@ -204,7 +226,10 @@ fn a_failing_pre_deploy_command_fails_the_deploy_with_its_status() {
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
     assert_eq!(code, 1, "{doc}");
     assert!(
-        doc["error"]["message"].as_str().unwrap_or_default().contains("pre_deploy_failed"),
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pre_deploy_failed"),
         "{doc}"
     );
     assert_eq!(a.render.serving(STAGING), "v1");
@@ -217,7 +242,14 @@ fn analysis_that_rejects_a_live_release_rolls_back_through_render() {
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "{doc}");
     let (code, doc) = a.run(&[
-        "promote", "local", "staging", "--release", "v2-broken", "--yes", "--bake", "3s",
+        "promote",
+        "local",
+        "staging",
+        "--release",
+        "v2-broken",
+        "--yes",
+        "--bake",
+        "3s",
     ]);
     assert_eq!(code, 1, "{doc}");
     assert_eq!(doc["state"], "rolled-back", "{doc}");
@@ -235,8 +267,10 @@ fn analysis_that_rejects_a_live_release_rolls_back_through_render() {
 fn deploys_made_outside_copilot_are_drift_and_an_existing_service_is_adopted() {
     let a = RenderArenas::new("");
     // The service already runs an image nobody deployed with copilot.
-    a.render.deploy_by_hand(STAGING, &format!("{REPO}:handmade"));
+    a.render
+        .deploy_by_hand(STAGING, &format!("{REPO}:handmade"));
     a.render.settle(STAGING);
+    assert_eq!(a.render.serving(STAGING), format!("{REPO}:handmade"));
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(a.render.serving(STAGING), "v1");
@@ -248,12 +282,17 @@ fn deploys_made_outside_copilot_are_drift_and_an_existing_service_is_adopted() {
     assert_eq!(code, 0, "{doc}");
 
     // A push that autodeploys is drift, named with its trigger.
-    a.render.push(STAGING, &format!("{REPO}:pushed")).expect("autodeploy is on");
+    a.render
+        .push(STAGING, &format!("{REPO}:pushed"))
+        .expect("autodeploy is on");
     a.render.settle(STAGING);
     let (_, status) = a.run(&["status", "staging"]);
     let arena = &status["arenas"][0];
     assert_eq!(arena["drift"], true, "{status:#}");
-    assert!(arena["platform_drift"].to_string().contains("new_commit"), "{status:#}");
+    assert!(
+        arena["platform_drift"].to_string().contains("new_commit"),
+        "{status:#}"
+    );
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
     assert_eq!(code, 4, "a deploy over drift is refused: {doc}");
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v2", "--adopt-drift"]);
@@ -264,7 +303,9 @@ fn deploys_made_outside_copilot_are_drift_and_an_existing_service_is_adopted() {
     a.render.settle(STAGING);
     let (_, status) = a.run(&["status", "staging"]);
     assert!(
-        status["arenas"][0]["platform_drift"].to_string().contains("rollback"),
+        status["arenas"][0]["platform_drift"]
+            .to_string()
+            .contains("rollback"),
         "{status:#}"
     );
     no_violations(&a.render);
@@ -287,15 +328,32 @@ fn killed_while_render_deploys_resume_follows_the_same_deploy_and_abort_cancels_
         std::thread::sleep(Duration::from_millis(300));
         child.kill().unwrap();
         child.wait().unwrap();
-        let (code, doc) = a.run(&[finish, "staging"]);
+        let args: &[&str] = match finish {
+            "resume" => &["resume", "staging", "--bake", "1s"],
+            _ => &["abort", "staging"],
+        };
+        let (code, doc) = a.run(args);
         assert_eq!(code, 0, "{finish}: {doc}");
-        assert_eq!(a.posts("/deploys"), before + 1, "{finish}: one deploy, never a second");
+        assert_eq!(
+            a.posts("/deploys"),
+            before + 1,
+            "{finish}: one deploy, never a second"
+        );
         a.render.settle(STAGING);
         match finish {
             "resume" => assert_eq!(a.render.serving(STAGING), "v2"),
             _ => {
                 assert!(a.posts("/cancel") >= 1, "abort cancels the deploy");
-                assert_eq!(a.render.serving(STAGING), "v2", "the release before the aborted one");
+                let (_, status, _, image) = a.render.deploys(STAGING).pop().unwrap();
+                assert_eq!(
+                    (status.as_str(), image.as_str()),
+                    ("canceled", "docker.io/acme/copilot:v2")
+                );
+                assert_eq!(
+                    a.render.serving(STAGING),
+                    "v1",
+                    "the release before the aborted one"
+                );
             }
         }
         let (_, status) = a.run(&["status", "staging"]);
@@ -317,17 +375,54 @@ fn render_errors_are_shown_with_their_exit_code_and_a_hint() {
         &[("RENDER_API_KEY", "rnd_wrong")],
     );
     assert_eq!(code, 3, "{doc}");
-    assert!(doc["error"]["hint"].as_str().unwrap_or_default().contains("RENDER_API_KEY"), "{doc}");
-    a.p.edit("arenas/staging.yaml", &format!("service: {STAGING}"), "service: srv-doesnotexist00");
+    assert!(
+        doc["error"]["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RENDER_API_KEY"),
+        "{doc}"
+    );
+    a.p.edit(
+        "arenas/staging.yaml",
+        &format!("service: {STAGING}"),
+        "service: srv-doesnotexist00",
+    );
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 3, "{doc}");
-    assert!(doc["error"]["message"].as_str().unwrap_or_default().contains("service not found"), "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("service not found"),
+        "{doc}"
+    );
     // Render's limit on deploys is waited out, from its rate-limit headers.
-    a.p.edit("arenas/staging.yaml", "service: srv-doesnotexist00", &format!("service: {STAGING}"));
+    a.p.edit(
+        "arenas/staging.yaml",
+        "service: srv-doesnotexist00",
+        &format!("service: {STAGING}"),
+    );
     a.render.queue_answers(true);
-    a.render.inject_on("POST /v1/services/{serviceId}/deploys", Fault::Status(429, Some(2)));
+    a.render.inject_on(
+        "POST /v1/services/{serviceId}/deploys",
+        Fault::Status(429, Some(2)),
+    );
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "a 429 and a 202 without a body: {doc}");
+    assert_eq!(a.render.serving(STAGING), "v1");
+    // Render's limit of deploys a service may take in a window: the one
+    // over it is refused with a 429, waited out, and sent again.
+    a.render.queue_answers(false);
+    a.render.limit_deploys(1, Duration::from_secs(4));
+    let before = a.posts("/deploys");
+    for v in ["v2", "v1"] {
+        let (code, doc) = a.run(&["deploy", "staging", "--release", v]);
+        assert_eq!(code, 0, "{v}: {doc}");
+    }
+    assert!(
+        a.posts("/deploys") >= before + 3,
+        "a deploy refused by the limit was sent again"
+    );
     assert_eq!(a.render.serving(STAGING), "v1");
     no_violations(&a.render);
 }

@@ -24,9 +24,9 @@ mod gates_peers;
 mod ledger_store;
 mod local_provider;
 mod lock_race;
-mod render_output;
 #[cfg(feature = "render")]
 mod render_emulator;
+mod render_output;
 #[cfg(feature = "render")]
 mod render_provider;
 mod rollout_control;

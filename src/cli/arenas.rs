@@ -69,6 +69,7 @@ fn summary(a: &Arena) -> Value {
         "tier": a.tier,
         "provider": a.provider.kind,
         "strategy": a.strategy.kind,
+        "swap": copilot_engine::platform::swap_note(a.provider.kind),
         "promotes_from": a.promotes_from,
         "target": a.target,
         "gates": a.gates,
@@ -105,6 +106,9 @@ fn describe(a: &Arena) -> String {
         })
         .collect();
     let _ = writeln!(s, "strategy    {} {}", a.strategy.kind, steps.join(" -> "));
+    if let Some(note) = copilot_engine::platform::swap_note(a.provider.kind) {
+        let _ = writeln!(s, "            {note}");
+    }
     if let Some(an) = &a.strategy.analysis {
         let _ = writeln!(
             s,

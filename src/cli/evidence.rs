@@ -269,6 +269,9 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> CmdResult {
             view.steps.join(" -> ")
         }
     );
+    if let Some(note) = &view.swap {
+        let _ = writeln!(t, "  note      {note}");
+    }
     if let Some(a) = &view.analysis {
         let metrics = view.analysis_text();
         let _ = writeln!(

@@ -213,6 +213,18 @@ pub static RULES: ProviderRules = ProviderRules {
     schemas,
 };
 
+/// What a rollout on a provider that swaps by itself means, said where
+/// the steps are shown (`plan`, `arenas show`); `None` for the others.
+pub fn swap_note(kind: ProviderKind) -> Option<String> {
+    capabilities(kind).live_on_ready.then(|| {
+        format!(
+            "{kind} swaps to the new release once it passes {kind}'s own health check (the previous one serves until then); \
+             there is no idle colour to test first: after gates and analysis run once the new release is live, \
+             and a failure goes back through {kind}'s rollback"
+        )
+    })
+}
+
 /// What the provider of `kind` can do.
 pub fn capabilities(kind: ProviderKind) -> &'static Capabilities {
     match kind {

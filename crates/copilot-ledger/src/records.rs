@@ -425,10 +425,12 @@ impl Ledger {
             .handles_with_release(arena)
             .await?
             .into_iter()
-            .find(|(h, deployed)| match h.get("release_id").and_then(Value::as_str) {
-                Some(named) => named == release_id,
-                None => deployed == release_id,
-            })
+            .find(
+                |(h, deployed)| match h.get("release_id").and_then(Value::as_str) {
+                    Some(named) => named == release_id,
+                    None => deployed == release_id,
+                },
+            )
             .map(|(h, _)| h))
     }
 

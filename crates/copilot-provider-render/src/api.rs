@@ -162,7 +162,11 @@ fn repository(image: &str) -> &str {
 
 impl RenderProvider {
     /// A client from `RENDER_API_KEY` and, when set, `RENDER_HOST`.
-    pub fn from_env(arena: &str, s: &RenderSettings, instances: u32) -> Result<Self, ProviderError> {
+    pub fn from_env(
+        arena: &str,
+        s: &RenderSettings,
+        instances: u32,
+    ) -> Result<Self, ProviderError> {
         let key = std::env::var("RENDER_API_KEY")
             .ok()
             .filter(|t| !t.trim().is_empty())
@@ -270,7 +274,11 @@ impl RenderProvider {
                 action,
                 format!(
                     "{n} services are named `{which}`: {}",
-                    found.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+                    found
+                        .iter()
+                        .map(|s| s.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
             .with_hint("name the service by its id (`srv-...`) in `service:`")),
@@ -285,7 +293,9 @@ impl RenderProvider {
                 format!("use Render service {}", self.s.service),
                 format!("{} is a {}, not a web service", s.name, s.kind),
             )
-            .with_hint("name the web service in `service:`, and a background worker in `worker:`"));
+            .with_hint(
+                "name the web service in `service:`, and a background worker in `worker:`",
+            ));
         }
         if let (Some(want), Some(have)) = (&self.s.region, s.service_details["region"].as_str())
             && want != have
@@ -546,8 +556,15 @@ impl RenderProvider {
                 Secret::Value(_) => None,
             })
             .collect();
-        self.set_env(op, service, &wanted, &secret_names, &BTreeSet::new(), &platform)
-            .await?;
+        self.set_env(
+            op,
+            service,
+            &wanted,
+            &secret_names,
+            &BTreeSet::new(),
+            &platform,
+        )
+        .await?;
         let mut details = serde_json::Map::new();
         if let Some(plan) = &self.s.plan
             && service.service_details["plan"].as_str() != Some(plan)
@@ -562,8 +579,11 @@ impl RenderProvider {
         }
         if !details.is_empty() {
             let what: Vec<&str> = details.keys().map(String::as_str).collect();
-            op.progress
-                .line(&format!("render: set {} of {}", what.join(", "), service.name));
+            op.progress.line(&format!(
+                "render: set {} of {}",
+                what.join(", "),
+                service.name
+            ));
             self.call(
                 Method::PATCH,
                 &format!("/services/{}", encode(&service.id)),
@@ -588,7 +608,8 @@ impl RenderProvider {
             .await?;
         }
         if service.suspended() {
-            op.progress.line(&format!("render: resuming {}", service.name));
+            op.progress
+                .line(&format!("render: resuming {}", service.name));
             self.call(
                 Method::POST,
                 &format!("/services/{}/resume", encode(&service.id)),
@@ -663,8 +684,10 @@ impl RenderProvider {
         loop {
             let d = self.deploy(&service.id, id).await?;
             if d.status != said {
-                op.progress
-                    .line(&format!("render: {} deploy {id} {}", service.name, d.status));
+                op.progress.line(&format!(
+                    "render: {} deploy {id} {}",
+                    service.name, d.status
+                ));
                 said = d.status.clone();
             }
             match d.status.as_str() {
@@ -866,7 +889,11 @@ impl Provider for RenderProvider {
                     instance: d.id.clone(),
                     what: format!(
                         "deploy of {} is live; copilot did not start it (trigger: {})",
-                        if d.image().is_empty() { "a commit" } else { d.image() },
+                        if d.image().is_empty() {
+                            "a commit"
+                        } else {
+                            d.image()
+                        },
                         d.trigger
                     ),
                 });
@@ -1027,7 +1054,10 @@ impl Provider for RenderProvider {
     ) -> Result<SlotStatus, ProviderError> {
         let service = self.service().await?;
         let id = handle["deploy"].as_str().ok_or_else(|| {
-            ProviderError::failed("follow a Render deploy", "the recorded handle names no deploy")
+            ProviderError::failed(
+                "follow a Render deploy",
+                "the recorded handle names no deploy",
+            )
         })?;
         if self.known(id).is_none() {
             self.remember(id, slot, release);
@@ -1115,9 +1145,15 @@ impl Provider for RenderProvider {
             .lock()
             .expect("made")
             .push(self.handle(&service.id, &d.id, target, &spec, None));
-        self.known.lock().expect("known").insert(d.id.clone(), known);
+        self.known
+            .lock()
+            .expect("known")
+            .insert(d.id.clone(), known);
         if let Some(s) = secrets {
-            self.secrets.lock().expect("secrets").insert(d.id.clone(), s);
+            self.secrets
+                .lock()
+                .expect("secrets")
+                .insert(d.id.clone(), s);
         }
         self.follow(op, &service, &d.id).await?;
         Ok(weights.to_vec())
@@ -1163,8 +1199,10 @@ impl Provider for RenderProvider {
         let recent = self.deploys(&service.id, RECENT).await?;
         for d in recent.iter().filter(|d| d.in_progress()) {
             if self.known(&d.id).is_some_and(|k| k.slot == slot) {
-                op.progress
-                    .line(&format!("render: cancelling deploy {} of {}", d.id, service.name));
+                op.progress.line(&format!(
+                    "render: cancelling deploy {} of {}",
+                    d.id, service.name
+                ));
                 self.cancel(&service, &d.id).await;
             }
         }

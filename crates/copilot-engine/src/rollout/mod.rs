@@ -385,10 +385,7 @@ impl Rollout<'_> {
         asked: &[(Slot, &str, u8)],
     ) -> Result<(Vec<(Slot, u8)>, Value), RolloutError> {
         let requested: Vec<(Slot, u8)> = asked.iter().map(|(s, _, w)| (*s, *w)).collect();
-        let achieved = self
-            .provider
-            .set_traffic(&self.op(name), &requested)
-            .await;
+        let achieved = self.provider.set_traffic(&self.op(name), &requested).await;
         self.record_made(seq).await?;
         let achieved = achieved?;
         self.events.emit(events::Event::TrafficSet {

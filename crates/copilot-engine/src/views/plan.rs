@@ -28,6 +28,9 @@ pub struct PlanView {
     pub gates: PhaseGates,
     /// The traffic steps: `10% bake 5m`, ..., `100%`.
     pub steps: Vec<String>,
+    /// What the steps mean on a platform that swaps by itself (Render).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap: Option<String>,
     pub analysis: Option<Analysis>,
     /// What the candidate's recorded migrations add to the live release's;
     /// `null` when the candidate recorded none.
@@ -178,6 +181,7 @@ pub async fn plan(ledger: &Ledger, from: &Arena, to: &Arena) -> Result<PlanView,
         flag_diff,
         gates: to.gates.clone(),
         steps,
+        swap: crate::platform::swap_note(to.provider.kind),
         analysis: to.strategy.analysis.clone(),
         schema,
     })
