@@ -426,3 +426,92 @@ fn render_errors_are_shown_with_their_exit_code_and_a_hint() {
     assert_eq!(a.render.serving(STAGING), "v1");
     no_violations(&a.render);
 }
+
+#[test]
+fn the_worker_is_deployed_and_rolled_back_with_the_web_service() {
+    let a = RenderArenas::new(&format!("  worker: {WORKER}\n"));
+    for v in ["v1", "v2"] {
+        let (code, doc) = a.run(&["deploy", "staging", "--release", v]);
+        assert_eq!(code, 0, "{v}: {doc}");
+        assert_eq!(a.render.serving(STAGING), v);
+        assert_eq!(
+            a.render.serving(WORKER),
+            v,
+            "the worker runs the same release"
+        );
+    }
+    let (code, doc) = a.run(&["rollback", "staging"]);
+    assert_eq!(code, 0, "{doc}");
+    a.render.settle(WORKER);
+    assert_eq!(a.render.serving(STAGING), "v1");
+    assert_eq!(
+        a.render.serving(WORKER),
+        "v1",
+        "the worker is rolled back too"
+    );
+    let rollbacks = a.posts("/rollback");
+    assert_eq!(rollbacks, 2, "one Render rollback per service");
+    no_violations(&a.render);
+}
+
+/// Prism's copy of the description accepts a service body of any type's
+/// details (`anyOf`); the emulator's bodies are held to their own type's
+/// branch of the published description here.
+#[test]
+fn the_emulated_services_match_their_own_branch_of_the_description() {
+    let render = RenderEmulator::start(&[STAGING], &[WORKER], REPO, &[]);
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/specs/render-openapi.prism.json").unwrap(),
+    )
+    .unwrap();
+    let branch = |name: &str| {
+        let schema = serde_json::json!({
+            "$ref": format!("#/components/schemas/{name}"),
+            "components": spec["components"],
+            "paths": spec["paths"],
+        });
+        jsonschema::validator_for(&schema).unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let list: Value = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/services?limit=20", render.api))
+            .bearer_auth(&render.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let services = list.as_array().unwrap();
+    assert_eq!(services.len(), 2, "{list:#}");
+    // The branches are strict: a worker's details are not a web service's.
+    let worker = services
+        .iter()
+        .find(|s| s["service"]["type"] == "background_worker")
+        .unwrap();
+    assert!(!branch("webServiceDetails").is_valid(&worker["service"]["serviceDetails"]));
+    for item in services {
+        let s = &item["service"];
+        let details = match s["type"].as_str().unwrap() {
+            "web_service" => "webServiceDetails",
+            "background_worker" => "backgroundWorkerDetails",
+            other => panic!("unexpected type {other}"),
+        };
+        let errors: Vec<String> = branch(details)
+            .iter_errors(&s["serviceDetails"])
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", s["name"]);
+        let errors: Vec<String> = branch("envSpecificDetails")
+            .iter_errors(&s["serviceDetails"]["envSpecificDetails"])
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", s["name"]);
+    }
+    no_violations(&render);
+}

@@ -65,6 +65,8 @@ struct Known {
     /// The release's plain variables, to put back when Render rolls back
     /// to this deploy (its environment is the service's, not the deploy's).
     env: BTreeMap<String, String>,
+    /// The worker's deploy of the same release, when the arena has one.
+    worker: Option<String>,
 }
 
 /// A service as the API describes it (the fields copilot reads).
@@ -355,7 +357,7 @@ impl RenderProvider {
         parse(r.body, &action)
     }
 
-    fn remember(&self, deploy: &str, slot: Slot, release: &ReleaseSpec) {
+    fn remember(&self, deploy: &str, slot: Slot, release: &ReleaseSpec, worker: Option<&str>) {
         self.known.lock().expect("known").insert(
             deploy.to_string(),
             Known {
@@ -363,6 +365,7 @@ impl RenderProvider {
                 release_id: release.release_id.clone(),
                 version: release.version.clone(),
                 env: release.env.clone(),
+                worker: worker.map(str::to_string),
             },
         );
         let secrets: BTreeMap<String, String> = release
@@ -801,6 +804,24 @@ impl RenderProvider {
     }
 }
 
+impl RenderProvider {
+    /// Render's rollback of the worker to its deploy of the release
+    /// `known` names, when the arena has a worker and that deploy is
+    /// recorded; the new deploy is not waited for.
+    async fn roll_back_worker(
+        &self,
+        op: &Op<'_>,
+        known: &Known,
+        secrets: Option<BTreeMap<String, String>>,
+    ) -> Result<Option<(Service, String)>, ProviderError> {
+        let (Some(w), Some(to)) = (self.worker().await?, &known.worker) else {
+            return Ok(None);
+        };
+        let d = self.roll_back_to(op, &w, to, known, secrets).await?;
+        Ok(Some((w, d.id)))
+    }
+}
+
 /// A body read as `T`, or a clear error naming what did not fit.
 fn parse<T: serde::de::DeserializeOwned>(v: Value, action: &str) -> Result<T, ProviderError> {
     serde_json::from_value(v).map_err(|e| {
@@ -835,6 +856,7 @@ impl Provider for RenderProvider {
                 release_id: h["release_id"].as_str().unwrap_or_default().to_string(),
                 version: h["version"].as_str().unwrap_or_default().to_string(),
                 env: serde_json::from_value(h["env"].clone()).unwrap_or_default(),
+                worker: h["worker"]["deploy"].as_str().map(str::to_string),
             });
         }
     }
@@ -905,6 +927,7 @@ impl Provider for RenderProvider {
                         release_id: String::new(),
                         version: String::new(),
                         env: BTreeMap::new(),
+                        worker: None,
                     },
                 );
             }
@@ -913,6 +936,7 @@ impl Provider for RenderProvider {
                 release_id: String::new(),
                 version: String::new(),
                 env: BTreeMap::new(),
+                worker: None,
             });
             taken.insert(slot);
             status.slots.push(SlotStatus {
@@ -1014,7 +1038,7 @@ impl Provider for RenderProvider {
                 &action,
             )
             .await?;
-        self.remember(&d.id, slot, release);
+        self.remember(&d.id, slot, release, None);
         let wd = match &worker {
             Some(w) => {
                 let action = format!("deploy {} to worker {}", release.version, w.name);
@@ -1031,6 +1055,9 @@ impl Provider for RenderProvider {
             }
             None => None,
         };
+        if let Some((_, wd)) = &wd {
+            self.remember(&d.id, slot, release, Some(wd));
+        }
         let h = self.handle(
             &service.id,
             &d.id,
@@ -1060,7 +1087,7 @@ impl Provider for RenderProvider {
             )
         })?;
         if self.known(id).is_none() {
-            self.remember(id, slot, release);
+            self.remember(id, slot, release, handle["worker"]["deploy"].as_str());
         }
         self.follow(op, &service, id).await?;
         if let (Some(w), Some(wd)) = (self.worker().await?, handle["worker"]["deploy"].as_str()) {
@@ -1141,21 +1168,32 @@ impl Provider for RenderProvider {
             env: known.env.clone(),
             secrets: Default::default(),
         };
-        self.made
-            .lock()
-            .expect("made")
-            .push(self.handle(&service.id, &d.id, target, &spec, None));
+        // Recorded at once, so a later command knows the deploy as copilot's.
+        let record = |worker: Option<(&str, &str)>| {
+            let mut made = self.made.lock().expect("made");
+            made.clear();
+            made.push(self.handle(&service.id, &d.id, target, &spec, worker));
+        };
+        record(None);
+        let mut now = known.clone();
+        now.worker = None;
         self.known
             .lock()
             .expect("known")
-            .insert(d.id.clone(), known);
-        if let Some(s) = secrets {
+            .insert(d.id.clone(), now.clone());
+        if let Some(s) = &secrets {
             self.secrets
                 .lock()
                 .expect("secrets")
-                .insert(d.id.clone(), s);
+                .insert(d.id.clone(), s.clone());
         }
         self.follow(op, &service, &d.id).await?;
+        if let Some((w, wd)) = self.roll_back_worker(op, &known, secrets).await? {
+            record(Some((&w.id, &wd)));
+            now.worker = Some(wd.clone());
+            self.known.lock().expect("known").insert(d.id.clone(), now);
+            self.follow(op, &w, &wd).await?;
+        }
         Ok(weights.to_vec())
     }
 
@@ -1176,13 +1214,16 @@ impl Provider for RenderProvider {
             release_id: release.release_id.clone(),
             version: release.version.clone(),
             env: release.env.clone(),
+            worker: recorded
+                .and_then(|h| h["worker"]["deploy"].as_str())
+                .map(str::to_string),
         };
         let secrets: BTreeMap<String, String> = env
             .into_iter()
             .filter(|(k, _)| matches!(release.secrets.get(k), Some(Secret::Value(_))))
             .collect();
         let d = match self
-            .roll_back_to(op, &service, to, &known, Some(secrets))
+            .roll_back_to(op, &service, to, &known, Some(secrets.clone()))
             .await
         {
             Ok(d) => d,
@@ -1190,8 +1231,10 @@ impl Provider for RenderProvider {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        self.remember(&d.id, slot, release);
-        Ok(Some(self.handle(&service.id, &d.id, slot, release, None)))
+        let worker = self.roll_back_worker(op, &known, Some(secrets)).await?;
+        let wd = worker.as_ref().map(|(w, wd)| (w.id.as_str(), wd.as_str()));
+        self.remember(&d.id, slot, release, wd.map(|(_, d)| d));
+        Ok(Some(self.handle(&service.id, &d.id, slot, release, wd)))
     }
 
     async fn remove(&self, op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
