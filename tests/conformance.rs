@@ -443,6 +443,31 @@ mod render {
         let v = a.render.violations();
         assert!(v.is_empty(), "Prism: {v:?}");
     }
+
+    /// A rollback is Render's own rollback call: each fault on it is
+    /// resolved (a lost answer by reading the deploys) and the previous
+    /// release serves.
+    #[test]
+    fn render_rollback_keeps_the_invariants_whichever_fault_hits_it() {
+        let a = RenderArenas::new("");
+        let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+        assert_eq!(code, 0, "{doc}");
+        for fault in FAULTS {
+            let (code, doc, before) = deploy_next(&a);
+            assert_eq!(code, 0, "{doc}");
+            let what = format!("render rollback {fault:?}");
+            a.inject("POST /v1/services/{serviceId}/rollback", fault);
+            let (exit, doc) = a.run(&["rollback", "staging"]);
+            assert_eq!(exit, 0, "{what}: {doc}");
+            assert_eq!(doc["to"].as_str(), before.as_deref(), "{what}");
+            assert_eq!(a.pending(), 0, "{what}: the fault was met");
+            // A rollback pins the arena; the invariants are checked without the pin.
+            a.run(&["unlock", "staging"]);
+            check_invariants(&a, &what, exit, before.as_deref());
+        }
+        let v = a.render.violations();
+        assert!(v.is_empty(), "Prism: {v:?}");
+    }
 }
 
 // ------------------------------------------------------------------ ECS
