@@ -396,6 +396,37 @@ fn render_errors_are_shown_with_their_exit_code_and_a_hint() {
             .contains("service not found"),
         "{doc}"
     );
+    // A `render:` secret the service does not have is named, never read.
+    a.p.edit(
+        "arenas/staging.yaml",
+        "service: srv-doesnotexist00",
+        &format!("service: {STAGING}"),
+    );
+    a.p.edit(
+        "arenas/staging.yaml",
+        "render:SHOPIFY_WEBHOOK_SECRET",
+        "render:SHOPIFY_SECRET_NOT_SET",
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 3, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SHOPIFY_SECRET_NOT_SET"),
+        "{doc}"
+    );
+    assert_eq!(a.posts("/deploys"), 0, "nothing was deployed");
+    a.p.edit(
+        "arenas/staging.yaml",
+        "render:SHOPIFY_SECRET_NOT_SET",
+        "render:SHOPIFY_WEBHOOK_SECRET",
+    );
+    a.p.edit(
+        "arenas/staging.yaml",
+        &format!("service: {STAGING}"),
+        "service: srv-doesnotexist00",
+    );
     // Render's limit on deploys is waited out, from its rate-limit headers.
     a.p.edit(
         "arenas/staging.yaml",
