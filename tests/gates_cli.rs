@@ -582,3 +582,93 @@ fn windows_in_a_named_time_zone_follow_its_daylight_saving_time() {
         "{err}"
     );
 }
+
+/// Every file under `dir`, read as bytes, holds `needle` somewhere.
+fn anywhere_under(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            found.extend(anywhere_under(&path, needle));
+        } else if std::fs::read(&path)
+            .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn command_gates_pass_fail_time_out_and_never_show_their_secrets() {
+    let secret = "tok-5f1c9a77e2";
+    let p = Project::init();
+    p.write(
+        "gates/unit.yaml",
+        "name: unit\nkind: command\nparams:\n  run: [sh, -c, 'echo \"testing $COPILOT_ARENA with $API_TOKEN\"; printf \"<testsuites><testsuite tests=\\\"4\\\" failures=\\\"0\\\"/></testsuites>\" > report.xml']\n  env: { API_TOKEN: \"env:COMMAND_GATE_TOKEN\" }\n  junit: report.xml\n",
+    );
+    p.write(
+        "gates/e2e.yaml",
+        "name: e2e\nkind: command\nparams:\n  run: [sh, -c, 'echo \"journey 3 failed: checkout answered 500\" >&2; echo \"token was $API_TOKEN\"; exit 2']\n  env: { API_TOKEN: \"env:COMMAND_GATE_TOKEN\" }\n",
+    );
+    p.write(
+        "gates/scan.yaml",
+        "name: scan\nkind: command\ntimeout: 1s\nparams:\n  run: [sleep, '30']\n",
+    );
+    p.write(
+        "gates/leaky.yaml",
+        "name: leaky\nkind: command\nparams:\n  run: [sh, -c, 'test -z \"$HOME$COMMAND_GATE_TOKEN\" && test -n \"$PATH\"']\n",
+    );
+    let run = |gate: &str| {
+        let out = p
+            .copilot(["--output", "json", "gate", "run", "local", "--gate", gate])
+            .env("COMMAND_GATE_TOKEN", secret)
+            .output()
+            .unwrap();
+        assert!(
+            !stdout(&out).contains(secret) && !crate::common::stderr(&out).contains(secret),
+            "{gate}: the secret was shown"
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            out.status.code().unwrap(),
+            doc["phases"][0]["results"][0].clone(),
+        )
+    };
+    let (code, r) = run("unit");
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["outcome"], "pass");
+    assert_eq!(r["evidence"]["junit"]["tests"], 4, "{r:#}");
+    assert!(
+        r["evidence"]["output"]
+            .to_string()
+            .contains("testing local with [redacted]"),
+        "{r:#}"
+    );
+    let (code, r) = run("e2e");
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["outcome"], "fail");
+    assert_eq!(r["evidence"]["exit"], 2);
+    assert!(
+        r["evidence"]["output"]
+            .to_string()
+            .contains("checkout answered 500"),
+        "the failure's output is the evidence: {r:#}"
+    );
+    let started = std::time::Instant::now();
+    let (code, r) = run("scan");
+    assert_eq!(r["outcome"], "inconclusive", "{r:#}");
+    assert_eq!(code, 5, "{r:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the program was stopped"
+    );
+    // Nothing of copilot's environment reaches it unless named.
+    let (code, r) = run("leaky");
+    assert_eq!(code, 0, "{r:#}");
+    let found = anywhere_under(p.root(), secret);
+    assert!(found.is_empty(), "the secret is in {found:?}");
+}

@@ -104,6 +104,7 @@ word_enum! {
         Backup => "backup",
         Bake => "bake",
         Approval => "approval",
+        Command => "command",
     }
 }
 

@@ -245,5 +245,6 @@ pub fn parse_gate(file: &SourceFile, diags: &mut Diagnostics) -> Option<GateFile
         GateKind::Backup => typed::<BackupParams>(file, diags),
         GateKind::Bake => typed::<BakeParams>(file, diags),
         GateKind::Approval => typed::<ApprovalParams>(file, diags),
+        GateKind::Command => typed::<CommandParams>(file, diags),
     }
 }

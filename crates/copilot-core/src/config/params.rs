@@ -311,6 +311,29 @@ pub struct SmokeParams {
     pub steps: Vec<SmokeStep>,
 }
 
+/// `command`: a program run to its exit (unit, integration or E2E tests, a
+/// benchmark, a security scan); exit 0 passes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandParams {
+    /// The program and its arguments, as a list: never a shell string, so
+    /// no value is ever interpreted by a shell.
+    pub run: Vec<String>,
+    /// Where it runs, relative to the project root [default: the root].
+    pub dir: Option<String>,
+    /// Variables it gets: literal values or references (`env:NAME`,
+    /// `file:PATH`), whose values are never printed or recorded.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Variables of copilot's own environment passed through by name
+    /// (beside `PATH`, which it always gets); nothing else is.
+    pub pass_env: Vec<String>,
+    /// A JUnit XML report it writes (relative to `dir`): its counts become
+    /// the evidence.
+    pub junit: Option<String>,
+    /// How many of the output's last lines are kept as evidence [default: 20].
+    pub tail: Option<usize>,
+}
+
 /// `backup`: a recent database backup exists.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]

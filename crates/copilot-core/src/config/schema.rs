@@ -96,6 +96,7 @@ pub fn gate() -> Value {
         gate_variant::<BackupParams>(GateKind::Backup, d),
         gate_variant::<BakeParams>(GateKind::Bake, d),
         gate_variant::<ApprovalParams>(GateKind::Approval, d),
+        gate_variant::<CommandParams>(GateKind::Command, d),
     ];
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",

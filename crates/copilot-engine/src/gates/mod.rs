@@ -9,6 +9,7 @@ mod alerts;
 mod approval;
 mod backup;
 mod bake;
+mod command;
 mod env;
 mod health;
 pub(crate) mod http;
@@ -233,5 +234,6 @@ pub async fn check(ctx: &GateContext<'_>, gate: &Gate) -> Verdict {
         GateKind::Backup => run!(backup),
         GateKind::Bake => run!(bake),
         GateKind::Approval => run!(approval),
+        GateKind::Command => run!(command),
     }
 }
