@@ -342,7 +342,7 @@ fn schema_and_completions() {
     assert!(doc["properties"]["strategy"].is_object());
     let (code, doc) = p.json(["schema", "gate"]);
     assert_eq!(code, 0);
-    assert_eq!(doc["oneOf"].as_array().unwrap().len(), 12);
+    assert_eq!(doc["oneOf"].as_array().unwrap().len(), 13);
     let out = p.copilot(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());
     assert!(stdout(&out).contains("_copilot()"));
