@@ -522,3 +522,17 @@ fn two_local_arenas_on_one_port_and_a_runaway_template_are_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("ran out of fuel"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_command_gate_must_name_a_program() {
+    let p = Project::init();
+    p.write(
+        "gates/unit.yaml",
+        "name: unit\nkind: command\nparams:\n  run: []\n",
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{err}");
+    assert!(err.contains("gates/unit.yaml:2:7"), "{err}");
+    assert!(err.contains("names no program"), "{err}");
+}

@@ -233,6 +233,14 @@ fn a_failing_pre_deploy_command_fails_the_deploy_with_its_status() {
         "{doc}"
     );
     assert_eq!(a.render.serving(STAGING), "v1");
+    // An arena that names no pre-deploy command leaves the service's own.
+    a.p.edit("arenas/staging.yaml", "  release_command: exit 3\n", "");
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(
+        code, 1,
+        "the service's command (`exit 3`) still runs: {doc}"
+    );
+    assert_eq!(a.render.service(STAGING).4.as_deref(), Some("exit 3"));
     no_violations(&a.render);
 }
 

@@ -574,11 +574,13 @@ impl RenderProvider {
         {
             details.insert("plan".into(), json!(plan));
         }
-        if web && self.s.release_command.as_deref() != service.pre_deploy() {
-            details.insert(
-                "preDeployCommand".into(),
-                json!(self.s.release_command.clone().unwrap_or_default()),
-            );
+        // Only an arena that names a pre-deploy command sets it: one the team
+        // set in the dashboard stays when the arena says nothing.
+        if web
+            && let Some(cmd) = &self.s.release_command
+            && Some(cmd.as_str()) != service.pre_deploy()
+        {
+            details.insert("preDeployCommand".into(), json!(cmd));
         }
         if !details.is_empty() {
             let what: Vec<&str> = details.keys().map(String::as_str).collect();

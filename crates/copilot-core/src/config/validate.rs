@@ -218,6 +218,16 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
     // Gates first: arenas refer to them.
     for (file, g) in &parsed.gates {
         check_file_name(file, &g.name, diags);
+        if g.kind.value == GateKind::Command
+            && g.params["run"].as_array().is_none_or(|r| r.is_empty())
+        {
+            diags.error(
+                file,
+                g.kind.loc,
+                "a command gate names no program",
+                "add `params: { run: [PROGRAM, ARG...] }`, e.g. `run: [npm, test]`",
+            );
+        }
         let timeout =
             opt_duration(file, &g.timeout, "timeout", diags).unwrap_or(Duration::from_secs(300));
         project.gates.insert(
