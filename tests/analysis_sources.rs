@@ -173,9 +173,23 @@ fn prometheus_queries_judge_a_release() {
     assert_eq!(status["arenas"][0]["live"]["version"], "v1");
 }
 
+/// A port that takes connections and closes them at once: a Prometheus
+/// that cannot be asked, held for the whole run so that no other test's
+/// server can come to listen there (a port merely found free can be).
+fn closing_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            drop(conn);
+        }
+    });
+    port
+}
+
 #[test]
 fn a_broken_source_pauses_after_its_error_limit_and_dry_run_never_acts() {
-    let closed = free_port();
+    let closed = closing_port();
     let analysis = |dry_run: bool| {
         format!(
             "    interval: 500ms\n    min_samples: 5\n    prometheus: http://127.0.0.1:{closed}\n    consecutive_error_limit: 2\n    metrics:\n\
