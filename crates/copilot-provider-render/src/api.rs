@@ -239,26 +239,12 @@ impl RenderProvider {
                 .await?;
             return parse(r.body, &action);
         }
-        let mut cursor: Option<String> = None;
         let mut found = Vec::new();
-        loop {
-            let mut path = format!("/services?name={}&limit=100", encode(which));
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", encode(c)));
-            }
-            let page = self.call(Method::GET, &path, None, &action).await?.body;
-            let items = page.as_array().cloned().unwrap_or_default();
-            for item in &items {
-                let s: Service = parse(item["service"].clone(), &action)?;
-                if s.name == which {
-                    found.push(s);
-                }
-            }
-            match items.last().and_then(|i| i["cursor"].as_str()) {
-                Some(c) if items.len() >= 100 && cursor.as_deref() != Some(c) => {
-                    cursor = Some(c.to_string());
-                }
-                _ => break,
+        let path = format!("/services?name={}&limit=100", encode(which));
+        for item in self.pages(&path, &action).await? {
+            let s: Service = parse(item["service"].clone(), &action)?;
+            if s.name == which {
+                found.push(s);
             }
         }
         match found.len() {
@@ -440,29 +426,19 @@ impl RenderProvider {
     /// The service's variables, by name (values are compared, never shown).
     async fn env_of(&self, service: &str) -> Result<BTreeMap<String, String>, ProviderError> {
         let action = "read the service's environment";
-        let mut out = BTreeMap::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = format!("/services/{}/env-vars?limit=100", encode(service));
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", encode(c)));
-            }
-            let page = self.call(Method::GET, &path, None, action).await?.body;
-            let items = page.as_array().cloned().unwrap_or_default();
-            for i in &items {
-                if let (Some(k), Some(v)) =
-                    (i["envVar"]["key"].as_str(), i["envVar"]["value"].as_str())
-                {
-                    out.insert(k.to_string(), v.to_string());
-                }
-            }
-            match items.last().and_then(|i| i["cursor"].as_str()) {
-                Some(c) if items.len() >= 100 && cursor.as_deref() != Some(c) => {
-                    cursor = Some(c.to_string());
-                }
-                _ => break,
-            }
-        }
+        let path = format!("/services/{}/env-vars?limit=100", encode(service));
+        let out = self
+            .pages(&path, action)
+            .await?
+            .iter()
+            .filter_map(|i| {
+                let v = &i["envVar"];
+                Some((
+                    v["key"].as_str()?.to_string(),
+                    v["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
         Ok(out)
     }
 
@@ -615,15 +591,46 @@ impl RenderProvider {
         if service.suspended() {
             op.progress
                 .line(&format!("render: resuming {}", service.name));
-            self.call(
-                Method::POST,
-                &format!("/services/{}/resume", encode(&service.id)),
-                None,
-                &format!("resume service {}", service.name),
-            )
-            .await?;
+            self.service_action(service, "resume").await?;
         }
         Ok(())
+    }
+
+    /// `POST /services/{id}/{verb}`: `suspend` or `resume` the service.
+    async fn service_action(&self, service: &Service, verb: &str) -> Result<(), ProviderError> {
+        self.call(
+            Method::POST,
+            &format!("/services/{}/{verb}", encode(&service.id)),
+            None,
+            &format!("{verb} service {}", service.name),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every item of a listing that pages with cursors (`path` carries its
+    /// query, `limit=100` among it).
+    async fn pages(&self, path: &str, action: &str) -> Result<Vec<Value>, ProviderError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut page_path = path.to_string();
+            if let Some(c) = &cursor {
+                page_path.push_str(&format!("&cursor={}", encode(c)));
+            }
+            let page = self.call(Method::GET, &page_path, None, action).await?.body;
+            let items = page.as_array().cloned().unwrap_or_default();
+            let next = items
+                .last()
+                .and_then(|i| i["cursor"].as_str())
+                .map(str::to_string);
+            let full = items.len() >= 100;
+            all.extend(items);
+            match next {
+                Some(c) if full && cursor.as_deref() != Some(c.as_str()) => cursor = Some(c),
+                _ => return Ok(all),
+            }
+        }
     }
 
     /// Ask for a deploy (`path` is `deploys` or `rollback`) whose image will
@@ -1261,13 +1268,7 @@ impl Provider for RenderProvider {
         if live_here && !service.suspended() {
             op.progress
                 .line(&format!("render: suspending {}", service.name));
-            self.call(
-                Method::POST,
-                &format!("/services/{}/suspend", encode(&service.id)),
-                None,
-                &format!("suspend service {}", service.name),
-            )
-            .await?;
+            self.service_action(&service, "suspend").await?;
         }
         Ok(())
     }
@@ -1282,13 +1283,7 @@ impl Provider for RenderProvider {
                 }
             }
             if !s.suspended() {
-                self.call(
-                    Method::POST,
-                    &format!("/services/{}/suspend", encode(&s.id)),
-                    None,
-                    &format!("suspend service {}", s.name),
-                )
-                .await?;
+                self.service_action(&s, "suspend").await?;
             }
         }
         Ok(())
