@@ -20,6 +20,8 @@ pub enum Platform {
     Ecs(Box<copilot_provider_ecs::EcsProvider>),
     #[cfg(feature = "render")]
     Render(copilot_provider_render::RenderProvider),
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(copilot_provider_kubernetes::KubernetesProvider),
 }
 
 macro_rules! each {
@@ -32,6 +34,8 @@ macro_rules! each {
             Platform::Ecs($p) => $e,
             #[cfg(feature = "render")]
             Platform::Render($p) => $e,
+            #[cfg(feature = "kubernetes")]
+            Platform::Kubernetes($p) => $e,
         }
     };
 }
@@ -147,12 +151,14 @@ pub fn open(root: &Path, a: &Arena) -> Result<Platform, ProviderError> {
                 a.provider.instances,
             )?,
         )),
-        // Its settings validate; its client is still to come.
-        ProviderKind::Kubernetes => Err(ProviderError::unavailable(
-            format!("drive the {} provider", a.provider.kind),
-            format!("copilot cannot drive {} yet", a.provider.kind),
-        )
-        .with_hint("deploy this arena with the platform's own tools for now")),
+        #[cfg(feature = "kubernetes")]
+        ProviderKind::Kubernetes => Ok(Platform::Kubernetes(
+            copilot_provider_kubernetes::KubernetesProvider::new(
+                arena,
+                settings_of(a)?,
+                a.provider.instances,
+            ),
+        )),
         #[allow(unreachable_patterns)]
         _ => Err(ProviderError::unavailable(
             format!("drive the {} provider", a.provider.kind),

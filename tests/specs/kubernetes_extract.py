@@ -1,0 +1,65 @@
+"""Extract the part of Kubernetes' official OpenAPI v3 description (release
+1.35) that copilot and the emulated API server speak: namespaced pods,
+services, secrets and events (core/v1), deployments (with their scale
+subresource) and replicasets (apps/v1), and every schema they refer to.
+Paths, operations and schemas are copied verbatim.
+
+    python3 tests/specs/kubernetes_extract.py ../shared/specs/kubernetes \
+        > tests/specs/kubernetes-1.35.prism.json
+"""
+
+import json
+import sys
+
+KEEP = [
+    "/api/v1/namespaces/{namespace}/pods",
+    "/api/v1/namespaces/{namespace}/services",
+    "/api/v1/namespaces/{namespace}/secrets",
+    "/api/v1/namespaces/{namespace}/events",
+    "/apis/apps/v1/namespaces/{namespace}/deployments",
+    "/apis/apps/v1/namespaces/{namespace}/replicasets",
+]
+
+
+def refs(o):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k == "$ref":
+                yield v
+            else:
+                yield from refs(v)
+    elif isinstance(o, list):
+        for x in o:
+            yield from refs(x)
+
+
+def main(base):
+    specs = [
+        json.load(open(f"{base}/{f}"))
+        for f in ["api__v1_openapi.json", "apis__apps__v1_openapi.json"]
+    ]
+    out = {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (core/v1 and apps/v1, namespaced)", "version": "v1.35"},
+        "paths": {},
+        "components": {"schemas": {}},
+    }
+    for d in specs:
+        for p, v in d["paths"].items():
+            if any(p in (k, k + "/{name}", k + "/{name}/scale") for k in KEEP):
+                out["paths"][p] = v
+    schemas = {}
+    for d in specs:
+        schemas.update(d["components"]["schemas"])
+    need, todo = set(), list(refs(out["paths"]))
+    while todo:
+        name = todo.pop().split("/")[-1]
+        if name not in need:
+            need.add(name)
+            todo.extend(refs(schemas[name]))
+    out["components"]["schemas"] = {n: schemas[n] for n in sorted(need)}
+    json.dump(out, sys.stdout, separators=(",", ":"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
