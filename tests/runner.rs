@@ -21,6 +21,10 @@ mod fly_emulator;
 mod fly_provider;
 mod gates_cli;
 mod gates_peers;
+#[cfg(feature = "kubernetes")]
+mod kube_emulator;
+#[cfg(feature = "kubernetes")]
+mod kube_provider;
 mod ledger_store;
 mod local_provider;
 mod lock_race;

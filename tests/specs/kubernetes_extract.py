@@ -2,7 +2,13 @@
 1.35) that copilot and the emulated API server speak: namespaced pods,
 services, secrets and events (core/v1), deployments (with their scale
 subresource) and replicasets (apps/v1), and every schema they refer to.
-Paths, operations and schemas are copied verbatim.
+Paths, operations and schemas are copied verbatim but for one thing: Prism
+reads a request body as JSON only under a JSON media type, so it would take
+a server-side apply body (`application/apply-patch+yaml`, which kube-rs and
+kubectl send as JSON text) for a string and refuse it against the `Patch`
+schema (`type: object`). That one body schema is left open here; the
+emulated API server validates every applied object against its own kind's
+schema from this description instead (`tests/kube_emulator.rs`).
 
     python3 tests/specs/kubernetes_extract.py ../shared/specs/kubernetes \
         > tests/specs/kubernetes-1.35.prism.json
@@ -58,6 +64,10 @@ def main(base):
             need.add(name)
             todo.extend(refs(schemas[name]))
     out["components"]["schemas"] = {n: schemas[n] for n in sorted(need)}
+    for item in out["paths"].values():
+        patch = item.get("patch", {}).get("requestBody", {}).get("content", {})
+        if "application/apply-patch+yaml" in patch:
+            patch["application/apply-patch+yaml"]["schema"] = {}
     json.dump(out, sys.stdout, separators=(",", ":"))
 
 

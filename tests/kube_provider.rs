@@ -1,0 +1,361 @@
+//! The Kubernetes provider against the emulated API server
+//! (`kube_emulator`): every request copilot makes passes through Prism with
+//! Kubernetes' 1.35 description, and every pod is a real `copilot-service`
+//! process carrying real traffic through the emulated Service.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{Project, Traffic};
+use crate::kube_emulator::{Fault, KubeEmulator};
+
+pub(crate) const NS: &str = "shop-staging";
+const APP: &str = "shop";
+const REPO: &str = "registry.example.com/acme/shop";
+
+const ANALYSIS: &str = "    interval: 250ms\n    min_samples: 1\n    metrics:\n\
+     \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n";
+
+/// A project whose `staging` arena (2 instances) is Deployment `shop` in
+/// namespace `shop-staging` of an emulated cluster.
+pub(crate) struct KubeArenas {
+    pub(crate) p: Project,
+    pub(crate) kube: KubeEmulator,
+}
+
+impl KubeArenas {
+    pub(crate) fn new(strategy: &str) -> KubeArenas {
+        let kube = KubeEmulator::start(NS, &[APP, "shop-blue", "shop-green"]);
+        // The team's own Secret, which the arena refers to by key.
+        kube.put(
+            "secrets",
+            NS,
+            json!({
+                "metadata": { "name": "shop-secrets" },
+                "type": "Opaque",
+                "data": { "webhook": "a3ViZS1rZXB0LXNlY3JldA==" },
+            }),
+            "kubectl-client-side-apply",
+        );
+        let p = Project::init();
+        let strategy = if strategy.is_empty() {
+            "strategy:\n  kind: blue-green\n  steps: [{ weight: 100, bake: 5m }]\n".to_string()
+        } else {
+            strategy.to_string()
+        };
+        p.write(
+            "arenas/staging.yaml",
+            &format!(
+                "name: staging\ntier: staging\npromotes_from: local\nprovider:\n  kind: kubernetes\n  context: emulated\n  namespace: {NS}\n  deployment: {APP}\n\
+                 \x20 url: {}\n  colour_urls: {{ blue: \"{}\", green: \"{}\" }}\n  instances: 2\n  ready_timeout: 20s\n\
+                 {strategy}  analysis:\n{ANALYSIS}gates:\n  after: [health]\n\
+                 env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\" }}\n\
+                 \x20 secrets: {{ SHOPIFY_WEBHOOK_SECRET: \"k8s:shop-secrets/webhook\" }}\n",
+                kube.url(NS, APP),
+                kube.url(NS, "shop-blue"),
+                kube.url(NS, "shop-green"),
+            ),
+        );
+        for f in ["canary", "production", "hotfix", "preview"] {
+            let _ = std::fs::remove_file(p.path(&format!("arenas/{f}.yaml")));
+        }
+        let out = p.copilot(["validate"]).output().unwrap();
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        for (tag, env) in [
+            ("v1", None),
+            ("v2", None),
+            ("v2-broken", Some("COPILOT_FAULT_5XX_RATE=0.5")),
+            ("unhealthy", None),
+            ("crashes", Some("SHOPIFY_API_VERSION=not-a-version")),
+            ("no-such-image", None),
+        ] {
+            let image = format!("{REPO}:{tag}");
+            let mut cmd = p.copilot(["release", "create", "--image", &image]);
+            if let Some(e) = env {
+                cmd.args(["--env", e]);
+            }
+            cmd.assert().success();
+        }
+        KubeArenas { p, kube }
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> (i32, Value) {
+        let mut cmd = self.p.copilot(["--output", "json"]);
+        for (k, v) in self.kube.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(args).output().unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: stdout is not JSON ({e}): {}\n{}",
+                crate::common::stdout(&out),
+                crate::common::stderr(&out)
+            )
+        });
+        (code, doc)
+    }
+
+    /// The releases the arena's Service sends traffic to, once pods settled.
+    pub(crate) fn serving(&self) -> Vec<String> {
+        self.kube.settle(NS);
+        self.kube.serving(NS, APP)
+    }
+
+    pub(crate) fn url(&self) -> String {
+        self.kube.url(NS, APP)
+    }
+}
+
+pub(crate) fn no_violations(kube: &KubeEmulator) {
+    assert!(kube.checked_by_prism() > 0, "no request went through Prism");
+    let v = kube.violations();
+    assert!(
+        v.is_empty(),
+        "Prism found requests or answers off the description:\n{}",
+        v.join("\n")
+    );
+}
+
+fn selector(kube: &KubeEmulator) -> Value {
+    kube.object("services", NS, APP).unwrap()["spec"]["selector"].clone()
+}
+
+#[test]
+fn kubernetes_switches_the_selector_with_traffic_flowing_and_rolls_back_by_flipping_it() {
+    let a = KubeArenas::new("");
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.serving(), ["v1"]);
+    let blue = a.kube.object("deployments", NS, "shop-blue").unwrap();
+    assert_eq!(blue["spec"]["replicas"], 2);
+    assert_eq!(blue["spec"]["template"]["spec"]["containers"][0]["image"], format!("{REPO}:v1"));
+    // The secret is referred to, never read into the Deployment.
+    let env = blue["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("secretKeyRef") && !env.contains("kube-kept-secret"), "{env}");
+    // Written by server-side apply under copilot's managers.
+    let managers: Vec<String> = blue["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}/{}", m["manager"].as_str().unwrap(), m["operation"].as_str().unwrap()))
+        .collect();
+    assert!(managers.contains(&"copilot/Apply".to_string()), "{managers:?}");
+    assert!(managers.contains(&"copilot-scale/Apply".to_string()), "{managers:?}");
+
+    let traffic = Traffic::start(&a.url());
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    let seen = traffic.stop();
+    assert!(seen.len() > 20, "{} requests", seen.len());
+    let failed: Vec<_> = seen.iter().filter(|(_, _, ok)| !ok).collect();
+    assert!(failed.is_empty(), "failed requests across the switch: {failed:?}");
+    assert!(seen.iter().any(|(_, r, _)| r == "v1") && seen.iter().any(|(_, r, _)| r == "v2"));
+    assert_eq!(a.serving(), ["v2"]);
+    assert_eq!(selector(&a.kube)["copilot/colour"], "green");
+    let (_, status) = a.run(&["status", "staging"]);
+    assert_eq!(status["arenas"][0]["live"]["version"], "v2", "{status:#}");
+    assert_eq!(status["arenas"][0]["drift"], false, "{status:#}");
+
+    // Rollback flips the selector back to the standby, still running.
+    let patches_before = a.kube.requests().len();
+    let started = Instant::now();
+    let (code, doc) = a.run(&["rollback", "staging"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["to"], "v1");
+    eprintln!("rollback in {:?}", started.elapsed());
+    assert_eq!(a.serving(), ["v1"]);
+    assert_eq!(selector(&a.kube)["copilot/colour"], "blue");
+    let applies: Vec<String> = a.kube.requests()[patches_before..]
+        .iter()
+        .filter(|r| r.starts_with("PATCH") && r.contains("/deployments/"))
+        .cloned()
+        .collect();
+    assert!(applies.len() <= 1, "the standby was not rebuilt: {applies:?}");
+    no_violations(&a.kube);
+}
+
+#[test]
+fn kubernetes_fails_a_crash_looping_release_at_once_and_one_past_its_deadline_with_the_pods_events() {
+    let a = KubeArenas::new("");
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+
+    let started = Instant::now();
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "crashes"]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("CrashLoopBackOff"), "{doc}");
+    assert!(message.contains("BackOff"), "the pod's events are in the evidence: {doc}");
+    assert!(took < Duration::from_secs(15), "noticed from the pod's status, not the deadline: {took:?}");
+    assert_eq!(a.serving(), ["v1"], "the live colour is untouched");
+    assert_eq!(a.kube.object("deployments", NS, "shop-green").unwrap()["spec"]["replicas"], 0);
+
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "no-such-image"]);
+    assert_eq!(code, 1, "{doc}");
+    assert!(doc["error"]["message"].as_str().unwrap_or_default().contains("ImagePullBackOff"), "{doc}");
+    assert_eq!(a.serving(), ["v1"]);
+
+    // A release whose pods never pass their readiness probe: the
+    // controller marks the rollout past its deadline.
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "unhealthy"]);
+    assert_eq!(code, 1, "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("progress deadline"), "{doc}");
+    assert!(message.contains("Started"), "the pods' events: {doc}");
+    assert_eq!(a.serving(), ["v1"]);
+    let (_, status) = a.run(&["status", "staging"]);
+    assert_eq!(status["arenas"][0]["live"]["version"], "v1", "{status:#}");
+    no_violations(&a.kube);
+}
+
+#[test]
+fn kubernetes_canary_turns_weights_into_replica_ratios() {
+    let a = KubeArenas::new(
+        "strategy:\n  kind: canary\n  steps: [{ weight: 50, bake: 4s }, { weight: 100 }]\n",
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    let mut child = a.p.spawn(
+        &["--output", "json", "deploy", "staging", "--release", "v2"],
+        &a.kube
+            .env()
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    // During the 50% step both colours are selected, one pod each.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut split = Vec::new();
+    while Instant::now() < deadline {
+        split = a.kube.serving(NS, APP);
+        if split.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(split, ["v1", "v2"], "both colours serve during the step");
+    let sel = selector(&a.kube);
+    assert!(sel.get("copilot/colour").is_none(), "{sel}");
+    let traffic = Traffic::start(&a.url());
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = traffic.stop();
+    let v2 = seen.iter().filter(|(_, r, _)| r == "v2").count() as f64;
+    let share = v2 / seen.len() as f64;
+    assert!((0.35..=0.65).contains(&share), "{share} of {} requests", seen.len());
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(a.serving(), ["v2"]);
+    assert_eq!(selector(&a.kube)["copilot/colour"], "green");
+    no_violations(&a.kube);
+}
+
+#[test]
+fn kubernetes_reports_hand_edits_as_drift_and_conflicts() {
+    let a = KubeArenas::new("");
+    for v in ["v1", "v2"] {
+        let (code, doc) = a.run(&["deploy", "staging", "--release", v]);
+        assert_eq!(code, 0, "{doc}");
+    }
+    // Someone scales the live colour by hand.
+    a.kube.patch(
+        "deployments",
+        NS,
+        "shop-green",
+        json!({ "spec": { "replicas": 3 } }),
+        "kubectl-scale",
+    );
+    let (_, status) = a.run(&["status", "staging"]);
+    assert_eq!(status["arenas"][0]["drift"], true, "{status:#}");
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 4, "{doc}");
+    // Put back by hand, it deploys again.
+    a.kube.patch(
+        "deployments",
+        NS,
+        "shop-green",
+        json!({ "spec": { "replicas": 2 } }),
+        "kubectl-scale",
+    );
+    // The standby's image changed by hand: copilot's apply conflicts and
+    // says so rather than overwriting it.
+    a.kube.patch(
+        "deployments",
+        NS,
+        "shop-blue",
+        json!({ "spec": { "template": { "spec": { "containers": [{ "name": "service", "image": format!("{REPO}:hotfix-by-hand") }] } } } }),
+        "kubectl-edit",
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1", "--adopt-drift"]);
+    assert_ne!(code, 0, "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("conflict"), "{doc}");
+    assert_eq!(a.serving(), ["v2"]);
+    no_violations(&a.kube);
+}
+
+#[test]
+fn kubernetes_adopts_what_a_namespace_already_runs() {
+    let a = KubeArenas::new("");
+    // The team's own Deployment and Service, applied before copilot.
+    a.kube.put(
+        "deployments",
+        NS,
+        json!({
+            "metadata": { "name": "shop", "labels": { "app": "shop" } },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app": "shop" } },
+                "template": {
+                    "metadata": { "labels": { "app": "shop" } },
+                    "spec": { "containers": [{
+                        "name": "web", "image": format!("{REPO}:2026-11"), "args": ["serve"],
+                        "env": [{ "name": "COPILOT_RELEASE", "value": "by-hand" },
+                                { "name": "DATABASE_URL", "value": "sqlite://copilot.db" }],
+                        "readinessProbe": { "httpGet": { "path": "/health", "port": 8080 } },
+                    }] },
+                },
+            },
+        }),
+        "kubectl-client-side-apply",
+    );
+    a.kube.put(
+        "services",
+        NS,
+        json!({
+            "metadata": { "name": "shop" },
+            "spec": { "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] },
+        }),
+        "kubectl-client-side-apply",
+    );
+    a.kube.settle(NS);
+    assert_eq!(a.serving(), ["by-hand"]);
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.serving(), ["v1"]);
+    let (_, history) = a.run(&["release", "list"]);
+    assert!(history.to_string().contains("adopted-2026-11"), "{history}");
+    // The first rollback goes back to what ran before copilot.
+    let (code, doc) = a.run(&["rollback", "staging"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["to"], "adopted-2026-11");
+    assert_eq!(a.serving(), ["by-hand"]);
+    let (_, status) = a.run(&["status", "staging"]);
+    assert_eq!(status["arenas"][0]["drift"], false, "{status:#}");
+    no_violations(&a.kube);
+}
+
+#[test]
+fn kubernetes_waits_out_a_throttled_apply() {
+    let a = KubeArenas::new("");
+    a.kube.inject_on(
+        "PATCH /apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+        Fault::Status(429, Some(1)),
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.kube.pending_faults(), 0);
+    assert_eq!(a.serving(), ["v1"]);
+}
