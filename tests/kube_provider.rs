@@ -219,7 +219,10 @@ fn kubernetes_canary_turns_weights_into_replica_ratios() {
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "{doc}");
     let mut child = a.p.spawn(
-        &["--output", "json", "deploy", "staging", "--release", "v2"],
+        &[
+            "--output", "json", "promote", "local", "staging", "--release", "v2", "--yes", "--bake",
+            "4s",
+        ],
         &a.kube
             .env()
             .iter()
@@ -313,6 +316,8 @@ fn kubernetes_adopts_what_a_namespace_already_runs() {
                     "spec": { "containers": [{
                         "name": "web", "image": format!("{REPO}:2026-11"), "args": ["serve"],
                         "env": [{ "name": "COPILOT_RELEASE", "value": "by-hand" },
+                                { "name": "SHOPIFY_WEBHOOK_SECRET", "value": "team-secret" },
+                                { "name": "SHOPIFY_API_VERSION", "value": "2026-10" },
                                 { "name": "DATABASE_URL", "value": "sqlite://copilot.db" }],
                         "readinessProbe": { "httpGet": { "path": "/health", "port": 8080 } },
                     }] },

@@ -1223,7 +1223,9 @@ impl Provider for KubernetesProvider {
             return Err(ProviderError::failed("set traffic", "no colour is given any"));
         }
         // Going back to an app copilot took over: its template becomes a
-        // colour of copilot's first.
+        // colour of copilot's first, and once the selector moved the app's
+        // own Deployment is scaled to nothing.
+        let mut adopted = false;
         for (slot, _) in &on {
             if Some(*slot) == spare {
                 let Some(d) = foreign.first() else {
@@ -1233,6 +1235,7 @@ impl Provider for KubernetesProvider {
                     ));
                 };
                 self.adopt(op, *slot, d).await?;
+                adopted = true;
             }
         }
         let (colours, foreign) = self.colours().await?;
@@ -1250,7 +1253,9 @@ impl Provider for KubernetesProvider {
                 self.wait_rollout(op, *slot, None).await?;
             }
             self.select(Some(*slot)).await?;
-            self.retire_foreign(&foreign).await?;
+            if adopted {
+                self.retire_foreign(&foreign).await?;
+            }
             return Ok(weights
                 .iter()
                 .map(|(s, _)| (*s, if s == slot { 100 } else { 0 }))
@@ -1275,6 +1280,9 @@ impl Provider for KubernetesProvider {
             }
         }
         self.select(None).await?;
+        if adopted {
+            self.retire_foreign(&foreign).await?;
+        }
         for (slot, k) in &counts {
             if find(*slot).is_some_and(|c| c.desired() > *k) {
                 self.scale(*slot, *k).await?;

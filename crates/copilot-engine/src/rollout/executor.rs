@@ -196,6 +196,36 @@ fn adopted_version(image: &str) -> String {
     format!("adopted-{tag}")
 }
 
+/// Name the colours that run what copilot adopted before (a platform that
+/// carries no release id on them, such as a Kubernetes Deployment taken
+/// over from a team's manifests) by the adopted release of their image,
+/// without adopting anything new: what `status` shows.
+pub async fn name_adopted(ledger: &Ledger, status: &mut ArenaStatus) -> Result<(), LedgerError> {
+    for slot in &mut status.slots {
+        if !slot.release_id.is_empty() || slot.image.is_empty() {
+            continue;
+        }
+        let base = adopted_version(&slot.image);
+        for n in 1..10 {
+            let version = match n {
+                1 => base.clone(),
+                n => format!("{base}-{n}"),
+            };
+            match ledger.find_release(&version).await {
+                Ok(r) if r.image == slot.image => {
+                    slot.release_id = r.id;
+                    slot.version = r.version;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(LedgerError::ReleaseNotFound(_)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How the platform's account differs from the split the ledger recorded:
 /// a colour carrying another release or a weight more than 5 points off,
 /// and everything the platform reports that copilot did not start.

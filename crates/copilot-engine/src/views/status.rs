@@ -122,7 +122,12 @@ pub async fn observe(root: &Path, ledger: &Ledger, a: &Arena) -> Observation {
     }
     match provider.status().await {
         Ok(status) if status.slots.is_empty() && status.drift.is_empty() => Observation::Nothing,
-        Ok(status) => Observation::Seen(status),
+        Ok(mut status) => {
+            if let Err(e) = crate::rollout::executor::name_adopted(ledger, &mut status).await {
+                return Observation::NotAsked(e.to_string());
+            }
+            Observation::Seen(status)
+        }
         Err(e) => Observation::NotAsked(e.message),
     }
 }
