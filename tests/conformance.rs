@@ -21,7 +21,12 @@
 
 // Without a remote provider built in, only the local scenarios run.
 #![cfg_attr(
-    not(any(feature = "fly", feature = "ecs", feature = "render")),
+    not(any(
+        feature = "fly",
+        feature = "ecs",
+        feature = "render",
+        feature = "kubernetes"
+    )),
     allow(dead_code, unused_imports)
 )]
 
@@ -36,6 +41,9 @@ pub enum FaultKind {
     Throttled,
     ServerError,
     LostAnswer,
+    /// A 409 of an object that changed meanwhile (Kubernetes' optimistic
+    /// concurrency), where the platform answers one.
+    Conflict,
 }
 
 const FAULTS: [FaultKind; 3] = [
@@ -62,6 +70,10 @@ pub trait Peer {
     fn inject(&self, kind: &str, fault: FaultKind);
     /// Faults injected and not yet met.
     fn pending(&self) -> usize;
+    /// The faults its platform throws.
+    fn faults(&self) -> &'static [FaultKind] {
+        &FAULTS
+    }
 }
 
 /// One cell of the matrix, as it ended.
@@ -170,7 +182,7 @@ pub fn fault_matrix(peer: &dyn Peer) -> Vec<Cell> {
     );
     let mut cells = Vec::new();
     for call in &kinds {
-        for fault in FAULTS {
+        for &fault in peer.faults() {
             let what = format!("{} {call} {fault:?}", peer.provider());
             peer.inject(call, fault);
             let started = Instant::now();
@@ -245,7 +257,7 @@ fn summary(peer: &dyn Peer, cells: &[Cell]) {
         "{}: {} calls x {} faults = {} cells, every one keeping the invariants: {by_end:?}",
         peer.provider(),
         calls.len(),
-        FAULTS.len(),
+        peer.faults().len(),
         cells.len()
     );
 }
@@ -351,6 +363,7 @@ mod fly {
                     FaultKind::Throttled => Fault::Status(429, Some(1)),
                     FaultKind::ServerError => Fault::Status(503, None),
                     FaultKind::LostAnswer => Fault::LostAnswer(Duration::from_secs(4)),
+                    FaultKind::Conflict => Fault::Status(409, None),
                 },
             );
         }
@@ -416,6 +429,7 @@ mod render {
                     FaultKind::Throttled => Fault::Status(429, Some(1)),
                     FaultKind::ServerError => Fault::Status(503, None),
                     FaultKind::LostAnswer => Fault::LostAnswer(Duration::from_secs(4)),
+                    FaultKind::Conflict => Fault::Status(409, None),
                 },
             );
         }
@@ -470,6 +484,80 @@ mod render {
     }
 }
 
+// ------------------------------------------------------------------ Kubernetes
+
+#[cfg(feature = "kubernetes")]
+mod kubernetes {
+    use super::*;
+    use crate::kube_emulator::{Fault, kind_of};
+    use crate::kube_provider::KubeArenas;
+
+    impl Peer for KubeArenas {
+        fn provider(&self) -> &'static str {
+            "kubernetes"
+        }
+        fn arena(&self) -> &'static str {
+            "staging"
+        }
+        fn source(&self) -> &'static str {
+            "local"
+        }
+        fn run(&self, args: &[&str]) -> (i32, Value) {
+            KubeArenas::run(self, args)
+        }
+        fn serving(&self) -> Vec<String> {
+            let v = KubeArenas::serving(self);
+            if v.is_empty() { vec!["none".into()] } else { v }
+        }
+        fn calls(&self) -> Vec<String> {
+            self.kube.requests().iter().map(|r| kind_of(r)).collect()
+        }
+        fn inject(&self, kind: &str, fault: FaultKind) {
+            self.kube.inject_on(
+                kind,
+                match fault {
+                    FaultKind::Throttled => Fault::Status(429, Some(1)),
+                    FaultKind::ServerError => Fault::Status(503, None),
+                    FaultKind::LostAnswer => Fault::LostAnswer(Duration::from_secs(4)),
+                    FaultKind::Conflict => Fault::Status(409, None),
+                },
+            );
+        }
+        fn pending(&self) -> usize {
+            self.kube.pending_faults()
+        }
+        fn faults(&self) -> &'static [FaultKind] {
+            &[
+                FaultKind::Throttled,
+                FaultKind::ServerError,
+                FaultKind::LostAnswer,
+                FaultKind::Conflict,
+            ]
+        }
+    }
+
+    #[test]
+    fn kubernetes_takes_down_a_first_release_that_analysis_rejects() {
+        first_release_rejected(&KubeArenas::new(""));
+    }
+
+    /// Every call a deploy makes, failed once by a 429 with `Retry-After`,
+    /// a 503, a lost answer and a 409 of an object changed meanwhile: each
+    /// is resolved (every call sets a state, so sending it again is safe)
+    /// and the deploy succeeds.
+    #[test]
+    fn kubernetes_keeps_the_invariants_whichever_call_fails() {
+        let a = KubeArenas::new("");
+        let cells = fault_matrix(&a);
+        summary(&a, &cells);
+        for c in &cells {
+            assert_eq!(c.exit, 0, "{c:?}");
+        }
+        let v = a.kube.violations();
+        assert!(v.is_empty(), "Prism: {v:?}");
+    }
+}
+
 // ------------------------------------------------------------------ ECS
 
 #[cfg(feature = "ecs")]
@@ -504,6 +592,7 @@ mod ecs {
                     FaultKind::Throttled => Fault::Throttle,
                     FaultKind::ServerError => Fault::Unavailable,
                     FaultKind::LostAnswer => Fault::LostAnswer(Duration::from_secs(4)),
+                    FaultKind::Conflict => unreachable!("not among the faults ECS runs"),
                 }],
             );
         }

@@ -182,7 +182,14 @@ fn not_found(res: &str, name: &str) -> Response {
     status(
         404,
         "NotFound",
-        &format!("{res}{} \"{name}\" not found", if group.is_empty() { String::new() } else { format!(".{group}") }),
+        &format!(
+            "{res}{} \"{name}\" not found",
+            if group.is_empty() {
+                String::new()
+            } else {
+                format!(".{group}")
+            }
+        ),
         Some(json!({ "name": name, "group": group, "kind": res })),
     )
 }
@@ -190,7 +197,10 @@ fn not_found(res: &str, name: &str) -> Response {
 // ---------------------------------------------------------------- fields
 
 fn is_keyed(items: &[Value]) -> bool {
-    !items.is_empty() && items.iter().all(|i| i.get("name").is_some_and(Value::is_string))
+    !items.is_empty()
+        && items
+            .iter()
+            .all(|i| i.get("name").is_some_and(Value::is_string))
 }
 
 /// Every leaf of `v` under `prefix`, in order.
@@ -362,7 +372,10 @@ fn defaults(res: &str, v: &mut Value) {
         if spec.get("replicas").is_none_or(Value::is_null) {
             spec["replicas"] = json!(1);
         }
-        if spec.get("progressDeadlineSeconds").is_none_or(Value::is_null) {
+        if spec
+            .get("progressDeadlineSeconds")
+            .is_none_or(Value::is_null)
+        {
             spec["progressDeadlineSeconds"] = json!(600);
         }
         if spec.get("revisionHistoryLimit").is_none_or(Value::is_null) {
@@ -394,7 +407,10 @@ fn schemas(spec: &Value) -> BTreeMap<&'static str, jsonschema::Validator> {
             "$ref": format!("#/components/schemas/{name}"),
             "components": spec["components"],
         });
-        (res, jsonschema::validator_for(&schema).expect("a schema of the description"))
+        (
+            res,
+            jsonschema::validator_for(&schema).expect("a schema of the description"),
+        )
     })
     .collect()
 }
@@ -468,7 +484,11 @@ impl World {
         };
         let created = old
             .as_ref()
-            .and_then(|o| o.v["metadata"]["creationTimestamp"].as_str().map(str::to_string))
+            .and_then(|o| {
+                o.v["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .map(str::to_string)
+            })
             .unwrap_or_else(now_text);
         let mut generation = old
             .as_ref()
@@ -558,7 +578,10 @@ impl World {
             let mut v = build(body, &applied);
             v["metadata"]["name"] = json!(name);
             self.check(res, &v)?;
-            return Ok((self.write(res, ns, name, v, manager, "Apply", Some(set)), true));
+            return Ok((
+                self.write(res, ns, name, v, manager, "Apply", Some(set)),
+                true,
+            ));
         };
         let current: Vec<(FieldPath, Value)> = fields(&old.v);
         let cur: BTreeMap<&FieldPath, &Value> = current.iter().map(|(p, v)| (p, v)).collect();
@@ -592,7 +615,11 @@ impl World {
                 return Err(status(
                     409,
                     "Conflict",
-                    &format!("Apply failed with {} conflict(s): {}", list.len(), list.join(", ")),
+                    &format!(
+                        "Apply failed with {} conflict(s): {}",
+                        list.len(),
+                        list.join(", ")
+                    ),
                     Some(json!({ "name": name, "kind": res, "causes": causes })),
                 ));
             }
@@ -764,10 +791,22 @@ impl KubeEmulator {
                 .route("/apis", axum::routing::get(api_groups))
                 .route("/api/v1", axum::routing::get(core_resources))
                 .route("/apis/apps/v1", axum::routing::get(apps_resources))
-                .route("/api/v1/namespaces/{ns}/{res}", axum::routing::any(collection))
-                .route("/api/v1/namespaces/{ns}/{res}/{name}", axum::routing::any(item))
-                .route("/apis/apps/v1/namespaces/{ns}/{res}", axum::routing::any(collection))
-                .route("/apis/apps/v1/namespaces/{ns}/{res}/{name}", axum::routing::any(item))
+                .route(
+                    "/api/v1/namespaces/{ns}/{res}",
+                    axum::routing::any(collection),
+                )
+                .route(
+                    "/api/v1/namespaces/{ns}/{res}/{name}",
+                    axum::routing::any(item),
+                )
+                .route(
+                    "/apis/apps/v1/namespaces/{ns}/{res}",
+                    axum::routing::any(collection),
+                )
+                .route(
+                    "/apis/apps/v1/namespaces/{ns}/{res}/{name}",
+                    axum::routing::any(item),
+                )
                 .route(
                     "/apis/apps/v1/namespaces/{ns}/{res}/{name}/scale",
                     axum::routing::any(scale),
@@ -856,7 +895,10 @@ impl KubeEmulator {
     /// Where Service `name`'s traffic enters.
     pub fn url(&self, ns: &str, name: &str) -> String {
         let w = self.world.lock().unwrap();
-        format!("http://127.0.0.1:{}", w.exposed[&(ns.to_string(), name.to_string())])
+        format!(
+            "http://127.0.0.1:{}",
+            w.exposed[&(ns.to_string(), name.to_string())]
+        )
     }
 
     /// Answer the first request of `kind` (`PATCH /apis/apps/v1/namespaces/{namespace}/deployments/{name}`) with `fault`.
@@ -1032,7 +1074,11 @@ async fn faults(
         let kind = kind_of(&request);
         let watch = req.uri().query().is_some_and(|q| q.contains("watch=true"));
         let aimed = (!watch)
-            .then(|| w.aimed.iter().position(|(k, _)| *k == kind || *k == request))
+            .then(|| {
+                w.aimed
+                    .iter()
+                    .position(|(k, _)| *k == kind || *k == request)
+            })
             .flatten();
         if !watch {
             w.requests.push(request);
@@ -1103,7 +1149,9 @@ async fn api_groups() -> Response {
 }
 
 fn resource_list(gv: &str, items: &[(&str, &str, &[&str])]) -> Response {
-    let verbs = ["create", "delete", "get", "list", "patch", "update", "watch"];
+    let verbs = [
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ];
     axum::Json(json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
         "resources": items.iter().map(|(name, kind, short)| json!({
@@ -1147,7 +1195,14 @@ fn body_value(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
     } else {
         serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())
     };
-    parsed.map_err(|e| status(400, "BadRequest", &format!("the body is not valid: {e}"), None))
+    parsed.map_err(|e| {
+        status(
+            400,
+            "BadRequest",
+            &format!("the body is not valid: {e}"),
+            None,
+        )
+    })
 }
 
 async fn collection(
@@ -1159,7 +1214,12 @@ async fn collection(
     body: Bytes,
 ) -> Response {
     let Some((api_version, kind)) = kind_of_resource(&res) else {
-        return status(404, "NotFound", "the server could not find the requested resource", None);
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        );
     };
     if method == Method::GET {
         if q.get("watch").map(String::as_str) == Some("true") {
@@ -1196,7 +1256,12 @@ async fn collection(
         let manager = manager_of(&q, &headers);
         let mut w = w.lock().unwrap();
         if w.get(&res, &ns, &name).is_some() {
-            return status(409, "AlreadyExists", &format!("{res} \"{name}\" already exists"), None);
+            return status(
+                409,
+                "AlreadyExists",
+                &format!("{res} \"{name}\" already exists"),
+                None,
+            );
         }
         if let Err(r) = w.check(&res, &v) {
             return r;
@@ -1204,7 +1269,12 @@ async fn collection(
         let out = w.write(&res, &ns, &name, v, &manager, "Update", None);
         return (StatusCode::CREATED, axum::Json(out)).into_response();
     }
-    status(405, "MethodNotAllowed", "the server does not allow this method", None)
+    status(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method",
+        None,
+    )
 }
 
 /// The manager of an update: `fieldManager`, else the client's name.
@@ -1228,7 +1298,12 @@ async fn item(
     body: Bytes,
 ) -> Response {
     if kind_of_resource(&res).is_none() {
-        return status(404, "NotFound", "the server could not find the requested resource", None);
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        );
     }
     let manager = manager_of(&q, &headers);
     let mut w = w.lock().unwrap();
@@ -1238,7 +1313,10 @@ async fn item(
             None => not_found(&res, &name),
         },
         Method::DELETE => {
-            if w.objs.remove(&(res.clone(), ns.clone(), name.clone())).is_none() {
+            if w.objs
+                .remove(&(res.clone(), ns.clone(), name.clone()))
+                .is_none()
+            {
                 return not_found(&res, &name);
             }
             axum::Json(json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": { "name": name, "kind": res } })).into_response()
@@ -1254,7 +1332,14 @@ async fn item(
             if let Some(rv) = v["metadata"]["resourceVersion"].as_str()
                 && old.v["metadata"]["resourceVersion"].as_str() != Some(rv)
             {
-                return status(409, "Conflict", &format!("Operation cannot be fulfilled on {res} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"), None);
+                return status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on {res} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                    ),
+                    None,
+                );
             }
             if let Err(r) = w.check(&res, &v) {
                 return r;
@@ -1274,7 +1359,12 @@ async fn item(
             };
             if ct.starts_with("application/apply-patch") {
                 let Some(manager) = q.get("fieldManager") else {
-                    return status(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch", None);
+                    return status(
+                        422,
+                        "Invalid",
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                        None,
+                    );
                 };
                 let force = q.get("force").map(String::as_str) == Some("true");
                 return match w.apply(&res, &ns, &name, &patch, manager, force) {
@@ -1285,7 +1375,14 @@ async fn item(
             if !(ct.starts_with("application/merge-patch+json")
                 || ct.starts_with("application/strategic-merge-patch+json"))
             {
-                return status(415, "UnsupportedMediaType", &format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"), None);
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"
+                    ),
+                    None,
+                );
             }
             let Some(old) = w.get(&res, &ns, &name) else {
                 return not_found(&res, &name);
@@ -1298,7 +1395,12 @@ async fn item(
             let out = w.write(&res, &ns, &name, v, &manager, "Update", None);
             axum::Json(out).into_response()
         }
-        _ => status(405, "MethodNotAllowed", "the server does not allow this method", None),
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method",
+            None,
+        ),
     }
 }
 
@@ -1369,7 +1471,10 @@ async fn watch(w: Shared, ns: String, res: String, q: BTreeMap<String, String>) 
                     if !ok {
                         continue;
                     }
-                    let name = o.v["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    let name = o.v["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     let rv: u64 = o.v["metadata"]["resourceVersion"]
                         .as_str()
                         .and_then(|v| v.parse().ok())
@@ -1389,7 +1494,12 @@ async fn watch(w: Shared, ns: String, res: String, q: BTreeMap<String, String>) 
                         out.push(json!({ "type": kind, "object": w.render(&res, o) }));
                     }
                 }
-                for gone in seen.keys().filter(|k| !here.contains(*k)).cloned().collect::<Vec<_>>() {
+                for gone in seen
+                    .keys()
+                    .filter(|k| !here.contains(*k))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                {
                     seen.remove(&gone);
                     out.push(json!({ "type": "DELETED", "object": { "metadata": { "name": gone, "namespace": ns } } }));
                 }
@@ -1408,9 +1518,10 @@ async fn watch(w: Shared, ns: String, res: String, q: BTreeMap<String, String>) 
     });
     Response::builder()
         .header("content-type", "application/json")
-        .body(Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|x| (x, rx))
-        })))
+        .body(Body::from_stream(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+        )))
         .unwrap()
 }
 
@@ -1521,7 +1632,15 @@ fn deployments(w: &mut World) {
                 },
                 "spec": { "replicas": 0, "selector": sel, "template": t },
             });
-            w.write("replicasets", &ns, &rs_name, rs, "kube-controller-manager", "Update", None);
+            w.write(
+                "replicasets",
+                &ns,
+                &rs_name,
+                rs,
+                "kube-controller-manager",
+                "Update",
+                None,
+            );
         }
         let owned: Vec<String> = w
             .list("replicasets", &ns)
@@ -1548,7 +1667,15 @@ fn deployments(w: &mut World) {
             if o.v["spec"]["replicas"].as_i64() != Some(want) {
                 let mut v = o.v.clone();
                 v["spec"]["replicas"] = json!(want);
-                w.write("replicasets", &ns, rs, v, "kube-controller-manager", "Update", None);
+                w.write(
+                    "replicasets",
+                    &ns,
+                    rs,
+                    v,
+                    "kube-controller-manager",
+                    "Update",
+                    None,
+                );
             }
             if *rs != rs_name {
                 let (t, r) = ready_pods(w, &ns, rs);
@@ -1561,7 +1688,10 @@ fn deployments(w: &mut World) {
         let key = (ns.clone(), name.clone());
         let mark = (new_total, new_ready, rs_name.clone());
         let now = Instant::now();
-        let progress = w.progress.entry(key).or_insert(Progress { at: now, mark: mark.clone() });
+        let progress = w.progress.entry(key).or_insert(Progress {
+            at: now,
+            mark: mark.clone(),
+        });
         if progress.mark != mark {
             progress.mark = mark;
             progress.at = now;
@@ -1569,11 +1699,23 @@ fn deployments(w: &mut World) {
         let stalled = now.duration_since(progress.at) > Duration::from_secs(deadline);
         let complete = new_total == replicas && new_ready == replicas && total == replicas;
         let (p_status, p_reason, p_message) = if complete {
-            ("True", "NewReplicaSetAvailable", format!("ReplicaSet \"{rs_name}\" has successfully progressed."))
+            (
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            )
         } else if stalled {
-            ("False", "ProgressDeadlineExceeded", format!("ReplicaSet \"{rs_name}\" has timed out progressing."))
+            (
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+            )
         } else {
-            ("True", "ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."))
+            (
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{rs_name}\" is progressing."),
+            )
         };
         let old_status = &d["status"];
         let keep_time = |kind: &str, st: &str, reason: &str| {
@@ -1628,11 +1770,14 @@ fn replicasets(w: &mut World) {
     for (ns, name) in keys {
         let rs = w.get("replicasets", &ns, &name).unwrap().v.clone();
         // A ReplicaSet whose Deployment is gone goes with its pods.
-        let owner = rs["metadata"]["ownerReferences"][0]["name"].as_str().unwrap_or_default();
+        let owner = rs["metadata"]["ownerReferences"][0]["name"]
+            .as_str()
+            .unwrap_or_default();
         let want = if w.get("deployments", &ns, owner).is_some() {
             rs["spec"]["replicas"].as_i64().unwrap_or(0)
         } else {
-            w.objs.remove(&("replicasets".into(), ns.clone(), name.clone()));
+            w.objs
+                .remove(&("replicasets".into(), ns.clone(), name.clone()));
             0
         };
         let mut pods: Vec<(String, bool)> = w
@@ -1641,8 +1786,14 @@ fn replicasets(w: &mut World) {
             .filter(|o| o.v["metadata"]["ownerReferences"][0]["name"] == name.as_str())
             .filter(|o| o.v["metadata"].get("deletionTimestamp").is_none())
             .map(|o| {
-                let n = o.v["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                let ready = w.pods.get(&(ns.clone(), n.clone())).is_some_and(|p| p.ready);
+                let n = o.v["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let ready = w
+                    .pods
+                    .get(&(ns.clone(), n.clone()))
+                    .is_some_and(|p| p.ready);
                 (n, ready)
             })
             .collect();
@@ -1664,7 +1815,15 @@ fn replicasets(w: &mut World) {
                 "spec": spec,
                 "status": { "phase": "Pending" },
             });
-            w.write("pods", &ns, &pod_name, pod, "kube-controller-manager", "Update", None);
+            w.write(
+                "pods",
+                &ns,
+                &pod_name,
+                pod,
+                "kube-controller-manager",
+                "Update",
+                None,
+            );
             let dir = w.root.join(&pod_name);
             std::fs::create_dir_all(&dir).unwrap();
             w.pods.insert(
@@ -1681,7 +1840,13 @@ fn replicasets(w: &mut World) {
                     dir,
                 },
             );
-            w.event(&ns, &pod_name, "Normal", "Scheduled", &format!("Successfully assigned {ns}/{pod_name} to emulated-node"));
+            w.event(
+                &ns,
+                &pod_name,
+                "Normal",
+                "Scheduled",
+                &format!("Successfully assigned {ns}/{pod_name} to emulated-node"),
+            );
         }
         if have > want {
             // Not-ready pods go first.
@@ -1716,7 +1881,10 @@ fn kubelet(w: &mut World) -> Vec<((String, String), u16, String, bool)> {
         if w.pods[&key].deleting.is_some_and(|t| now >= t) {
             let mut p = w.pods.remove(&key).unwrap();
             if let Some(mut c) = p.child.take() {
-                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).output();
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .output();
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_secs(3));
                     let _ = c.kill();
@@ -1751,9 +1919,19 @@ fn kubelet(w: &mut World) -> Vec<((String, String), u16, String, bool)> {
             p.next_start = Some(now + BACKOFF);
             p.waiting = Some((
                 "CrashLoopBackOff".into(),
-                format!("back-off {}s restarting failed container={} pod={name}", BACKOFF.as_secs(), "service"),
+                format!(
+                    "back-off {}s restarting failed container={} pod={name}",
+                    BACKOFF.as_secs(),
+                    "service"
+                ),
             ));
-            w.event(&ns, &name, "Warning", "BackOff", "Back-off restarting failed container service");
+            w.event(
+                &ns,
+                &name,
+                "Warning",
+                "BackOff",
+                "Back-off restarting failed container service",
+            );
             pod_status(w, &ns, &name);
             continue;
         }
@@ -1783,10 +1961,22 @@ fn start_container(w: &mut World, ns: &str, name: &str, c: &Value, image: &str) 
     if image.contains("no-such-image") {
         let p = w.pods.get_mut(&key).unwrap();
         p.next_start = Some(Instant::now() + BACKOFF);
-        let fresh = p.waiting.as_ref().is_none_or(|(r, _)| r != "ImagePullBackOff");
-        p.waiting = Some(("ImagePullBackOff".into(), format!("Back-off pulling image \"{image}\"")));
+        let fresh = p
+            .waiting
+            .as_ref()
+            .is_none_or(|(r, _)| r != "ImagePullBackOff");
+        p.waiting = Some((
+            "ImagePullBackOff".into(),
+            format!("Back-off pulling image \"{image}\""),
+        ));
         if fresh {
-            w.event(ns, name, "Warning", "Failed", &format!("Failed to pull image \"{image}\": not found"));
+            w.event(
+                ns,
+                name,
+                "Warning",
+                "Failed",
+                &format!("Failed to pull image \"{image}\": not found"),
+            );
             pod_status(w, ns, name);
         }
         return;
@@ -1818,7 +2008,10 @@ fn start_container(w: &mut World, ns: &str, name: &str, c: &Value, image: &str) 
                     };
                     let p = w.pods.get_mut(&key).unwrap();
                     p.next_start = Some(Instant::now() + BACKOFF);
-                    let fresh = p.waiting.as_ref().is_none_or(|(r, _)| r != "CreateContainerConfigError");
+                    let fresh = p
+                        .waiting
+                        .as_ref()
+                        .is_none_or(|(r, _)| r != "CreateContainerConfigError");
                     p.waiting = Some(("CreateContainerConfigError".into(), why.clone()));
                     if fresh {
                         w.event(ns, name, "Warning", "Failed", &format!("Error: {why}"));
@@ -1838,7 +2031,11 @@ fn start_container(w: &mut World, ns: &str, name: &str, c: &Value, image: &str) 
         .filter_map(|a| a.as_str().map(str::to_string))
         .collect();
     let child = Command::new(&bin)
-        .args(if args.is_empty() { vec!["serve".to_string()] } else { args })
+        .args(if args.is_empty() {
+            vec!["serve".to_string()]
+        } else {
+            args
+        })
         .current_dir(&p.dir)
         .env_clear()
         .envs(
@@ -1860,7 +2057,13 @@ fn start_container(w: &mut World, ns: &str, name: &str, c: &Value, image: &str) 
     p.waiting = None;
     let first = p.restarts == 0;
     if first {
-        w.event(ns, name, "Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"));
+        w.event(
+            ns,
+            name,
+            "Normal",
+            "Pulled",
+            &format!("Container image \"{image}\" already present on machine"),
+        );
     }
     w.event(ns, name, "Normal", "Started", "Started container service");
     pod_status(w, ns, name);
@@ -1876,7 +2079,9 @@ fn pod_status(w: &mut World, ns: &str, name: &str) {
     };
     let image = o.v["spec"]["containers"][0]["image"].clone();
     let state = match (&p.waiting, &p.child) {
-        (Some((reason, message)), _) => json!({ "waiting": { "reason": reason, "message": message } }),
+        (Some((reason, message)), _) => {
+            json!({ "waiting": { "reason": reason, "message": message } })
+        }
         (None, Some(_)) => json!({ "running": { "startedAt": now_text() } }),
         (None, None) => json!({ "waiting": { "reason": "ContainerCreating" } }),
     };

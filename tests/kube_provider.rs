@@ -130,19 +130,37 @@ fn kubernetes_switches_the_selector_with_traffic_flowing_and_rolls_back_by_flipp
     assert_eq!(a.serving(), ["v1"]);
     let blue = a.kube.object("deployments", NS, "shop-blue").unwrap();
     assert_eq!(blue["spec"]["replicas"], 2);
-    assert_eq!(blue["spec"]["template"]["spec"]["containers"][0]["image"], format!("{REPO}:v1"));
+    assert_eq!(
+        blue["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{REPO}:v1")
+    );
     // The secret is referred to, never read into the Deployment.
     let env = blue["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
-    assert!(env.contains("secretKeyRef") && !env.contains("kube-kept-secret"), "{env}");
+    assert!(
+        env.contains("secretKeyRef") && !env.contains("kube-kept-secret"),
+        "{env}"
+    );
     // Written by server-side apply under copilot's managers.
     let managers: Vec<String> = blue["metadata"]["managedFields"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| format!("{}/{}", m["manager"].as_str().unwrap(), m["operation"].as_str().unwrap()))
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["manager"].as_str().unwrap(),
+                m["operation"].as_str().unwrap()
+            )
+        })
         .collect();
-    assert!(managers.contains(&"copilot/Apply".to_string()), "{managers:?}");
-    assert!(managers.contains(&"copilot-scale/Apply".to_string()), "{managers:?}");
+    assert!(
+        managers.contains(&"copilot/Apply".to_string()),
+        "{managers:?}"
+    );
+    assert!(
+        managers.contains(&"copilot-scale/Apply".to_string()),
+        "{managers:?}"
+    );
 
     let traffic = Traffic::start(&a.url());
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);
@@ -150,7 +168,10 @@ fn kubernetes_switches_the_selector_with_traffic_flowing_and_rolls_back_by_flipp
     let seen = traffic.stop();
     assert!(seen.len() > 20, "{} requests", seen.len());
     let failed: Vec<_> = seen.iter().filter(|(_, _, ok)| !ok).collect();
-    assert!(failed.is_empty(), "failed requests across the switch: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "failed requests across the switch: {failed:?}"
+    );
     assert!(seen.iter().any(|(_, r, _)| r == "v1") && seen.iter().any(|(_, r, _)| r == "v2"));
     assert_eq!(a.serving(), ["v2"]);
     assert_eq!(selector(&a.kube)["copilot/colour"], "green");
@@ -172,12 +193,16 @@ fn kubernetes_switches_the_selector_with_traffic_flowing_and_rolls_back_by_flipp
         .filter(|r| r.starts_with("PATCH") && r.contains("/deployments/"))
         .cloned()
         .collect();
-    assert!(applies.len() <= 1, "the standby was not rebuilt: {applies:?}");
+    assert!(
+        applies.len() <= 1,
+        "the standby was not rebuilt: {applies:?}"
+    );
     no_violations(&a.kube);
 }
 
 #[test]
-fn kubernetes_fails_a_crash_looping_release_at_once_and_one_past_its_deadline_with_the_pods_events() {
+fn kubernetes_fails_a_crash_looping_release_at_once_and_one_past_its_deadline_with_the_pods_events()
+{
     let a = KubeArenas::new("");
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "{doc}");
@@ -188,14 +213,29 @@ fn kubernetes_fails_a_crash_looping_release_at_once_and_one_past_its_deadline_wi
     assert_eq!(code, 1, "{doc}");
     let message = doc["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("CrashLoopBackOff"), "{doc}");
-    assert!(message.contains("BackOff"), "the pod's events are in the evidence: {doc}");
-    assert!(took < Duration::from_secs(15), "noticed from the pod's status, not the deadline: {took:?}");
+    assert!(
+        message.contains("BackOff"),
+        "the pod's events are in the evidence: {doc}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "noticed from the pod's status, not the deadline: {took:?}"
+    );
     assert_eq!(a.serving(), ["v1"], "the live colour is untouched");
-    assert_eq!(a.kube.object("deployments", NS, "shop-green").unwrap()["spec"]["replicas"], 0);
+    assert_eq!(
+        a.kube.object("deployments", NS, "shop-green").unwrap()["spec"]["replicas"],
+        0
+    );
 
     let (code, doc) = a.run(&["deploy", "staging", "--release", "no-such-image"]);
     assert_eq!(code, 1, "{doc}");
-    assert!(doc["error"]["message"].as_str().unwrap_or_default().contains("ImagePullBackOff"), "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ImagePullBackOff"),
+        "{doc}"
+    );
     assert_eq!(a.serving(), ["v1"]);
 
     // A release whose pods never pass their readiness probe: the
@@ -220,7 +260,15 @@ fn kubernetes_canary_turns_weights_into_replica_ratios() {
     assert_eq!(code, 0, "{doc}");
     let mut child = a.p.spawn(
         &[
-            "--output", "json", "promote", "local", "staging", "--release", "v2", "--yes", "--bake",
+            "--output",
+            "json",
+            "promote",
+            "local",
+            "staging",
+            "--release",
+            "v2",
+            "--yes",
+            "--bake",
             "4s",
         ],
         &a.kube
@@ -247,7 +295,11 @@ fn kubernetes_canary_turns_weights_into_replica_ratios() {
     let seen = traffic.stop();
     let v2 = seen.iter().filter(|(_, r, _)| r == "v2").count() as f64;
     let share = v2 / seen.len() as f64;
-    assert!((0.35..=0.65).contains(&share), "{share} of {} requests", seen.len());
+    assert!(
+        (0.35..=0.65).contains(&share),
+        "{share} of {} requests",
+        seen.len()
+    );
     let status = child.wait().unwrap();
     assert!(status.success());
     assert_eq!(a.serving(), ["v2"]);

@@ -40,6 +40,8 @@ pub const VERSION: &str = "copilot/version";
 pub const IMAGE: &str = "copilot/image";
 pub const LAUNCH: &str = "copilot/launch";
 pub const REPLICAS: &str = "copilot/replicas";
+/// The colour a Service selects to send traffic nowhere.
+pub const NOWHERE: &str = "none";
 
 /// The container's name in the pod template.
 const CONTAINER: &str = "service";
@@ -132,10 +134,9 @@ fn classify(e: &kube::Error) -> (ErrorKind, String) {
             };
             (kind, msg)
         }
-        kube::Error::HyperError(_) | kube::Error::Service(_) => (
-            ErrorKind::Retryable,
-            copilot_core::http::error_chain(e),
-        ),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            (ErrorKind::Retryable, copilot_core::http::error_chain(e))
+        }
         kube::Error::Auth(_) => (ErrorKind::Unauthorised, copilot_core::http::error_chain(e)),
         _ => (ErrorKind::Failed, copilot_core::http::error_chain(e)),
     }
@@ -277,11 +278,7 @@ pub fn rollout_status(d: &Deployment) -> Rollout {
 }
 
 impl KubernetesProvider {
-    pub fn new(
-        arena: &str,
-        settings: &KubernetesSettings,
-        instances: u32,
-    ) -> Self {
+    pub fn new(arena: &str, settings: &KubernetesSettings, instances: u32) -> Self {
         KubernetesProvider {
             arena: arena.to_string(),
             s: settings.clone(),
@@ -339,7 +336,10 @@ impl KubernetesProvider {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,
     {
-        Ok(Api::namespaced(self.client().await?.clone(), &self.s.namespace))
+        Ok(Api::namespaced(
+            self.client().await?.clone(),
+            &self.s.namespace,
+        ))
     }
 
     /// One call, retried within the policy's bounds when the answer says
@@ -361,15 +361,16 @@ impl KubernetesProvider {
             };
             let (kind, message) = classify(&e);
             let wait = match kind {
-                ErrorKind::Throttled { retry_after_ms } => {
-                    Some(retry_after_ms.map_or(delay, Duration::from_millis).max(delay))
-                }
+                ErrorKind::Throttled { retry_after_ms } => Some(
+                    retry_after_ms
+                        .map_or(delay, Duration::from_millis)
+                        .max(delay),
+                ),
                 ErrorKind::Retryable => Some(delay),
                 _ => None,
             };
-            let give_up = wait.is_none_or(|w| {
-                attempt >= self.policy.attempts || Instant::now() + w > deadline
-            });
+            let give_up = wait
+                .is_none_or(|w| attempt >= self.policy.attempts || Instant::now() + w > deadline);
             if give_up {
                 let mut err = ProviderError::new(kind, action, message);
                 if attempt > 1 {
@@ -550,7 +551,10 @@ impl KubernetesProvider {
         <K as kube::Resource>::DynamicType: Default,
     {
         let api = self.api::<K>().await?;
-        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let params = PatchParams::apply(manager);
         self.call(what, || {
             let patch = Patch::Apply(body);
@@ -637,14 +641,37 @@ impl KubernetesProvider {
         .map(|_| ())
     }
 
+    /// The selector of a Service that sends traffic nowhere.
+    fn selector_nowhere(&self) -> BTreeMap<String, String> {
+        let mut m = self.selector(None);
+        m.insert(COLOUR.into(), NOWHERE.into());
+        m
+    }
+
     /// Point the Service at `slot` (or, with `None`, at the app across
-    /// colours). A merge patch: the selector becomes copilot's whatever
-    /// selected before (the Service of an app copilot adopts).
+    /// colours).
     async fn select(&self, slot: Option<Slot>) -> Result<(), ProviderError> {
+        let what = match slot {
+            Some(s) => format!("point Service {{}} at {s}"),
+            None => "point Service {} at both colours".to_string(),
+        };
+        self.select_labels(self.selector(slot), &what).await
+    }
+
+    /// Set the Service's selector to `wanted` (`what` names the change, `{}`
+    /// the Service). A merge patch: the selector becomes copilot's whatever
+    /// selected before (the Service of an app copilot adopts).
+    async fn select_labels(
+        &self,
+        wanted: BTreeMap<String, String>,
+        what: &str,
+    ) -> Result<(), ProviderError> {
         let name = self.s.service_name().to_string();
+        let what = what.replace("{}", &name);
         let current = self.service().await?;
         let Some(current) = current else {
-            let body = self.service_body(&name, slot);
+            let mut body = self.service_body(&name, None);
+            body["spec"]["selector"] = json!(wanted);
             self.apply::<Service>(MANAGER, &body, &format!("create Service {name}"))
                 .await?;
             return Ok(());
@@ -656,7 +683,7 @@ impl KubernetesProvider {
             .into_keys()
             .map(|k| (k, Value::Null))
             .collect();
-        for (k, v) in self.selector(slot) {
+        for (k, v) in wanted {
             selector.insert(k, Value::String(v));
         }
         let patch = json!({ "spec": { "selector": selector } });
@@ -664,10 +691,6 @@ impl KubernetesProvider {
         let params = PatchParams {
             field_manager: Some(MANAGER.into()),
             ..PatchParams::default()
-        };
-        let what = match slot {
-            Some(s) => format!("point Service {name} at {s}"),
-            None => format!("point Service {name} at both colours"),
         };
         self.call(&what, || {
             let patch = Patch::Merge(&patch);
@@ -719,7 +742,10 @@ impl KubernetesProvider {
                         format!(
                             "waiting: {}{}",
                             w.reason.as_deref().unwrap_or("?"),
-                            w.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+                            w.message
+                                .as_deref()
+                                .map(|m| format!(" ({m})"))
+                                .unwrap_or_default()
                         )
                     } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
                         format!(
@@ -768,7 +794,11 @@ impl KubernetesProvider {
 
     /// A container of `slot` that will not start however long copilot
     /// waits (crash-looping, no image, no configuration).
-    async fn stuck(&self, slot: Slot, release: &ReleaseSpec) -> Result<Option<String>, ProviderError> {
+    async fn stuck(
+        &self,
+        slot: Slot,
+        release: &ReleaseSpec,
+    ) -> Result<Option<String>, ProviderError> {
         let want = label_value(&release.version);
         for p in self.pods(slot).await? {
             let of_release = p
@@ -780,7 +810,11 @@ impl KubernetesProvider {
             if !of_release {
                 continue;
             }
-            for c in p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+            for c in p
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+            {
                 if let Some(reason) = c
                     .state
                     .as_ref()
@@ -832,7 +866,11 @@ impl KubernetesProvider {
             match rollout_status(&d) {
                 Rollout::Done => return Ok(d),
                 Rollout::DeadlineExceeded(why) => {
-                    return Err(fail(ErrorKind::ReleaseFailed, why, self.pod_report(slot).await));
+                    return Err(fail(
+                        ErrorKind::ReleaseFailed,
+                        why,
+                        self.pod_report(slot).await,
+                    ));
                 }
                 Rollout::Waiting(why) => {
                     if why != said {
@@ -844,7 +882,11 @@ impl KubernetesProvider {
             if let Some(r) = release
                 && let Some(why) = self.stuck(slot, r).await?
             {
-                return Err(fail(ErrorKind::ReleaseFailed, why, self.pod_report(slot).await));
+                return Err(fail(
+                    ErrorKind::ReleaseFailed,
+                    why,
+                    self.pod_report(slot).await,
+                ));
             }
             if Instant::now() >= deadline {
                 return Err(fail(
@@ -858,13 +900,18 @@ impl KubernetesProvider {
     }
 
     fn slot_status(&self, c: &Colour, weight: u8) -> SlotStatus {
-        let url = self.s.colour_urls.get(c.slot.as_str()).cloned().unwrap_or_else(|| {
-            format!(
-                "http://{}.{}.svc.cluster.local",
-                self.colour_service(c.slot),
-                self.s.namespace
-            )
-        });
+        let url = self
+            .s
+            .colour_urls
+            .get(c.slot.as_str())
+            .cloned()
+            .unwrap_or_else(|| {
+                format!(
+                    "http://{}.{}.svc.cluster.local",
+                    self.colour_service(c.slot),
+                    self.s.namespace
+                )
+            });
         let desired = c.desired();
         let ready = c.ready();
         SlotStatus {
@@ -900,7 +947,10 @@ impl KubernetesProvider {
     /// its pod template, with copilot's labels, applied as that colour.
     async fn adopt(&self, op: &Op<'_>, slot: Slot, d: &Deployment) -> Result<(), ProviderError> {
         let mut template = serde_json::to_value(
-            d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default(),
+            d.spec
+                .as_ref()
+                .map(|s| s.template.clone())
+                .unwrap_or_default(),
         )
         .unwrap_or_default();
         let labels = &mut template["metadata"]["labels"];
@@ -955,11 +1005,14 @@ impl KubernetesProvider {
                 field_manager: Some(MANAGER.into()),
                 ..PatchParams::default()
             };
-            self.call(&format!("scale Deployment {name} (taken over) to 0"), || {
-                let patch = Patch::Merge(&patch);
-                let (api, name, params) = (&api, &name, &params);
-                async move { api.patch(name, params, &patch).await }
-            })
+            self.call(
+                &format!("scale Deployment {name} (taken over) to 0"),
+                || {
+                    let patch = Patch::Merge(&patch);
+                    let (api, name, params) = (&api, &name, &params);
+                    async move { api.patch(name, params, &patch).await }
+                },
+            )
             .await?;
         }
         Ok(())
@@ -1009,6 +1062,7 @@ impl Provider for KubernetesProvider {
         let mut drift = Vec::new();
         let ours_both = self.selector(None);
         let copilots = selector == ours_both
+            || selector == self.selector_nowhere()
             || [Slot::Blue, Slot::Green]
                 .into_iter()
                 .any(|s| selector == self.selector(Some(s)));
@@ -1021,7 +1075,11 @@ impl Provider for KubernetesProvider {
             .map(|d| {
                 served(
                     &pod_labels(d),
-                    d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0).max(0) as u32,
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0)
+                        .max(0) as u32,
                 )
             })
             .sum();
@@ -1077,7 +1135,12 @@ impl Provider for KubernetesProvider {
         // colours serve, it is retired, and one that still serves is drift.
         let spare = Self::foreign_slot(&colours);
         for d in &foreign {
-            let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0).max(0) as u32;
+            let ready = d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                .max(0) as u32;
             let serving = served(&pod_labels(d), ready);
             let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
             match spare {
@@ -1092,8 +1155,12 @@ impl Provider for KubernetesProvider {
                         healthy: ready >= desired,
                         instances: Counts {
                             desired,
-                            started: d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0).max(0)
-                                as u32,
+                            started: d
+                                .status
+                                .as_ref()
+                                .and_then(|s| s.replicas)
+                                .unwrap_or(0)
+                                .max(0) as u32,
                             healthy: ready,
                         },
                         regions: Vec::new(),
@@ -1149,7 +1216,11 @@ impl Provider for KubernetesProvider {
                 .into_iter()
                 .filter(|d| {
                     !selects(&selector, &pod_labels(d))
-                        || d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) == 0
+                        || d.status
+                            .as_ref()
+                            .and_then(|s| s.ready_replicas)
+                            .unwrap_or(0)
+                            == 0
                 })
                 .collect();
             self.retire_foreign(&idle).await?;
@@ -1220,7 +1291,11 @@ impl Provider for KubernetesProvider {
         let spare = Self::foreign_slot(&colours);
         let on: Vec<(Slot, u8)> = weights.iter().copied().filter(|(_, w)| *w > 0).collect();
         if on.is_empty() {
-            return Err(ProviderError::failed("set traffic", "no colour is given any"));
+            // Nothing serves (a first release taken down): the Service
+            // selects a colour no pod has.
+            self.select_labels(self.selector_nowhere(), "point Service {} at no colour")
+                .await?;
+            return Ok(weights.iter().map(|(s, _)| (*s, 0)).collect());
         }
         // Going back to an app copilot took over: its template becomes a
         // colour of copilot's first, and once the selector moved the app's
@@ -1395,7 +1470,9 @@ mod tests {
             v["status"] = status;
             rollout_status(&deployment(v))
         };
-        assert!(matches!(with(json!({ "observedGeneration": 1 })), Rollout::Waiting(w) if w.contains("spec update")));
+        assert!(
+            matches!(with(json!({ "observedGeneration": 1 })), Rollout::Waiting(w) if w.contains("spec update"))
+        );
         assert_eq!(
             with(json!({ "observedGeneration": 2, "replicas": 2, "updatedReplicas": 1 })),
             Rollout::Waiting("1 out of 2 new replicas have been updated".into())
@@ -1405,11 +1482,15 @@ mod tests {
             Rollout::Waiting("1 old replicas are pending termination".into())
         );
         assert_eq!(
-            with(json!({ "observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1 })),
+            with(
+                json!({ "observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1 })
+            ),
             Rollout::Waiting("1 of 2 updated replicas are available".into())
         );
         assert_eq!(
-            with(json!({ "observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2 })),
+            with(
+                json!({ "observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2 })
+            ),
             Rollout::Done
         );
         assert!(matches!(

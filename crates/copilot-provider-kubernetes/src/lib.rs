@@ -181,7 +181,12 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
     }
     let port = match &p.port {
         Some(at) if at.value == 0 => {
-            diags.error(input.file, at.loc, "port 0 cannot be listened on", "the service's port, e.g. 8080");
+            diags.error(
+                input.file,
+                at.loc,
+                "port 0 cannot be listened on",
+                "the service's port, e.g. 8080",
+            );
             refused = true;
             8080
         }
