@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: start PostgreSQL and Redis, install the
 # real bullmq npm package, Stoplight Prism (which holds the emulated platform
-# APIs to their official descriptions), moto (AWS), Alertmanager and Prometheus, then run
+# APIs to their official descriptions), moto (AWS), the Kubernetes Python
+# client, Alertmanager and Prometheus, then run
 # every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,12 @@ done
 if [ ! -x target/moto/bin/moto_server ]; then
     python3 -m venv target/moto
     target/moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+# The official Kubernetes Python client (35.x speaks 1.35), an independent
+# client of the emulated API server the Kubernetes provider's tests run against.
+if [ ! -x target/kube-client/bin/python ] || ! target/kube-client/bin/python -c 'import kubernetes' 2>/dev/null; then
+    python3 -m venv target/kube-client
+    target/kube-client/bin/pip install --quiet --disable-pip-version-check 'kubernetes==35.0.0'
 fi
 # Alertmanager (alerts gate) and Prometheus (analysis queries); the tests
 # start their own instances on loopback.

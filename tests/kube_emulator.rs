@@ -119,6 +119,9 @@ struct World {
     schemas: BTreeMap<&'static str, jsonschema::Validator>,
     /// What clients wrote that their kind's schema refused.
     invalid: Vec<String>,
+    /// The port that asks for no credentials (the old API server's
+    /// insecure port): kubectl sends no token over plain HTTP.
+    insecure_port: u16,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -127,7 +130,8 @@ pub struct KubeEmulator {
     world: Shared,
     /// Where copilot's kubeconfig points: Prism in front of the server.
     pub api: String,
-    /// The server itself (discovery and watch, for kubectl).
+    /// The server itself on a port that asks for no credentials (kubectl
+    /// sends no token over plain HTTP): discovery and watch, for kubectl.
     pub direct: String,
     /// A kubeconfig whose context `emulated` reaches the cluster through
     /// Prism with the token.
@@ -780,13 +784,18 @@ impl KubeEmulator {
                 &serde_json::from_str(&std::fs::read_to_string(&spec).unwrap()).unwrap(),
             ),
             invalid: Vec::new(),
+            insecure_port: 0,
         }));
         let server_port = free_port();
+        let insecure_port = free_port();
+        world.lock().unwrap().insecure_port = insecure_port;
         let prism_port = free_port();
         {
             let w = world.clone();
             let api = Router::new()
                 .route("/version", axum::routing::get(version))
+                .route("/openapi/v3", axum::routing::get(openapi_index))
+                .route("/openapi/v3/{*gv}", axum::routing::get(openapi_doc))
                 .route("/api", axum::routing::get(api_versions))
                 .route("/apis", axum::routing::get(api_groups))
                 .route("/api/v1", axum::routing::get(core_resources))
@@ -813,11 +822,18 @@ impl KubeEmulator {
                 )
                 .layer(axum::middleware::from_fn_with_state(w.clone(), faults))
                 .with_state(w);
+            let insecure = api.clone();
             runtime.spawn(async move {
                 let l = tokio::net::TcpListener::bind(("127.0.0.1", server_port))
                     .await
                     .unwrap();
                 axum::serve(l, api).await.unwrap();
+            });
+            runtime.spawn(async move {
+                let l = tokio::net::TcpListener::bind(("127.0.0.1", insecure_port))
+                    .await
+                    .unwrap();
+                axum::serve(l, insecure).await.unwrap();
             });
             for ((ns, name), port) in exposed {
                 let plane = Router::new().fallback(data_plane).with_state(Plane {
@@ -858,7 +874,7 @@ impl KubeEmulator {
             std::thread::sleep(Duration::from_millis(100));
         }
         let api = format!("http://127.0.0.1:{prism_port}");
-        let direct = format!("http://127.0.0.1:{server_port}");
+        let direct = format!("http://127.0.0.1:{insecure_port}");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -1060,11 +1076,13 @@ async fn faults(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let insecure = format!("127.0.0.1:{}", w.lock().unwrap().insecure_port);
     let authorised = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        == Some(format!("Bearer {TOKEN}").as_str());
+        == Some(format!("Bearer {TOKEN}").as_str())
+        || req.headers().get("host").and_then(|h| h.to_str().ok()) == Some(insecure.as_str());
     if !authorised {
         return status(401, "Unauthorized", "Unauthorized", None);
     }
@@ -1126,6 +1144,21 @@ async fn version() -> Response {
         "goVersion": "go1.25", "compiler": "gc", "platform": "linux/amd64",
     }))
     .into_response()
+}
+
+/// The OpenAPI v3 documents kubectl validates manifests with: the 1.35
+/// description the tests hold, for both group versions.
+async fn openapi_index() -> Response {
+    axum::Json(json!({ "paths": {
+        "api/v1": { "serverRelativeURL": "/openapi/v3/api/v1?hash=0135" },
+        "apis/apps/v1": { "serverRelativeURL": "/openapi/v3/apis/apps/v1?hash=0135" },
+    } }))
+    .into_response()
+}
+
+async fn openapi_doc() -> Response {
+    let spec = std::fs::read("tests/specs/kubernetes-1.35.prism.json").unwrap();
+    ([("content-type", "application/json")], spec).into_response()
 }
 
 async fn api_versions() -> Response {

@@ -416,3 +416,210 @@ fn kubernetes_waits_out_a_throttled_apply() {
     assert_eq!(a.kube.pending_faults(), 0);
     assert_eq!(a.serving(), ["v1"]);
 }
+
+/// The Python client of the `kubernetes` PyPI package (its 35.x release
+/// speaks 1.35), in the virtualenv `scripts/test.sh` makes.
+fn python_client() -> std::path::PathBuf {
+    let py = std::path::absolute("target/kube-client/bin/python").unwrap();
+    assert!(
+        py.exists(),
+        "the Kubernetes Python client is not installed: run `COPILOT_TEST_SETUP_ONLY=1 bash scripts/test.sh`"
+    );
+    py
+}
+
+/// Reads through the official Python client: every Deployment and the
+/// Service, deserialised into its typed models (which refuse what the 1.35
+/// types do not hold), then a server-side apply of its own that takes a
+/// field copilot owns, which the server must refuse as a conflict.
+const PY_READS: &str = r#"
+import json, sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+config.load_kube_config(config_file=sys.argv[1], context="emulated")
+ns = sys.argv[2]
+apps, core = client.AppsV1Api(), client.CoreV1Api()
+out = {"deployments": {}}
+for d in apps.list_namespaced_deployment(ns).items:
+    out["deployments"][d.metadata.name] = {
+        "image": d.spec.template.spec.containers[0].image,
+        "replicas": d.spec.replicas,
+        "ready": d.status.ready_replicas or 0,
+        "managers": sorted({f"{m.manager}/{m.operation}" for m in d.metadata.managed_fields or []}),
+        "release": (d.metadata.annotations or {}).get("copilot/version"),
+    }
+svc = core.read_namespaced_service("shop", ns)
+out["selector"] = svc.spec.selector
+body = {"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "shop-green", "namespace": ns},
+        "spec": {"replicas": 5}}
+try:
+    apps.api_client.call_api(
+        f"/apis/apps/v1/namespaces/{ns}/deployments/shop-green", "PATCH",
+        query_params=[("fieldManager", "team-tool")],
+        header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+        body=body, response_type="V1Deployment", auth_settings=["BearerToken"])
+    out["apply"] = "accepted"
+except ApiException as e:
+    out["apply"] = e.status
+    out["conflict"] = json.loads(e.body)["details"]["causes"][0]["message"]
+print(json.dumps(out))
+"#;
+
+fn kubectl(a: &KubeArenas, args: &[&str]) -> Option<std::process::Output> {
+    let which = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output();
+    if which.is_err() {
+        eprintln!("kubectl is not on this machine: its checks are left out");
+        return None;
+    }
+    Some(
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&a.kube.kubeconfig)
+            // Discovery and watch, which the description holds no part of,
+            // go to the server itself.
+            .args(["--context", "direct", "-n", NS])
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn independent_clients_see_what_copilot_wrote_and_kubectl_agrees_with_its_wait() {
+    let a = KubeArenas::new("");
+    for v in ["v1", "v2"] {
+        let (code, doc) = a.run(&["deploy", "staging", "--release", v]);
+        assert_eq!(code, 0, "{doc}");
+    }
+    let out = std::process::Command::new(python_client())
+        .args(["-c", PY_READS])
+        .arg(&a.kube.kubeconfig)
+        .arg(NS)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, status) = a.run(&["status", "staging"]);
+    let observed = &status["arenas"][0]["observed"];
+    for (colour, release) in [("blue", "v1"), ("green", "v2")] {
+        let d = &seen["deployments"][format!("shop-{colour}")];
+        assert_eq!(d["image"], format!("{REPO}:{release}"), "{seen:#}");
+        assert_eq!(d["release"], release);
+        assert_eq!(observed[colour]["release"], release, "{status:#}");
+        assert_eq!(d["replicas"], observed[colour]["instances"]["desired"]);
+        assert_eq!(d["ready"], observed[colour]["instances"]["healthy"]);
+        assert_eq!(
+            d["managers"],
+            json!(["copilot-scale/Apply", "copilot/Apply"])
+        );
+    }
+    assert_eq!(seen["selector"]["copilot/colour"], "green");
+    assert_eq!(
+        seen["apply"], 409,
+        "another manager's apply of copilot's field: {seen:#}"
+    );
+    assert!(
+        seen["conflict"].as_str().unwrap().contains("copilot-scale"),
+        "{seen:#}"
+    );
+
+    if let Some(out) = kubectl(&a, &["get", "deployments", "-o", "json"]) {
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["shop-blue", "shop-green"]);
+        let out = kubectl(
+            &a,
+            &[
+                "rollout",
+                "status",
+                "deployment/shop-green",
+                "--timeout=20s",
+            ],
+        )
+        .unwrap();
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        assert!(crate::common::stdout(&out).contains("successfully rolled out"));
+        // kubectl's own server-side apply of a field copilot owns conflicts too.
+        let manifest = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop-blue\n  namespace: {NS}\nspec:\n  replicas: 7\n"
+        );
+        let path = a.p.path("team-scale.yaml");
+        std::fs::write(&path, manifest).unwrap();
+        let out = kubectl(
+            &a,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=team",
+                "-f",
+                path.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+        assert!(!out.status.success(), "{}", crate::common::stdout(&out));
+        assert!(
+            crate::common::stderr(&out).contains("conflict"),
+            "{}",
+            crate::common::stderr(&out)
+        );
+
+        // A release that never becomes ready: kubectl's wait and copilot's
+        // end the same way, at the progress deadline.
+        let env: Vec<(&str, String)> = a.kube.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut copilot = a.p.spawn(
+            [
+                "--output",
+                "json",
+                "deploy",
+                "staging",
+                "--release",
+                "unhealthy",
+            ],
+            &env,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while a.kube.object("deployments", NS, "shop-blue").unwrap()["spec"]["template"]["spec"]["containers"]
+            [0]["image"]
+            != format!("{REPO}:unhealthy")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "copilot never applied the release"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = kubectl(
+            &a,
+            &["rollout", "status", "deployment/shop-blue", "--timeout=60s"],
+        )
+        .unwrap();
+        assert!(!out.status.success(), "{}", crate::common::stdout(&out));
+        assert!(
+            crate::common::stderr(&out).contains("exceeded its progress deadline"),
+            "{}",
+            crate::common::stderr(&out)
+        );
+        let done = copilot.wait_with_output().unwrap();
+        assert_eq!(done.status.code(), Some(1));
+        let doc: Value = serde_json::from_slice(&done.stdout).unwrap();
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("progress deadline"),
+            "{doc}"
+        );
+    }
+    no_violations(&a.kube);
+}
