@@ -349,8 +349,9 @@ fn managed_fields(o: &Obj, api_version: &str) -> Value {
     Value::Array(out)
 }
 
-/// RFC 7386.
-fn merge_patch(target: &mut Value, patch: &Value) {
+/// RFC 7386; `strategic`, lists of named items merge by name, as a
+/// strategic merge patch does for containers, env and ports.
+fn merge_patch(target: &mut Value, patch: &Value, strategic: bool) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
@@ -361,7 +362,18 @@ fn merge_patch(target: &mut Value, patch: &Value) {
                 if v.is_null() {
                     t.remove(k);
                 } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v, strategic);
+                }
+            }
+        }
+        Value::Array(items)
+            if strategic && is_keyed(items) && target.as_array().is_some_and(|t| is_keyed(t)) =>
+        {
+            let t = target.as_array_mut().unwrap();
+            for item in items {
+                match t.iter_mut().find(|x| x["name"] == item["name"]) {
+                    Some(x) => merge_patch(x, item, true),
+                    None => t.push(item.clone()),
                 }
             }
         }
@@ -964,11 +976,12 @@ impl KubeEmulator {
         w.write(res, ns, &name, v, manager, "Update", None);
     }
 
-    /// Merge-patch an object as `manager` would.
+    /// Change an object as `manager` would with a strategic merge patch
+    /// (`kubectl edit`, `kubectl set image`, `kubectl scale`).
     pub fn patch(&self, res: &str, ns: &str, name: &str, patch: Value, manager: &str) {
         let mut w = self.world.lock().unwrap();
         let mut v = w.get(res, ns, name).expect("the object").v.clone();
-        merge_patch(&mut v, &patch);
+        merge_patch(&mut v, &patch, true);
         w.write(res, ns, name, v, manager, "Update", None);
     }
 
@@ -1421,7 +1434,11 @@ async fn item(
                 return not_found(&res, &name);
             };
             let mut v = old.v.clone();
-            merge_patch(&mut v, &patch);
+            merge_patch(
+                &mut v,
+                &patch,
+                ct.starts_with("application/strategic-merge-patch+json"),
+            );
             if let Err(r) = w.check(&res, &v) {
                 return r;
             }

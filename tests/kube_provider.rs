@@ -347,7 +347,37 @@ fn kubernetes_reports_hand_edits_as_drift_and_conflicts() {
     assert_ne!(code, 0, "{doc}");
     let message = doc["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("conflict"), "{doc}");
+    assert!(
+        doc["error"]["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--force-conflicts"),
+        "{doc}"
+    );
     assert_eq!(a.serving(), ["v2"]);
+    // Told to, copilot takes the field back.
+    let (code, doc) = a.run(&[
+        "deploy",
+        "staging",
+        "--release",
+        "v1",
+        "--adopt-drift",
+        "--force-conflicts",
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(a.serving(), ["v1"]);
+    let blue = a.kube.object("deployments", NS, "shop-blue").unwrap();
+    assert_eq!(
+        blue["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{REPO}:v1")
+    );
+    assert!(
+        !blue["metadata"]["managedFields"]
+            .to_string()
+            .contains("kubectl-edit"),
+        "kubectl-edit owns nothing any more: {:#}",
+        blue["metadata"]["managedFields"]
+    );
     no_violations(&a.kube);
 }
 

@@ -88,6 +88,10 @@ pub struct Cli {
     /// and step started and finished, gates, traffic, analysis samples, end)
     #[arg(long, global = true, value_name = "FILE", env = "COPILOT_EVENTS")]
     pub events: Option<PathBuf>,
+    /// Take over fields someone else changed since copilot wrote them
+    /// (Kubernetes server-side apply conflicts) instead of refusing
+    #[arg(long, global = true)]
+    pub force_conflicts: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -393,6 +397,8 @@ pub struct Context {
     pub quiet: bool,
     /// `--events FILE`.
     pub events: Option<PathBuf>,
+    /// `--force-conflicts`.
+    pub force_conflicts: bool,
 }
 
 impl Context {
@@ -461,6 +467,9 @@ impl Context {
         progress: &'a dyn copilot_core::progress::Progress,
     ) -> Result<Executor<'a>, CliError> {
         let mut exec = Executor::new(ledger, project, root, a, progress)?;
+        if self.force_conflicts {
+            exec.provider.force_conflicts();
+        }
         if let Some(path) = &self.events {
             match JsonLines::open(path) {
                 Ok(sink) => exec = exec.with_sink(Box::new(sink)),
@@ -492,6 +501,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         output: cli.output,
         quiet: cli.quiet,
         events: cli.events,
+        force_conflicts: cli.force_conflicts,
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),

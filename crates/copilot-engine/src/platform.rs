@@ -111,6 +111,18 @@ impl Provider for Platform {
     }
 }
 
+impl Platform {
+    /// Take over fields someone else changed since copilot wrote them,
+    /// where the platform tracks who owns what (Kubernetes' server-side
+    /// apply), instead of refusing. Elsewhere there is nothing to force.
+    pub fn force_conflicts(&mut self) {
+        #[cfg(feature = "kubernetes")]
+        if let Platform::Kubernetes(p) = self {
+            p.force_conflicts();
+        }
+    }
+}
+
 /// The settings of arena `a` as its provider's type.
 fn settings_of<T: 'static>(a: &Arena) -> Result<&T, ProviderError> {
     a.provider.settings.get::<T>().ok_or_else(|| {

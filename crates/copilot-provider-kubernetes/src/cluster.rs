@@ -64,6 +64,8 @@ pub struct KubernetesProvider {
     s: KubernetesSettings,
     instances: u32,
     policy: RetryPolicy,
+    /// `--force-conflicts`: take fields over from other managers.
+    force: bool,
     client: tokio::sync::OnceCell<Client>,
 }
 
@@ -284,8 +286,15 @@ impl KubernetesProvider {
             s: settings.clone(),
             instances: instances.max(1),
             policy: RetryPolicy::from_env(),
+            force: false,
             client: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Apply with `force`: fields other managers changed since copilot
+    /// wrote them become copilot's again.
+    pub fn force_conflicts(&mut self) {
+        self.force = true;
     }
 
     /// The client, from the arena's context in the kubeconfig (`KUBECONFIG`
@@ -555,7 +564,10 @@ impl KubernetesProvider {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let params = PatchParams::apply(manager);
+        let mut params = PatchParams::apply(manager);
+        if self.force {
+            params = params.force();
+        }
         self.call(what, || {
             let patch = Patch::Apply(body);
             let (api, name, params) = (&api, &name, &params);
@@ -807,7 +819,14 @@ impl KubernetesProvider {
                 .as_ref()
                 .and_then(|l| l.get(RELEASE))
                 .is_some_and(|r| *r == want);
-            if !of_release {
+            // A pod of another template (changed by hand) is not this
+            // release's, whatever its labels say.
+            let image = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.as_deref());
+            if !of_release || image != Some(release.image.as_str()) {
                 continue;
             }
             for c in p
