@@ -118,6 +118,28 @@ pub(crate) fn no_violations(kube: &KubeEmulator) {
     );
 }
 
+/// Every leaf of `v` with its path (keys, and list items by index).
+fn leaves(v: &Value, path: Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+    let deeper = |k: String| {
+        let mut p = path.clone();
+        p.push(k);
+        p
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                leaves(x, deeper(k.clone()), out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, x) in items.iter().enumerate() {
+                leaves(x, deeper(i.to_string()), out);
+            }
+        }
+        _ => out.push((path, v.clone())),
+    }
+}
+
 fn selector(kube: &KubeEmulator) -> Value {
     kube.object("services", NS, APP).unwrap()["spec"]["selector"].clone()
 }
@@ -161,6 +183,42 @@ fn kubernetes_switches_the_selector_with_traffic_flowing_and_rolls_back_by_flipp
         managers.contains(&"copilot-scale/Apply".to_string()),
         "{managers:?}"
     );
+    // `copilot render` writes what the deploy applied.
+    let out = a.p.path("rendered");
+    let (code, doc) = a.run(&[
+        "render",
+        "staging",
+        "--release",
+        "v1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    let text = std::fs::read_to_string(out.join("kubernetes.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple(&text).unwrap();
+    let rendered = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["spec"].get("template").is_some())
+        .unwrap();
+    // Every field rendered is the field applied (the server adds its
+    // defaults; the launch annotation names the deployment step).
+    let mut want = rendered.clone();
+    want["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("copilot/launch");
+    let mut fields = Vec::new();
+    leaves(&want, Vec::new(), &mut fields);
+    for (path, value) in fields {
+        let mut applied = &blue;
+        for part in &path {
+            applied = match part.parse::<usize>() {
+                Ok(i) => &applied[i],
+                Err(_) => &applied[part],
+            };
+        }
+        assert_eq!(applied, &value, "{path:?} as rendered and as applied");
+    }
 
     let traffic = Traffic::start(&a.url());
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v2"]);

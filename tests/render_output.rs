@@ -90,10 +90,20 @@ fn every_arena_renders_in_its_own_format() {
                     if arena == "k8s" {
                         let kinds: Vec<&str> =
                             docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-                        assert_eq!(kinds, ["ConfigMap", "Deployment", "Deployment", "Service"]);
-                        let env = &docs[1]["spec"]["template"]["spec"]["containers"][0]["env"][0];
+                        // What a deploy applies: the Deployment, its replica
+                        // count (another field manager), the colour's
+                        // Service and the arena's.
+                        assert_eq!(kinds, ["Deployment", "Deployment", "Service", "Service"]);
+                        assert_eq!(docs[1]["spec"]["replicas"], 3);
+                        let env = docs[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|e| e["name"] == "SHOPIFY_ACCESS_TOKEN")
+                            .unwrap();
                         assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "shopify");
                         assert_eq!(env["valueFrom"]["secretKeyRef"]["key"], "token");
+                        assert_eq!(docs[3]["spec"]["selector"]["copilot/colour"], "blue");
                     }
                 }
                 "dockerfile" => assert!(text.contains("FROM ")),

@@ -24,10 +24,12 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> CmdResult {
     let (root, loaded) = ctx.project()?;
     let a = arena(&loaded.project, &args.arena)?;
+    let mut registered = None;
     let release = match (&args.release, &args.image) {
         (Some(r), _) => {
             let ledger = ctx.ledger(Some(&root)).await?;
             let rel = ledger.find_release(r).await?;
+            registered = Some(rel.clone());
             ReleaseInfo {
                 image: rel.image,
                 version: rel.version,
@@ -40,7 +42,30 @@ pub async fn run(ctx: &Context, args: Args) -> CmdResult {
         },
         (None, None) => ReleaseInfo::unreleased(),
     };
-    let files = render::render_arena(&root, a, &release)?;
+    let mut files = render::render_arena(&root, a, &release)?;
+    // A provider that applies objects copilot builds (Kubernetes) renders
+    // those very objects.
+    let no_env = Default::default();
+    let info = copilot_engine::rollout::executor::ReleaseInfo {
+        id: registered.as_ref().map_or("", |r| r.id.as_str()),
+        version: &release.version,
+        image: &release.image,
+        env: registered.as_ref().map_or(&no_env, |r| &r.env.0),
+        resolve: false,
+    };
+    let spec = copilot_engine::rollout::executor::release_spec_of(a, &info)?;
+    if let Some(m) = copilot_engine::platform::manifests(a, &spec) {
+        let content = m.map_err(copilot_engine::rollout::RolloutError::from)?;
+        files.insert(
+            0,
+            render::RenderedFile {
+                name: format!("{}.yaml", a.provider.kind),
+                template: format!("(the {} provider's objects)", a.provider.kind),
+                format: render::Format::Yaml,
+                content,
+            },
+        );
+    }
     let out = args
         .out
         .unwrap_or_else(|| root.join(".copilot").join("render").join(&a.name));

@@ -39,7 +39,6 @@ pub static DEFAULT_FILES: &[DefaultFile] = defaults![
     "templates/fly.toml.j2",
     "templates/render.yaml.j2",
     "templates/ecs-task-definition.json.j2",
-    "templates/kubernetes.yaml.j2",
     "Dockerfile.tmpl",
     "schemas/update-record.schema.json",
     "schemas/recommendations.schema.json",

@@ -123,6 +123,36 @@ impl Platform {
     }
 }
 
+/// What a deploy of `release` into arena `a` applies, where the provider
+/// applies objects copilot builds itself (Kubernetes): the documents of a
+/// YAML file, secret values left out. `None` for other providers.
+pub fn manifests(a: &Arena, release: &ReleaseSpec) -> Option<Result<String, ProviderError>> {
+    if a.provider.kind != ProviderKind::Kubernetes {
+        return None;
+    }
+    Some(settings_of::<copilot_provider_kubernetes::KubernetesSettings>(a).map(|s| {
+        let m = copilot_provider_kubernetes::manifest::Manifests {
+            arena: a.deploys_into().to_string(),
+            s: s.clone(),
+            instances: a.provider.instances.max(1),
+        };
+        let deadline = a.provider.ready_timeout.as_std().as_secs().max(1);
+        let mut out = format!(
+            "# What `copilot deploy {}` applies for {} into the blue colour (green is the same\n\
+             # with `-green`), by server-side apply: the Deployment under field manager\n\
+             # `copilot`, its replica count under `copilot-scale`. Secret values are resolved\n\
+             # at deploy and never written here.\n",
+            a.name, release.version
+        );
+        for doc in m.all("render", Slot::Blue, release, deadline, |_| String::new()) {
+            out.push_str("---\n");
+            out.push_str(&serde_json::to_string_pretty(&doc).expect("a manifest serializes"));
+            out.push('\n');
+        }
+        out
+    }))
+}
+
 /// The settings of arena `a` as its provider's type.
 fn settings_of<T: 'static>(a: &Arena) -> Result<&T, ProviderError> {
     a.provider.settings.get::<T>().ok_or_else(|| {

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::KubernetesSettings;
+use crate::manifest::*;
 
 /// The field manager copilot writes the colours' Deployments, their
 /// Secrets and Services with.
@@ -27,24 +28,6 @@ pub const MANAGER: &str = "copilot";
 /// The field manager of the replica counts, apart: scaling a colour must
 /// not give up the fields the main apply owns.
 pub const SCALER: &str = "copilot-scale";
-
-/// Labels copilot puts on what it creates.
-pub const APP: &str = "app.kubernetes.io/name";
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const COLOUR: &str = "copilot/colour";
-pub const RELEASE: &str = "copilot/release";
-pub const ARENA: &str = "copilot/arena";
-/// Annotations: what copilot deployed, exactly.
-pub const RELEASE_ID: &str = "copilot/release-id";
-pub const VERSION: &str = "copilot/version";
-pub const IMAGE: &str = "copilot/image";
-pub const LAUNCH: &str = "copilot/launch";
-pub const REPLICAS: &str = "copilot/replicas";
-/// The colour a Service selects to send traffic nowhere.
-pub const NOWHERE: &str = "none";
-
-/// The container's name in the pod template.
-const CONTAINER: &str = "service";
 
 /// How often a wait reads the cluster.
 const POLL: Duration = Duration::from_millis(500);
@@ -60,6 +43,7 @@ const STUCK: &[&str] = &[
 ];
 
 pub struct KubernetesProvider {
+    m: Manifests,
     arena: String,
     s: KubernetesSettings,
     instances: u32,
@@ -67,29 +51,6 @@ pub struct KubernetesProvider {
     /// `--force-conflicts`: take fields over from other managers.
     force: bool,
     client: tokio::sync::OnceCell<Client>,
-}
-
-/// A label value from free text: at most 63 characters of `[A-Za-z0-9._-]`,
-/// starting and ending with a letter or digit.
-pub fn label_value(v: &str) -> String {
-    let mut out: String = v
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    while out.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
-        out.pop();
-    }
-    while out.starts_with(|c: char| !c.is_ascii_alphanumeric()) {
-        out.remove(0);
-    }
-    out
 }
 
 /// `a=b,c=d`, for a list's label selector.
@@ -282,6 +243,11 @@ pub fn rollout_status(d: &Deployment) -> Rollout {
 impl KubernetesProvider {
     pub fn new(arena: &str, settings: &KubernetesSettings, instances: u32) -> Self {
         KubernetesProvider {
+            m: Manifests {
+                arena: arena.to_string(),
+                s: settings.clone(),
+                instances: instances.max(1),
+            },
             arena: arena.to_string(),
             s: settings.clone(),
             instances: instances.max(1),
@@ -399,157 +365,6 @@ impl KubernetesProvider {
         }
     }
 
-    fn deployment_name(&self, slot: Slot) -> String {
-        format!("{}-{slot}", self.s.deployment)
-    }
-
-    fn colour_service(&self, slot: Slot) -> String {
-        format!("{}-{slot}", self.s.service_name())
-    }
-
-    fn selector(&self, slot: Option<Slot>) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::from([(APP.to_string(), self.s.deployment.clone())]);
-        if let Some(slot) = slot {
-            m.insert(COLOUR.into(), slot.as_str().into());
-        }
-        m
-    }
-
-    fn secret_name(&self, slot: Slot) -> String {
-        format!("{}-{slot}-env", self.s.deployment)
-    }
-
-    /// The Deployment of `release` in `slot`, as copilot applies it (the
-    /// replica count is applied apart, by [`SCALER`]).
-    /// `deadline` is the seconds the Deployment controller gives the
-    /// rollout before it marks it `ProgressDeadlineExceeded`: the arena's
-    /// ready timeout.
-    pub fn deployment_body(
-        &self,
-        key: &str,
-        slot: Slot,
-        release: &ReleaseSpec,
-        deadline: u64,
-    ) -> Value {
-        let mut env: Vec<Value> = Vec::new();
-        let mut plain = release.env.clone();
-        plain.insert("PORT".into(), self.s.port.to_string());
-        plain.insert("BIND_ADDRESS".into(), "0.0.0.0".into());
-        plain.insert("COPILOT_ARENA".into(), self.arena.clone());
-        plain.insert("COPILOT_RELEASE".into(), release.version.clone());
-        for (k, v) in &plain {
-            env.push(json!({ "name": k, "value": v }));
-        }
-        for (k, secret) in &release.secrets {
-            let (name, key) = match secret {
-                Secret::Value(_) => (self.secret_name(slot), k.clone()),
-                Secret::Platform(r) => match r.key.split_once('/') {
-                    Some((n, key)) => (n.to_string(), key.to_string()),
-                    None => (r.key.clone(), k.clone()),
-                },
-            };
-            env.push(json!({
-                "name": k,
-                "valueFrom": { "secretKeyRef": { "name": name, "key": key } },
-            }));
-        }
-        let labels = json!({
-            APP: self.s.deployment,
-            COLOUR: slot.as_str(),
-            RELEASE: label_value(&release.version),
-        });
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": self.deployment_name(slot),
-                "namespace": self.s.namespace,
-                "labels": {
-                    APP: self.s.deployment,
-                    COLOUR: slot.as_str(),
-                    ARENA: label_value(&self.arena),
-                    MANAGED_BY: "copilot",
-                },
-                "annotations": {
-                    RELEASE_ID: release.release_id,
-                    VERSION: release.version,
-                    IMAGE: release.image,
-                    LAUNCH: key,
-                },
-            },
-            "spec": {
-                "selector": { "matchLabels": self.selector(Some(slot)) },
-                "progressDeadlineSeconds": deadline,
-                "revisionHistoryLimit": 3,
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": { "maxSurge": "100%", "maxUnavailable": 0 },
-                },
-                "template": {
-                    "metadata": { "labels": labels },
-                    "spec": {
-                        "containers": [{
-                            "name": CONTAINER,
-                            "image": release.image,
-                            "args": ["serve"],
-                            "ports": [{ "name": "http", "containerPort": self.s.port, "protocol": "TCP" }],
-                            "env": env,
-                            "readinessProbe": {
-                                "httpGet": { "path": "/health", "port": "http" },
-                                "periodSeconds": 2,
-                                "failureThreshold": 3,
-                            },
-                        }],
-                    },
-                },
-            },
-        })
-    }
-
-    /// The Secret carrying the values copilot resolved (`env:`, `file:`)
-    /// for `slot`, referred to by key from the pod template.
-    fn secret_body(&self, slot: Slot, release: &ReleaseSpec) -> Option<Value> {
-        use base64::Engine as _;
-        let data: BTreeMap<&String, String> = release
-            .secrets
-            .iter()
-            .filter_map(|(k, s)| match s {
-                Secret::Value(v) => Some((k, base64::engine::general_purpose::STANDARD.encode(v))),
-                Secret::Platform(_) => None,
-            })
-            .collect();
-        if data.is_empty() {
-            return None;
-        }
-        Some(json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": self.secret_name(slot),
-                "namespace": self.s.namespace,
-                "labels": { APP: self.s.deployment, COLOUR: slot.as_str(), MANAGED_BY: "copilot" },
-            },
-            "type": "Opaque",
-            "data": data,
-        }))
-    }
-
-    fn service_body(&self, name: &str, slot: Option<Slot>) -> Value {
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": name,
-                "namespace": self.s.namespace,
-                "labels": { APP: self.s.deployment, MANAGED_BY: "copilot" },
-            },
-            "spec": {
-                "selector": self.selector(slot),
-                "ports": [{ "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" }],
-            },
-        })
-    }
-
     /// Server-side apply of `body` under `manager`.
     async fn apply<K>(&self, manager: &str, body: &Value, what: &str) -> Result<K, ProviderError>
     where
@@ -593,7 +408,7 @@ impl KubernetesProvider {
 
     async fn deployment(&self, slot: Slot) -> Result<Option<Deployment>, ProviderError> {
         let api = self.api::<Deployment>().await?;
-        let name = self.deployment_name(slot);
+        let name = self.m.deployment_name(slot);
         self.call(&format!("read Deployment {name}"), || api.get_opt(&name))
             .await
     }
@@ -618,7 +433,7 @@ impl KubernetesProvider {
                 .is_some_and(|l| l.get(MANAGED_BY).map(String::as_str) == Some("copilot"));
             let slot = [Slot::Blue, Slot::Green]
                 .into_iter()
-                .find(|s| name == self.deployment_name(*s));
+                .find(|s| name == self.m.deployment_name(*s));
             match slot {
                 Some(slot) if ours => colours.push(Colour { slot, d }),
                 _ if name == self.s.deployment
@@ -634,30 +449,14 @@ impl KubernetesProvider {
 
     /// Set `slot`'s replica count, under the scaler's field manager.
     async fn scale(&self, slot: Slot, replicas: u32) -> Result<(), ProviderError> {
-        let body = json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": self.deployment_name(slot),
-                "namespace": self.s.namespace,
-                "annotations": { REPLICAS: replicas.to_string() },
-            },
-            "spec": { "replicas": replicas },
-        });
+        let body = self.m.scale(slot, replicas);
         self.apply::<Deployment>(
             SCALER,
             &body,
-            &format!("scale {} to {replicas}", self.deployment_name(slot)),
+            &format!("scale {} to {replicas}", self.m.deployment_name(slot)),
         )
         .await
         .map(|_| ())
-    }
-
-    /// The selector of a Service that sends traffic nowhere.
-    fn selector_nowhere(&self) -> BTreeMap<String, String> {
-        let mut m = self.selector(None);
-        m.insert(COLOUR.into(), NOWHERE.into());
-        m
     }
 
     /// Point the Service at `slot` (or, with `None`, at the app across
@@ -667,7 +466,7 @@ impl KubernetesProvider {
             Some(s) => format!("point Service {{}} at {s}"),
             None => "point Service {} at both colours".to_string(),
         };
-        self.select_labels(self.selector(slot), &what).await
+        self.select_labels(self.m.selector(slot), &what).await
     }
 
     /// Set the Service's selector to `wanted` (`what` names the change, `{}`
@@ -682,7 +481,7 @@ impl KubernetesProvider {
         let what = what.replace("{}", &name);
         let current = self.service().await?;
         let Some(current) = current else {
-            let mut body = self.service_body(&name, None);
+            let mut body = self.m.service(&name, None);
             body["spec"]["selector"] = json!(wanted);
             self.apply::<Service>(MANAGER, &body, &format!("create Service {name}"))
                 .await?;
@@ -716,7 +515,7 @@ impl KubernetesProvider {
     /// The pods of `slot`.
     async fn pods(&self, slot: Slot) -> Result<Vec<Pod>, ProviderError> {
         let api = self.api::<Pod>().await?;
-        let lp = ListParams::default().labels(&selector_text(&self.selector(Some(slot))));
+        let lp = ListParams::default().labels(&selector_text(&self.m.selector(Some(slot))));
         Ok(self
             .call(&format!("list the pods of {slot}"), || api.list(&lp))
             .await?
@@ -859,7 +658,7 @@ impl KubernetesProvider {
         slot: Slot,
         release: Option<&ReleaseSpec>,
     ) -> Result<Deployment, ProviderError> {
-        let name = self.deployment_name(slot);
+        let name = self.m.deployment_name(slot);
         let action = format!("wait for Deployment {name}");
         // The controller's own deadline is the same length: it speaks first.
         let deadline = Instant::now() + op.timeout + Duration::from_secs(10);
@@ -927,7 +726,7 @@ impl KubernetesProvider {
             .unwrap_or_else(|| {
                 format!(
                     "http://{}.{}.svc.cluster.local",
-                    self.colour_service(c.slot),
+                    self.m.colour_service(c.slot),
                     self.s.namespace
                 )
             });
@@ -983,13 +782,13 @@ impl KubernetesProvider {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {
-                "name": self.deployment_name(slot),
+                "name": self.m.deployment_name(slot),
                 "namespace": self.s.namespace,
                 "labels": { APP: self.s.deployment, COLOUR: slot.as_str(), ARENA: label_value(&self.arena), MANAGED_BY: "copilot" },
                 "annotations": { RELEASE_ID: "", VERSION: "", IMAGE: image, LAUNCH: op.key },
             },
             "spec": {
-                "selector": { "matchLabels": self.selector(Some(slot)) },
+                "selector": { "matchLabels": self.m.selector(Some(slot)) },
                 "progressDeadlineSeconds": op.timeout.as_secs().max(1),
                 "template": template,
             },
@@ -998,7 +797,7 @@ impl KubernetesProvider {
         op.progress.line(&format!(
             "{}: taking over Deployment {name} ({image}) as {}",
             self.s.namespace,
-            self.deployment_name(slot)
+            self.m.deployment_name(slot)
         ));
         self.apply::<Deployment>(MANAGER, &body, &format!("take over Deployment {name}"))
             .await?;
@@ -1079,12 +878,12 @@ impl Provider for KubernetesProvider {
             .and_then(|s| s.selector.clone())
             .unwrap_or_default();
         let mut drift = Vec::new();
-        let ours_both = self.selector(None);
+        let ours_both = self.m.selector(None);
         let copilots = selector == ours_both
-            || selector == self.selector_nowhere()
+            || selector == self.m.selector_nowhere()
             || [Slot::Blue, Slot::Green]
                 .into_iter()
-                .any(|s| selector == self.selector(Some(s)));
+                .any(|s| selector == self.m.selector(Some(s)));
         // Who the Service sends traffic to: every ready pod it selects.
         let served = |labels: &BTreeMap<String, String>, ready: u32| {
             if selects(&selector, labels) { ready } else { 0 }
@@ -1244,24 +1043,29 @@ impl Provider for KubernetesProvider {
                 .collect();
             self.retire_foreign(&idle).await?;
         }
-        if let Some(secret) = self.secret_body(slot, release) {
+        if let Some(secret) = self.m.secret(slot, release, |v| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(v)
+        }) {
             self.apply::<k8s_openapi::api::core::v1::Secret>(
                 MANAGER,
                 &secret,
-                &format!("apply Secret {}", self.secret_name(slot)),
+                &format!("apply Secret {}", self.m.secret_name(slot)),
             )
             .await?;
         }
-        let body = self.deployment_body(&op.key, slot, release, op.timeout.as_secs().max(1));
-        let name = self.deployment_name(slot);
+        let body = self
+            .m
+            .deployment(&op.key, slot, release, op.timeout.as_secs().max(1));
+        let name = self.m.deployment_name(slot);
         let d: Deployment = self
             .apply(MANAGER, &body, &format!("apply Deployment {name}"))
             .await?;
         self.scale(slot, self.instances).await?;
-        let colour_service = self.colour_service(slot);
+        let colour_service = self.m.colour_service(slot);
         self.apply::<Service>(
             MANAGER,
-            &self.service_body(&colour_service, Some(slot)),
+            &self.m.service(&colour_service, Some(slot)),
             &format!("apply Service {colour_service}"),
         )
         .await?;
@@ -1312,7 +1116,7 @@ impl Provider for KubernetesProvider {
         if on.is_empty() {
             // Nothing serves (a first release taken down): the Service
             // selects a colour no pod has.
-            self.select_labels(self.selector_nowhere(), "point Service {} at no colour")
+            self.select_labels(self.m.selector_nowhere(), "point Service {} at no colour")
                 .await?;
             return Ok(weights.iter().map(|(s, _)| (*s, 0)).collect());
         }
@@ -1408,7 +1212,7 @@ impl Provider for KubernetesProvider {
                 op.progress.line(&format!(
                     "{}: scaling {} ({}) back to {}",
                     self.s.namespace,
-                    self.deployment_name(slot),
+                    self.m.deployment_name(slot),
                     release.version,
                     self.instances
                 ));
@@ -1416,7 +1220,7 @@ impl Provider for KubernetesProvider {
                 return Ok(Some(json!({
                     "provider": "kubernetes",
                     "namespace": self.s.namespace,
-                    "deployment": self.deployment_name(slot),
+                    "deployment": self.m.deployment_name(slot),
                     "slot": slot,
                     "release_id": release.release_id,
                     "restored": true,

@@ -21,6 +21,7 @@
 
 #[cfg(feature = "client")]
 mod cluster;
+pub mod manifest;
 
 #[cfg(feature = "client")]
 pub use cluster::KubernetesProvider;
@@ -32,7 +33,6 @@ use copilot_core::config::{Diagnostics, SettingsInput};
 use copilot_core::model::{
     Capabilities, ProviderSettings, SecretStore, StrategyKind, TrafficSplit,
 };
-use copilot_core::render::{Format, TemplateSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -119,11 +119,9 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     ],
     required_settings: &["namespace", "deployment"],
     secret_stores: &[SecretStore::Kubernetes],
-    templates: &[TemplateSpec {
-        template: "templates/kubernetes.yaml.j2",
-        output: "kubernetes.yaml",
-        format: Format::Yaml,
-    }],
+    // `copilot render` writes the objects the provider applies
+    // (`manifest`), not a template: what it shows is what a deploy applies.
+    templates: &[],
 };
 
 /// A name setting that must be a Kubernetes object name.

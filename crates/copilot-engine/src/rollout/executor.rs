@@ -196,6 +196,78 @@ fn adopted_version(image: &str) -> String {
     format!("adopted-{tag}")
 }
 
+/// A release as [`release_spec_of`] needs it (one `copilot render` names
+/// may not be registered).
+pub struct ReleaseInfo<'r> {
+    pub id: &'r str,
+    pub version: &'r str,
+    pub image: &'r str,
+    pub env: &'r std::collections::BTreeMap<String, String>,
+    /// Read the `env:`/`file:` secrets' values; without, each is an empty
+    /// value (what `copilot render` shows: the names, never the values).
+    pub resolve: bool,
+}
+
+/// What runs for `release` in arena `a`: the arena's values, the release's
+/// own, and its secrets (`env:`/`file:` resolved here, platform stores by
+/// reference), before the provider fills in what it supplies itself.
+pub fn release_spec_of(a: &Arena, release: &ReleaseInfo<'_>) -> Result<ReleaseSpec, RolloutError> {
+    let mut env = a.env.values.clone();
+    let mut secrets = std::collections::BTreeMap::new();
+    let attachable = platform::capabilities(a.provider.kind).secret_stores;
+    for (name, r) in &a.env.secrets {
+        match r.store {
+            SecretStore::Env | SecretStore::File if !release.resolve => {
+                secrets.insert(name.clone(), Secret::Value(String::new()));
+            }
+            SecretStore::Env | SecretStore::File => {
+                match resolve_reference(a, &format!("env:{name}")) {
+                    Resolved::Value(v) => {
+                        secrets.insert(name.clone(), Secret::Value(v));
+                    }
+                    // The local provider brings its own development webhook secret.
+                    Resolved::Unresolvable(_) if name == "SHOPIFY_WEBHOOK_SECRET" => {}
+                    Resolved::Unresolvable(why) if a.env.required.contains(name) => {
+                        return Err(RolloutError::invalid(
+                            format!("cannot start {}: {why}", a.name),
+                            Some(format!(
+                                "set it, or run `copilot gate run {} --gate env`",
+                                a.name
+                            )),
+                        ));
+                    }
+                    Resolved::Unresolvable(_) => {}
+                }
+            }
+            store if attachable.contains(&store) => {
+                secrets.insert(name.clone(), Secret::Platform(r.clone()));
+            }
+            store if a.env.required.contains(name) && name != "SHOPIFY_WEBHOOK_SECRET" => {
+                return Err(RolloutError::invalid(
+                    format!(
+                        "cannot start {}: {name} is kept in {store} ({r}), which the {} provider cannot attach",
+                        a.name, a.provider.kind
+                    ),
+                    Some("keep it where this provider reads secrets, or in env:/file:".into()),
+                ));
+            }
+            _ => {}
+        }
+    }
+    env.insert(
+        "COPILOT_FLAGS".into(),
+        serde_json::to_string(&a.flags).expect("flags serialize"),
+    );
+    env.extend(release.env.clone());
+    Ok(ReleaseSpec {
+        release_id: release.id.to_string(),
+        version: release.version.to_string(),
+        image: release.image.to_string(),
+        env,
+        secrets,
+    })
+}
+
 /// Name the colours that run what copilot adopted before (a platform that
 /// carries no release id on them, such as a Kubernetes Deployment taken
 /// over from a team's manifests) by the adopted release of their image,
@@ -398,58 +470,16 @@ impl<'a> Executor<'a> {
     /// secrets (values for `env:`/`file:`, references for the platform's
     /// store), with the release's own variables on top.
     pub fn release_spec(&self, release: &Release) -> Result<ReleaseSpec, RolloutError> {
-        let a = self.arena;
-        let mut env = a.env.values.clone();
-        let mut secrets = std::collections::BTreeMap::new();
-        let attachable = platform::capabilities(a.provider.kind).secret_stores;
-        for (name, r) in &a.env.secrets {
-            match r.store {
-                SecretStore::Env | SecretStore::File => {
-                    match resolve_reference(a, &format!("env:{name}")) {
-                        Resolved::Value(v) => {
-                            secrets.insert(name.clone(), Secret::Value(v));
-                        }
-                        // The local provider brings its own development webhook secret.
-                        Resolved::Unresolvable(_) if name == "SHOPIFY_WEBHOOK_SECRET" => {}
-                        Resolved::Unresolvable(why) if a.env.required.contains(name) => {
-                            return Err(RolloutError::invalid(
-                                format!("cannot start {}: {why}", a.name),
-                                Some(format!(
-                                    "set it, or run `copilot gate run {} --gate env`",
-                                    a.name
-                                )),
-                            ));
-                        }
-                        Resolved::Unresolvable(_) => {}
-                    }
-                }
-                store if attachable.contains(&store) => {
-                    secrets.insert(name.clone(), Secret::Platform(r.clone()));
-                }
-                store if a.env.required.contains(name) && name != "SHOPIFY_WEBHOOK_SECRET" => {
-                    return Err(RolloutError::invalid(
-                        format!(
-                            "cannot start {}: {name} is kept in {store} ({r}), which the {} provider cannot attach",
-                            a.name, a.provider.kind
-                        ),
-                        Some("keep it where this provider reads secrets, or in env:/file:".into()),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        env.insert(
-            "COPILOT_FLAGS".into(),
-            serde_json::to_string(&a.flags).expect("flags serialize"),
-        );
-        env.extend(release.env.0.clone());
-        let mut spec = ReleaseSpec {
-            release_id: release.id.clone(),
-            version: release.version.clone(),
-            image: release.image.clone(),
-            env,
-            secrets,
-        };
+        let mut spec = release_spec_of(
+            self.arena,
+            &ReleaseInfo {
+                id: &release.id,
+                version: &release.version,
+                image: &release.image,
+                env: &release.env.0,
+                resolve: true,
+            },
+        )?;
         self.provider.prepare(&mut spec)?;
         Ok(spec)
     }
