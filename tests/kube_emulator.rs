@@ -128,11 +128,6 @@ type Shared = Arc<Mutex<World>>;
 
 pub struct KubeEmulator {
     world: Shared,
-    /// Where copilot's kubeconfig points: Prism in front of the server.
-    pub api: String,
-    /// The server itself on a port that asks for no credentials (kubectl
-    /// sends no token over plain HTTP): discovery and watch, for kubectl.
-    pub direct: String,
     /// A kubeconfig whose context `emulated` reaches the cluster through
     /// Prism with the token.
     pub kubeconfig: PathBuf,
@@ -158,6 +153,19 @@ fn kind_of_resource(res: &str) -> Option<(&'static str, &'static str)> {
         "configmaps" => ("v1", "ConfigMap"),
         _ => return None,
     })
+}
+
+/// A refusal, answered as a `Status`.
+struct Refusal(Box<Response>);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+fn refusal(code: u16, reason: &str, message: &str, details: Option<Value>) -> Refusal {
+    Refusal(Box::new(status(code, reason, message, details)))
 }
 
 /// A `Status` answer, as the API server gives one.
@@ -237,21 +245,21 @@ fn fields(v: &Value) -> Vec<(FieldPath, Value)> {
     out.retain(|(p, _)| {
         let first = p.first().map(String::as_str);
         let second = p.get(1).map(String::as_str);
-        !matches!(first, Some("apiVersion" | "kind" | "status"))
-            && !(first == Some("metadata")
-                && matches!(
-                    second,
-                    Some(
-                        "name"
-                            | "namespace"
-                            | "uid"
-                            | "resourceVersion"
-                            | "generation"
-                            | "creationTimestamp"
-                            | "managedFields"
-                            | "deletionTimestamp"
-                    )
-                ))
+        let identity = first == Some("metadata")
+            && matches!(
+                second,
+                Some(
+                    "name"
+                        | "namespace"
+                        | "uid"
+                        | "resourceVersion"
+                        | "generation"
+                        | "creationTimestamp"
+                        | "managedFields"
+                        | "deletionTimestamp"
+                )
+            );
+        !matches!(first, Some("apiVersion" | "kind" | "status")) && !identity
     });
     out
 }
@@ -436,7 +444,7 @@ fn schemas(spec: &Value) -> BTreeMap<&'static str, jsonschema::Validator> {
 impl World {
     /// Refuse (422, as the API server does) an object its kind's schema does
     /// not hold.
-    fn check(&mut self, res: &str, v: &Value) -> Result<(), Response> {
+    fn check(&mut self, res: &str, v: &Value) -> Result<(), Refusal> {
         let Some(validator) = self.schemas.get(res) else {
             return Ok(());
         };
@@ -453,7 +461,7 @@ impl World {
         }
         let what = format!("{kind} {}: {}", v["metadata"]["name"], errors.join("; "));
         self.invalid.push(what.clone());
-        Err(status(422, "Invalid", &what, None))
+        Err(refusal(422, "Invalid", &what, None))
     }
 
     fn next_rv(&mut self) -> String {
@@ -483,8 +491,7 @@ impl World {
         ns: &str,
         name: &str,
         mut v: Value,
-        manager: &str,
-        operation: &str,
+        (manager, operation): (&str, &str),
         owned: Option<BTreeSet<FieldPath>>,
     ) -> Value {
         defaults(res, &mut v);
@@ -586,7 +593,7 @@ impl World {
         body: &Value,
         manager: &str,
         force: bool,
-    ) -> Result<(Value, bool), Response> {
+    ) -> Result<(Value, bool), Refusal> {
         let applied = fields(body);
         let me = (manager.to_string(), "Apply".to_string());
         let Some(old) = self.get(res, ns, name) else {
@@ -595,7 +602,7 @@ impl World {
             v["metadata"]["name"] = json!(name);
             self.check(res, &v)?;
             return Ok((
-                self.write(res, ns, name, v, manager, "Apply", Some(set)),
+                self.write(res, ns, name, v, (manager, "Apply"), Some(set)),
                 true,
             ));
         };
@@ -628,7 +635,7 @@ impl World {
                     .iter()
                     .map(|(who, p)| format!("conflict with \"{who}\": .{}", p.join(".")))
                     .collect();
-                return Err(status(
+                return Err(refusal(
                     409,
                     "Conflict",
                     &format!(
@@ -685,7 +692,7 @@ impl World {
         }
         let unchanged = fields(&base) == fields(&v);
         Ok((
-            self.write(res, ns, name, v, manager, "Apply", Some(applied_set)),
+            self.write(res, ns, name, v, (manager, "Apply"), Some(applied_set)),
             !unchanged,
         ))
     }
@@ -713,7 +720,7 @@ impl World {
             "lastTimestamp": now,
             "count": 1,
         });
-        self.write("events", ns, &name, v, "kubelet", "Update", None);
+        self.write("events", ns, &name, v, ("kubelet", "Update"), None);
     }
 }
 
@@ -902,8 +909,6 @@ impl KubeEmulator {
         .unwrap();
         KubeEmulator {
             world,
-            api,
-            direct,
             kubeconfig,
             prism,
             prism_log,
@@ -953,15 +958,6 @@ impl KubeEmulator {
         w.get(res, ns, name).map(|o| w.render(res, o))
     }
 
-    /// Names of the objects of `res` in `ns`.
-    pub fn names(&self, res: &str, ns: &str) -> Vec<String> {
-        let w = self.world.lock().unwrap();
-        w.list(res, ns)
-            .iter()
-            .filter_map(|o| o.v["metadata"]["name"].as_str().map(str::to_string))
-            .collect()
-    }
-
     /// Write `v` as someone else would (`kubectl apply` of a team's
     /// manifests, `kubectl edit`): an update by `manager`.
     pub fn put(&self, res: &str, ns: &str, v: Value, manager: &str) {
@@ -973,7 +969,7 @@ impl KubeEmulator {
         {
             v["status"] = o.v["status"].clone();
         }
-        w.write(res, ns, &name, v, manager, "Update", None);
+        w.write(res, ns, &name, v, (manager, "Update"), None);
     }
 
     /// Change an object as `manager` would with a strategic merge patch
@@ -982,7 +978,7 @@ impl KubeEmulator {
         let mut w = self.world.lock().unwrap();
         let mut v = w.get(res, ns, name).expect("the object").v.clone();
         merge_patch(&mut v, &patch, true);
-        w.write(res, ns, name, v, manager, "Update", None);
+        w.write(res, ns, name, v, (manager, "Update"), None);
     }
 
     /// The releases (`COPILOT_RELEASE`) of the ready pods Service `name` selects.
@@ -1231,7 +1227,7 @@ async fn apps_resources() -> Response {
     )
 }
 
-fn body_value(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
+fn body_value(headers: &HeaderMap, body: &Bytes) -> Result<Value, Refusal> {
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -1242,7 +1238,7 @@ fn body_value(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
         serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())
     };
     parsed.map_err(|e| {
-        status(
+        refusal(
             400,
             "BadRequest",
             &format!("the body is not valid: {e}"),
@@ -1294,7 +1290,7 @@ async fn collection(
     if method == Method::POST {
         let v = match body_value(&headers, &body) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         };
         let Some(name) = v["metadata"]["name"].as_str().map(str::to_string) else {
             return status(422, "Invalid", "metadata.name: Required value", None);
@@ -1310,9 +1306,9 @@ async fn collection(
             );
         }
         if let Err(r) = w.check(&res, &v) {
-            return r;
+            return r.into_response();
         }
-        let out = w.write(&res, &ns, &name, v, &manager, "Update", None);
+        let out = w.write(&res, &ns, &name, v, (&manager, "Update"), None);
         return (StatusCode::CREATED, axum::Json(out)).into_response();
     }
     status(
@@ -1370,7 +1366,7 @@ async fn item(
         Method::PUT => {
             let v = match body_value(&headers, &body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             };
             let Some(old) = w.get(&res, &ns, &name) else {
                 return not_found(&res, &name);
@@ -1388,9 +1384,9 @@ async fn item(
                 );
             }
             if let Err(r) = w.check(&res, &v) {
-                return r;
+                return r.into_response();
             }
-            let out = w.write(&res, &ns, &name, v, &manager, "Update", None);
+            let out = w.write(&res, &ns, &name, v, (&manager, "Update"), None);
             axum::Json(out).into_response()
         }
         Method::PATCH => {
@@ -1401,7 +1397,7 @@ async fn item(
                 .to_string();
             let patch = match body_value(&headers, &body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             };
             if ct.starts_with("application/apply-patch") {
                 let Some(manager) = q.get("fieldManager") else {
@@ -1415,7 +1411,7 @@ async fn item(
                 let force = q.get("force").map(String::as_str) == Some("true");
                 return match w.apply(&res, &ns, &name, &patch, manager, force) {
                     Ok((out, _)) => axum::Json(out).into_response(),
-                    Err(r) => r,
+                    Err(r) => r.into_response(),
                 };
             }
             if !(ct.starts_with("application/merge-patch+json")
@@ -1440,9 +1436,9 @@ async fn item(
                 ct.starts_with("application/strategic-merge-patch+json"),
             );
             if let Err(r) = w.check(&res, &v) {
-                return r;
+                return r.into_response();
             }
-            let out = w.write(&res, &ns, &name, v, &manager, "Update", None);
+            let out = w.write(&res, &ns, &name, v, (&manager, "Update"), None);
             axum::Json(out).into_response()
         }
         _ => status(
@@ -1472,11 +1468,11 @@ async fn scale(
     if method == Method::PATCH || method == Method::PUT {
         let patch = match body_value(&headers, &body) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         };
         if let Some(n) = patch["spec"]["replicas"].as_i64() {
             v["spec"]["replicas"] = json!(n);
-            v = w.write(&res, &ns, &name, v, &manager, "Update", None);
+            v = w.write(&res, &ns, &name, v, (&manager, "Update"), None);
         }
     }
     axum::Json(json!({
@@ -1687,8 +1683,7 @@ fn deployments(w: &mut World) {
                 &ns,
                 &rs_name,
                 rs,
-                "kube-controller-manager",
-                "Update",
+                ("kube-controller-manager", "Update"),
                 None,
             );
         }
@@ -1722,8 +1717,7 @@ fn deployments(w: &mut World) {
                     &ns,
                     rs,
                     v,
-                    "kube-controller-manager",
-                    "Update",
+                    ("kube-controller-manager", "Update"),
                     None,
                 );
             }
@@ -1870,8 +1864,7 @@ fn replicasets(w: &mut World) {
                 &ns,
                 &pod_name,
                 pod,
-                "kube-controller-manager",
-                "Update",
+                ("kube-controller-manager", "Update"),
                 None,
             );
             let dir = w.root.join(&pod_name);

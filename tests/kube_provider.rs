@@ -317,7 +317,7 @@ fn kubernetes_canary_turns_weights_into_replica_ratios() {
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "{doc}");
     let mut child = a.p.spawn(
-        &[
+        [
             "--output",
             "json",
             "promote",
@@ -665,7 +665,7 @@ fn independent_clients_see_what_copilot_wrote_and_kubectl_agrees_with_its_wait()
         // end the same way, at the progress deadline.
         let env: Vec<(&str, String)> = a.kube.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut copilot = a.p.spawn(
+        let copilot = a.p.spawn(
             [
                 "--output",
                 "json",
