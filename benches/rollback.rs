@@ -1,7 +1,7 @@
 //! How fast `copilot rollback` puts the previous release back after a
 //! completed blue-green deployment: on the local provider, and on the
-//! emulated Fly of the tests (through Prism, like every Fly request in the
-//! tests). Prints figures; no assertion. `cargo bench --bench rollback`
+//! emulated Fly, Render and Kubernetes of the tests (through Prism, like
+//! every request to them in the tests) and ECS in moto. Prints figures; no assertion. `cargo bench --bench rollback`
 //! (COPILOT_BENCH_ROUNDS, default 5).
 
 use std::process::Command;
@@ -30,6 +30,10 @@ mod ecs_emulator;
 #[allow(dead_code)]
 #[path = "../tests/render_emulator.rs"]
 mod render_emulator;
+
+#[allow(dead_code)]
+#[path = "../tests/kube_emulator.rs"]
+mod kube_emulator;
 
 fn copilot(root: &std::path::Path, args: &[&str]) -> serde_json::Value {
     copilot_with(root, args, &[])
@@ -91,6 +95,57 @@ fn main() {
     fly(rounds);
     ecs(rounds);
     render(rounds);
+    kubernetes(rounds);
+}
+
+/// Blue-green on the emulated Kubernetes API server (through Prism): the
+/// standby Deployment still runs, so the rollback is one merge patch of
+/// the Service's selector.
+fn kubernetes(rounds: usize) {
+    let ns = "bench";
+    let kube = kube_emulator::KubeEmulator::start(ns, &["shop"]);
+    let env = kube.env();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    copilot(root, &["init", root.to_str().unwrap()]);
+    for f in ["staging", "canary", "production", "hotfix", "preview"] {
+        let _ = std::fs::remove_file(root.join(format!("arenas/{f}.yaml")));
+    }
+    std::fs::write(
+        root.join("arenas/k8s.yaml"),
+        format!(
+            "name: k8s\ntier: staging\nprovider: {{ kind: kubernetes, context: emulated, namespace: {ns}, deployment: shop, url: \"{}\", instances: 2 }}\n\
+             strategy:\n  kind: blue-green\n  steps: [{{ weight: 100 }}]\n\
+             env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\", SHOPIFY_WEBHOOK_SECRET: bench }}\n",
+            kube.url(ns, "shop")
+        ),
+    )
+    .unwrap();
+    for v in ["v1", "v2"] {
+        copilot(
+            root,
+            &["release", "create", "--image", &format!("registry.example.com/shop:{v}")],
+        );
+    }
+    let (mut wall, mut switch) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for v in ["v1", "v2"] {
+            copilot_with(root, &["deploy", "k8s", "--release", v], &env);
+        }
+        let t = Instant::now();
+        let doc = copilot_with(root, &["rollback", "k8s", "--reason", "bench"], &env);
+        wall.push(t.elapsed().as_secs_f64() * 1000.0);
+        switch.push(doc["switch_ms"].as_f64().unwrap_or(f64::NAN));
+        copilot(root, &["unlock", "k8s"]);
+    }
+    copilot_with(root, &["down", "k8s"], &env);
+    report(
+        &format!(
+            "rollback after a completed deployment, {rounds} rounds (emulated Kubernetes API server through Prism: the Service's selector flipped to the standby Deployment)"
+        ),
+        &mut wall,
+        &mut switch,
+    );
 }
 
 /// Blue-green on the emulated Render: the rollback is Render's own
