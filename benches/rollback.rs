@@ -124,7 +124,12 @@ fn kubernetes(rounds: usize) {
     for v in ["v1", "v2"] {
         copilot(
             root,
-            &["release", "create", "--image", &format!("registry.example.com/shop:{v}")],
+            &[
+                "release",
+                "create",
+                "--image",
+                &format!("registry.example.com/shop:{v}"),
+            ],
         );
     }
     let (mut wall, mut switch) = (Vec::new(), Vec::new());

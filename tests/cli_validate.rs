@@ -536,3 +536,20 @@ fn a_command_gate_must_name_a_program() {
     assert!(err.contains("gates/unit.yaml:2:7"), "{err}");
     assert!(err.contains("names no program"), "{err}");
 }
+
+#[test]
+fn kubernetes_names_and_colour_urls_are_checked_where_written() {
+    let p = Project::init();
+    p.write(
+        "arenas/k8s.yaml",
+        "name: k8s\ntier: staging\nprovider:\n  kind: kubernetes\n  namespace: Shop_Staging\n  deployment: shop\n\
+         \x20 colour_urls: { blue: \"https://blue.example.com\", purple: \"https://p.example.com\" }\n\
+         strategy: { kind: blue-green, steps: [{ weight: 100 }] }\n",
+    );
+    let out = p.copilot(["validate"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{err}");
+    assert!(err.contains("arenas/k8s.yaml:5:14"), "{err}");
+    assert!(err.contains("not a Kubernetes namespace name"), "{err}");
+    assert!(err.contains("`purple` is not a colour"), "{err}");
+}

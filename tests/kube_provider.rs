@@ -362,6 +362,19 @@ fn kubernetes_canary_turns_weights_into_replica_ratios() {
     assert!(status.success());
     assert_eq!(a.serving(), ["v2"]);
     assert_eq!(selector(&a.kube)["copilot/colour"], "green");
+    // A canary retires the old colour: scaled to nothing, kept.
+    let blue = a.kube.object("deployments", NS, "shop-blue").unwrap();
+    assert_eq!(blue["spec"]["replicas"], 0, "{blue:#}");
+    // Rollback scales it back up, waits for it, then moves the selector.
+    let (code, doc) = a.run(&["rollback", "staging"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["to"], "v1");
+    assert_eq!(a.serving(), ["v1"]);
+    assert_eq!(selector(&a.kube)["copilot/colour"], "blue");
+    assert_eq!(
+        a.kube.object("deployments", NS, "shop-blue").unwrap()["spec"]["replicas"],
+        2
+    );
     no_violations(&a.kube);
 }
 
@@ -503,6 +516,43 @@ fn kubernetes_waits_out_a_throttled_apply() {
     assert_eq!(code, 0, "{doc}");
     assert_eq!(a.kube.pending_faults(), 0);
     assert_eq!(a.serving(), ["v1"]);
+}
+
+/// Credentials from an exec plugin, run as kubectl runs them (the way EKS's
+/// `aws eks get-token` and GKE's `gke-gcloud-auth-plugin` hand out tokens).
+#[test]
+fn kubernetes_takes_its_token_from_an_exec_credential_plugin() {
+    let a = KubeArenas::new("");
+    let plugin = a.p.path("get-token");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho \"$KUBERNETES_EXEC_INFO\" > \"$(dirname \"$0\")/exec-info.json\"\n\
+         printf '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"emulated-cluster-token\"}}'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let given = std::fs::read_to_string(&a.kube.kubeconfig).unwrap();
+    let config = given.replace(
+        "  user:\n    token: emulated-cluster-token\n",
+        &format!(
+            "  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      interactiveMode: Never\n",
+            plugin.display()
+        ),
+    );
+    assert_ne!(config, given, "the kubeconfig names a token to replace");
+    let kubeconfig = a.p.path("kubeconfig-exec");
+    std::fs::write(&kubeconfig, config).unwrap();
+    let out =
+        a.p.copilot(["--output", "json", "deploy", "staging", "--release", "v1"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("COPILOT_PROVIDER_REQUEST_TIMEOUT", "3s")
+            .output()
+            .unwrap();
+    assert!(out.status.success(), "{}", crate::common::stdout(&out));
+    assert_eq!(a.serving(), ["v1"]);
+    let info = std::fs::read_to_string(a.p.path("exec-info.json")).unwrap();
+    assert!(info.contains("ExecCredential"), "{info}");
 }
 
 /// The Python client of the `kubernetes` PyPI package (its 35.x release
