@@ -1,8 +1,9 @@
 //! How fast `copilot rollback` puts the previous release back after a
 //! completed blue-green deployment: on the local provider, and on the
 //! emulated Fly, Render and Kubernetes of the tests (through Prism, like
-//! every request to them in the tests) and ECS in moto. Prints figures; no assertion. `cargo bench --bench rollback`
-//! (COPILOT_BENCH_ROUNDS, default 5).
+//! every request to them in the tests) and ECS in moto. Prints figures; no
+//! assertion. `cargo bench --bench rollback` (COPILOT_BENCH_ROUNDS, default
+//! 5; COPILOT_BENCH_ONLY=kubernetes, or local, fly, ecs, render, runs one).
 
 use std::process::Command;
 use std::time::Instant;
@@ -91,11 +92,21 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    local(rounds);
-    fly(rounds);
-    ecs(rounds);
-    render(rounds);
-    kubernetes(rounds);
+    // COPILOT_BENCH_ONLY=kubernetes (or local, fly, ecs, render) runs one.
+    let only = std::env::var("COPILOT_BENCH_ONLY").ok();
+    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let providers: [(&str, fn(usize)); 5] = [
+        ("local", local),
+        ("fly", fly),
+        ("ecs", ecs),
+        ("render", render),
+        ("kubernetes", kubernetes),
+    ];
+    for (name, bench) in providers {
+        if runs(name) {
+            bench(rounds);
+        }
+    }
 }
 
 /// Blue-green on the emulated Kubernetes API server (through Prism): the
@@ -104,7 +115,8 @@ fn main() {
 fn kubernetes(rounds: usize) {
     let ns = "bench";
     let kube = kube_emulator::KubeEmulator::start(ns, &["shop"]);
-    let env = kube.env();
+    let mut env = kube.env();
+    env.push(("BENCH_WEBHOOK_SECRET", "bench".into()));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     copilot(root, &["init", root.to_str().unwrap()]);
@@ -116,7 +128,7 @@ fn kubernetes(rounds: usize) {
         format!(
             "name: k8s\ntier: staging\nprovider: {{ kind: kubernetes, context: emulated, namespace: {ns}, deployment: shop, url: \"{}\", instances: 2 }}\n\
              strategy:\n  kind: blue-green\n  steps: [{{ weight: 100 }}]\n\
-             env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\", SHOPIFY_WEBHOOK_SECRET: bench }}\n",
+             env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\" }}\n  secrets: {{ SHOPIFY_WEBHOOK_SECRET: \"env:BENCH_WEBHOOK_SECRET\" }}\n",
             kube.url(ns, "shop")
         ),
     )
