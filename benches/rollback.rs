@@ -87,6 +87,9 @@ fn report(what: &str, wall: &mut [f64], switch: &mut [f64]) {
     );
 }
 
+/// A provider's bench, by name, taking the number of rounds.
+type Bench = (&'static str, fn(usize));
+
 fn main() {
     let rounds: usize = std::env::var("COPILOT_BENCH_ROUNDS")
         .ok()
@@ -95,7 +98,7 @@ fn main() {
     // COPILOT_BENCH_ONLY=kubernetes (or local, fly, ecs, render) runs one.
     let only = std::env::var("COPILOT_BENCH_ONLY").ok();
     let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let providers: [(&str, fn(usize)); 5] = [
+    let providers: [Bench; 5] = [
         ("local", local),
         ("fly", fly),
         ("ecs", ecs),

@@ -265,19 +265,16 @@ fn kubernetes_fails_a_crash_looping_release_at_once_and_one_past_its_deadline_wi
     let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
     assert_eq!(code, 0, "{doc}");
 
-    let started = Instant::now();
     let (code, doc) = a.run(&["deploy", "staging", "--release", "crashes"]);
-    let took = started.elapsed();
     assert_eq!(code, 1, "{doc}");
     let message = doc["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("CrashLoopBackOff"), "{doc}");
+    // Noticed from the pod's status, before the Deployment controller's
+    // deadline (the arena's 20 s) could say anything.
+    assert!(message.contains("is in CrashLoopBackOff"), "{doc}");
+    assert!(!message.contains("progress deadline"), "{doc}");
     assert!(
-        message.contains("BackOff"),
+        message.contains("Warning BackOff"),
         "the pod's events are in the evidence: {doc}"
-    );
-    assert!(
-        took < Duration::from_secs(15),
-        "noticed from the pod's status, not the deadline: {took:?}"
     );
     assert_eq!(a.serving(), ["v1"], "the live colour is untouched");
     assert_eq!(
