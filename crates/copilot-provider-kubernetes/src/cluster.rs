@@ -127,28 +127,13 @@ impl Colour {
             .map(String::as_str)
     }
     fn desired(&self) -> u32 {
-        self.d
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as u32
+        desired_of(&self.d)
     }
     fn ready(&self) -> u32 {
-        self.d
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-            .max(0) as u32
+        ready_of(&self.d)
     }
     fn started(&self) -> u32 {
-        self.d
-            .status
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(0)
-            .max(0) as u32
+        started_of(&self.d)
     }
     fn pod_labels(&self) -> BTreeMap<String, String> {
         pod_labels(&self.d)
@@ -156,6 +141,34 @@ impl Colour {
     fn image(&self) -> String {
         image_of(&self.d)
     }
+}
+
+/// The replicas a Deployment asks for (1 when unset, as the API defaults).
+fn desired_of(d: &Deployment) -> u32 {
+    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32
+}
+
+fn ready_of(d: &Deployment) -> u32 {
+    d.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        .max(0) as u32
+}
+
+fn started_of(d: &Deployment) -> u32 {
+    d.status
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(0)
+        .max(0) as u32
+}
+
+/// What a Service selects (nothing when there is none).
+fn selector_of(s: Option<Service>) -> BTreeMap<String, String> {
+    s.and_then(|s| s.spec)
+        .and_then(|s| s.selector)
+        .unwrap_or_default()
 }
 
 fn pod_labels(d: &Deployment) -> BTreeMap<String, String> {
@@ -497,15 +510,28 @@ impl KubernetesProvider {
         for (k, v) in wanted {
             selector.insert(k, Value::String(v));
         }
-        let patch = json!({ "spec": { "selector": selector } });
-        let api = self.api::<Service>().await?;
+        self.merge::<Service>(&name, &json!({ "spec": { "selector": selector } }), &what)
+            .await
+    }
+
+    /// A JSON merge patch of object `name` under copilot's field manager
+    /// (an update: the fields it sets become copilot's).
+    async fn merge<K>(&self, name: &str, patch: &Value, what: &str) -> Result<(), ProviderError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let api = self.api::<K>().await?;
         let params = PatchParams {
             field_manager: Some(MANAGER.into()),
             ..PatchParams::default()
         };
-        self.call(&what, || {
-            let patch = Patch::Merge(&patch);
-            let (api, name, params) = (&api, &name, &params);
+        self.call(what, || {
+            let patch = Patch::Merge(patch);
+            let (api, params) = (&api, &params);
             async move { api.patch(name, params, &patch).await }
         })
         .await?;
@@ -809,7 +835,6 @@ impl KubernetesProvider {
     /// Scale what copilot adopted to nothing once a colour of its own serves
     /// in its place (the Deployment stays: copilot did not create it).
     async fn retire_foreign(&self, foreign: &[Deployment]) -> Result<(), ProviderError> {
-        let api = self.api::<Deployment>().await?;
         for d in foreign {
             if d.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
                 continue;
@@ -819,17 +844,10 @@ impl KubernetesProvider {
                 "metadata": { "annotations": { "copilot/retired-by": self.arena } },
                 "spec": { "replicas": 0 },
             });
-            let params = PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..PatchParams::default()
-            };
-            self.call(
+            self.merge::<Deployment>(
+                &name,
+                &patch,
                 &format!("scale Deployment {name} (taken over) to 0"),
-                || {
-                    let patch = Patch::Merge(&patch);
-                    let (api, name, params) = (&api, &name, &params);
-                    async move { api.patch(name, params, &patch).await }
-                },
             )
             .await?;
         }
@@ -872,11 +890,8 @@ impl Provider for KubernetesProvider {
     async fn status(&self) -> Result<ArenaStatus, ProviderError> {
         let (colours, foreign) = self.colours().await?;
         let service = self.service().await?;
-        let selector: BTreeMap<String, String> = service
-            .as_ref()
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.selector.clone())
-            .unwrap_or_default();
+        let has_service = service.is_some();
+        let selector = selector_of(service);
         let mut drift = Vec::new();
         let ours_both = self.m.selector(None);
         let copilots = selector == ours_both
@@ -890,16 +905,7 @@ impl Provider for KubernetesProvider {
         };
         let foreign_serving: u32 = foreign
             .iter()
-            .map(|d| {
-                served(
-                    &pod_labels(d),
-                    d.status
-                        .as_ref()
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0)
-                        .max(0) as u32,
-                )
-            })
+            .map(|d| served(&pod_labels(d), ready_of(d)))
             .sum();
         let ours_serving: Vec<(Slot, u32)> = colours
             .iter()
@@ -938,7 +944,7 @@ impl Provider for KubernetesProvider {
                 });
             }
         }
-        if service.is_some() && !copilots && !colours.is_empty() {
+        if has_service && !copilots && !colours.is_empty() {
             drift.push(Drift {
                 instance: format!("service/{}", self.s.service_name()),
                 what: format!(
@@ -953,14 +959,9 @@ impl Provider for KubernetesProvider {
         // colours serve, it is retired, and one that still serves is drift.
         let spare = Self::foreign_slot(&colours);
         for d in &foreign {
-            let ready = d
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0)
-                .max(0) as u32;
+            let ready = ready_of(d);
             let serving = served(&pod_labels(d), ready);
-            let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
+            let desired = desired_of(d);
             match spare {
                 Some(slot) if desired > 0 && !slots.iter().any(|s| s.slot == slot) => {
                     slots.push(SlotStatus {
@@ -973,12 +974,7 @@ impl Provider for KubernetesProvider {
                         healthy: ready >= desired,
                         instances: Counts {
                             desired,
-                            started: d
-                                .status
-                                .as_ref()
-                                .and_then(|s| s.replicas)
-                                .unwrap_or(0)
-                                .max(0) as u32,
+                            started: started_of(d),
                             healthy: ready,
                         },
                         regions: Vec::new(),
@@ -1012,11 +1008,7 @@ impl Provider for KubernetesProvider {
         release: &ReleaseSpec,
     ) -> Result<Handle, ProviderError> {
         let (colours, foreign) = self.colours().await?;
-        let service = self.service().await?;
-        let selector = service
-            .and_then(|s| s.spec)
-            .and_then(|s| s.selector)
-            .unwrap_or_default();
+        let selector = selector_of(self.service().await?);
         if let Some(c) = colours.iter().find(|c| c.slot == slot)
             && selects(&selector, &c.pod_labels())
             && c.ready() > 0
@@ -1032,14 +1024,7 @@ impl Provider for KubernetesProvider {
         if Self::foreign_slot(&colours) == Some(slot) {
             let idle: Vec<Deployment> = foreign
                 .into_iter()
-                .filter(|d| {
-                    !selects(&selector, &pod_labels(d))
-                        || d.status
-                            .as_ref()
-                            .and_then(|s| s.ready_replicas)
-                            .unwrap_or(0)
-                            == 0
-                })
+                .filter(|d| !selects(&selector, &pod_labels(d)) || ready_of(d) == 0)
                 .collect();
             self.retire_foreign(&idle).await?;
         }
@@ -1136,7 +1121,11 @@ impl Provider for KubernetesProvider {
                 adopted = true;
             }
         }
-        let (colours, foreign) = self.colours().await?;
+        let (colours, foreign) = if adopted {
+            self.colours().await?
+        } else {
+            (colours, foreign)
+        };
         let find = |s: Slot| colours.iter().find(|c| c.slot == s);
         if let [(slot, _)] = on.as_slice() {
             // All to one colour: it must have ready pods before the selector
@@ -1234,12 +1223,7 @@ impl Provider for KubernetesProvider {
         let Some(d) = self.deployment(slot).await? else {
             return Ok(());
         };
-        let selector = self
-            .service()
-            .await?
-            .and_then(|s| s.spec)
-            .and_then(|s| s.selector)
-            .unwrap_or_default();
+        let selector = selector_of(self.service().await?);
         let c = Colour { slot, d };
         if selects(&selector, &c.pod_labels()) && c.ready() > 0 {
             // The only colour selected: nothing else could take its traffic.
