@@ -119,6 +119,9 @@ struct World {
     schemas: BTreeMap<&'static str, jsonschema::Validator>,
     /// What clients wrote that their kind's schema refused.
     invalid: Vec<String>,
+    /// Every change, in order, for watches: (resourceVersion, resource,
+    /// namespace, `ADDED`/`MODIFIED`/`DELETED`, the object as it became).
+    log: std::collections::VecDeque<(u64, String, String, &'static str, Value)>,
     /// The port that asks for no credentials (the old API server's
     /// insecure port): kubectl sends no token over plain HTTP.
     insecure_port: u16,
@@ -570,17 +573,45 @@ impl World {
         let obj = Obj { v, owners, times };
         let out = self.render(res, &obj);
         self.objs.insert(key, obj);
+        let kind = if old.is_none() { "ADDED" } else { "MODIFIED" };
+        self.record(res, ns, kind, out.clone());
         out
+    }
+
+    /// A change, for watches (the last 20000 are kept).
+    fn record(&mut self, res: &str, ns: &str, kind: &'static str, object: Value) {
+        let rv = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.rv);
+        self.log
+            .push_back((rv, res.into(), ns.into(), kind, object));
+        if self.log.len() > 20_000 {
+            self.log.pop_front();
+        }
+    }
+
+    /// Delete an object.
+    fn remove(&mut self, res: &str, ns: &str, name: &str) -> Option<Obj> {
+        let o = self.objs.remove(&(res.into(), ns.into(), name.into()))?;
+        let rv = self.next_rv();
+        let mut gone = self.render(res, &o);
+        gone["metadata"]["resourceVersion"] = json!(rv);
+        self.record(res, ns, "DELETED", gone);
+        Some(o)
     }
 
     /// A write by a controller to an object's status: no fields change hands.
     fn set_status(&mut self, res: &str, ns: &str, name: &str, s: Value) {
         let rv = self.next_rv();
-        if let Some(o) = self.objs.get_mut(&(res.into(), ns.into(), name.into()))
+        let key = (res.to_string(), ns.to_string(), name.to_string());
+        if let Some(o) = self.objs.get_mut(&key)
             && o.v["status"] != s
         {
             o.v["status"] = s;
             o.v["metadata"]["resourceVersion"] = json!(rv);
+            let now = self.render(res, &self.objs[&key]);
+            self.record(res, ns, "MODIFIED", now);
         }
     }
 
@@ -804,6 +835,7 @@ impl KubeEmulator {
             ),
             invalid: Vec::new(),
             insecure_port: 0,
+            log: Default::default(),
         }));
         let server_port = free_port();
         let insecure_port = free_port();
@@ -1355,10 +1387,7 @@ async fn item(
             None => not_found(&res, &name),
         },
         Method::DELETE => {
-            if w.objs
-                .remove(&(res.clone(), ns.clone(), name.clone()))
-                .is_none()
-            {
+            if w.remove(&res, &ns, &name).is_none() {
                 return not_found(&res, &name);
             }
             axum::Json(json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": { "name": name, "kind": res } })).into_response()
@@ -1496,70 +1525,49 @@ async fn watch(w: Shared, ns: String, res: String, q: BTreeMap<String, String>) 
         .get("timeoutSeconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(300u64);
+    let matches = move |v: &Value| {
+        q.get("labelSelector")
+            .is_none_or(|s| matches_label_query(s, &labels_of(v)))
+            && q.get("fieldSelector")
+                .is_none_or(|s| matches_field_query(s, v))
+    };
     tokio::spawn(async move {
-        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
         let end = Instant::now() + Duration::from_secs(timeout);
-        let mut first = true;
-        while Instant::now() < end {
-            let events: Vec<Value> = {
-                let w = w.lock().unwrap();
-                if w.closed {
-                    return;
-                }
-                let mut out = Vec::new();
-                let mut here = BTreeSet::new();
-                for o in w.list(&res, &ns) {
-                    let ok = q
-                        .get("labelSelector")
-                        .is_none_or(|s| matches_label_query(s, &labels_of(&o.v)))
-                        && q.get("fieldSelector")
-                            .is_none_or(|s| matches_field_query(s, &o.v));
-                    if !ok {
-                        continue;
-                    }
-                    let name = o.v["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    let rv: u64 = o.v["metadata"]["resourceVersion"]
-                        .as_str()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    here.insert(name.clone());
-                    let kind = match seen.get(&name) {
-                        None if first && rv <= since => None,
-                        None => Some("ADDED"),
-                        Some(r) if *r != rv => Some("MODIFIED"),
-                        _ => None,
-                    };
-                    if first && rv <= since {
-                        seen.insert(name.clone(), rv);
-                    }
-                    if let Some(kind) = kind {
-                        seen.insert(name, rv);
-                        out.push(json!({ "type": kind, "object": w.render(&res, o) }));
-                    }
-                }
-                for gone in seen
-                    .keys()
-                    .filter(|k| !here.contains(*k))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                {
-                    seen.remove(&gone);
-                    out.push(json!({ "type": "DELETED", "object": { "metadata": { "name": gone, "namespace": ns } } }));
-                }
-                out
+        // Without a resourceVersion, a watch starts with what exists now;
+        // then every change after it is sent, in order, none coalesced.
+        let (mut cursor, initial) = {
+            let w = w.lock().unwrap();
+            let initial: Vec<Value> = if since == 0 {
+                w.list(&res, &ns)
+                    .into_iter()
+                    .filter(|o| matches(&o.v))
+                    .map(|o| json!({ "type": "ADDED", "object": w.render(&res, o) }))
+                    .collect()
+            } else {
+                Vec::new()
             };
-            first = false;
-            for e in events {
+            (if since == 0 { w.rv } else { since }, initial)
+        };
+        let mut pending = initial;
+        while Instant::now() < end {
+            for e in std::mem::take(&mut pending) {
                 let mut line = serde_json::to_vec(&e).unwrap();
                 line.push(b'\n');
                 if tx.send(Ok(Bytes::from(line))).await.is_err() {
                     return;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let w = w.lock().unwrap();
+            if w.closed {
+                return;
+            }
+            for (rv, r, n, kind, object) in &w.log {
+                if *rv > cursor && *r == res && *n == ns && matches(object) {
+                    pending.push(json!({ "type": kind, "object": object }));
+                }
+            }
+            cursor = w.log.back().map_or(cursor, |e| e.0.max(cursor));
         }
     });
     Response::builder()
@@ -1820,8 +1828,7 @@ fn replicasets(w: &mut World) {
         let want = if w.get("deployments", &ns, owner).is_some() {
             rs["spec"]["replicas"].as_i64().unwrap_or(0)
         } else {
-            w.objs
-                .remove(&("replicasets".into(), ns.clone(), name.clone()));
+            w.remove("replicasets", &ns, &name);
             0
         };
         let mut pods: Vec<(String, bool)> = w
@@ -1934,7 +1941,7 @@ fn kubelet(w: &mut World) -> Vec<((String, String), u16, String, bool)> {
                     let _ = c.wait();
                 });
             }
-            w.objs.remove(&("pods".into(), ns.clone(), name.clone()));
+            w.remove("pods", &ns, &name);
             continue;
         }
         if w.get("pods", &ns, &name).is_none() {
