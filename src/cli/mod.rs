@@ -7,9 +7,12 @@ mod completions;
 mod deploy;
 mod evidence;
 mod gate;
+#[cfg(feature = "github")]
+mod github;
 mod history;
 mod init;
 mod lock;
+mod preview;
 mod progress;
 mod promote;
 mod release;
@@ -154,6 +157,13 @@ pub enum Command {
     Unlock(lock::UnlockArgs),
     /// Print a shell completion script
     Completions(completions::Args),
+    /// Previews per pull request: up, list, down, gc
+    #[command(subcommand)]
+    Preview(preview::Command),
+    /// GitHub deployments, statuses and comments copilot still owes
+    #[cfg(feature = "github")]
+    #[command(subcommand)]
+    Github(github::Command),
 }
 
 /// Exit codes of DESIGN.md section 3.
@@ -399,6 +409,9 @@ pub struct Context {
     pub events: Option<PathBuf>,
     /// `--force-conflicts`.
     pub force_conflicts: bool,
+    /// GitHub, when `GITHUB_TOKEN` is set: told of every deployment.
+    #[cfg(feature = "github")]
+    pub github: Option<std::sync::Arc<copilot_github::GitHub>>,
 }
 
 impl Context {
@@ -470,6 +483,16 @@ impl Context {
         if self.force_conflicts {
             exec.provider.force_conflicts();
         }
+        #[cfg(feature = "github")]
+        match &self.github {
+            Some(github) => {
+                use copilot_core::provider::Provider as _;
+                github.attach(ledger);
+                let url = exec.provider.url();
+                exec = exec.with_sink(github.follow(a, url));
+            }
+            None => github::say_not_told(),
+        }
         if let Some(path) = &self.events {
             match JsonLines::open(path) {
                 Ok(sink) => exec = exec.with_sink(Box::new(sink)),
@@ -502,31 +525,51 @@ pub async fn run(cli: Cli) -> CmdResult {
         quiet: cli.quiet,
         events: cli.events,
         force_conflicts: cli.force_conflicts,
+        #[cfg(feature = "github")]
+        github: github::from_env(),
     };
-    match cli.command {
-        Command::Init(args) => init::run(&ctx, args),
-        Command::Validate(args) => validate::run(&ctx, args),
-        Command::Schema(args) => schema::run(&ctx, args),
-        Command::Arenas(cmd) => arenas::run(&ctx, cmd),
-        Command::Render(args) => render::run(&ctx, args).await,
-        Command::Release(cmd) => release::run(&ctx, cmd).await,
-        Command::Gate(cmd) => gate::run(&ctx, cmd).await,
-        Command::Deploy(args) => deploy::deploy(&ctx, args).await,
-        Command::Down(args) => deploy::down(&ctx, args).await,
-        Command::Promote(args) => promote::promote(&ctx, args).await,
-        Command::Rollback(args) => promote::rollback(&ctx, args).await,
-        Command::Hotfix(args) => promote::hotfix(&ctx, args).await,
-        Command::Resume(args) => promote::resume(&ctx, args).await,
-        Command::Abort(args) => promote::abort(&ctx, args).await,
-        Command::Plan(args) => evidence::plan(&ctx, args).await,
-        Command::Evidence(args) => evidence::evidence(&ctx, args).await,
+    // GitHub hears of what the command does as it happens, on the
+    // command's own task, and what is left is sent as it ends.
+    #[cfg(feature = "github")]
+    if let Some(github) = ctx.github.clone() {
+        let command = async {
+            let result = Box::pin(dispatch(&ctx, cli.command)).await;
+            github.close();
+            result
+        };
+        return tokio::join!(command, github.relay()).0;
+    }
+    Box::pin(dispatch(&ctx, cli.command)).await
+}
+
+async fn dispatch(ctx: &Context, command: Command) -> CmdResult {
+    match command {
+        Command::Init(args) => init::run(ctx, args),
+        Command::Validate(args) => validate::run(ctx, args),
+        Command::Schema(args) => schema::run(ctx, args),
+        Command::Arenas(cmd) => arenas::run(ctx, cmd),
+        Command::Render(args) => render::run(ctx, args).await,
+        Command::Release(cmd) => release::run(ctx, cmd).await,
+        Command::Gate(cmd) => gate::run(ctx, cmd).await,
+        Command::Deploy(args) => deploy::deploy(ctx, args).await,
+        Command::Down(args) => deploy::down(ctx, args).await,
+        Command::Promote(args) => promote::promote(ctx, args).await,
+        Command::Rollback(args) => promote::rollback(ctx, args).await,
+        Command::Hotfix(args) => promote::hotfix(ctx, args).await,
+        Command::Resume(args) => promote::resume(ctx, args).await,
+        Command::Abort(args) => promote::abort(ctx, args).await,
+        Command::Plan(args) => evidence::plan(ctx, args).await,
+        Command::Evidence(args) => evidence::evidence(ctx, args).await,
         Command::LocalRouter(args) => deploy::router(args).await,
-        Command::Status(args) => status::run(&ctx, args).await,
-        Command::History(args) => history::run(&ctx, args).await,
-        Command::Approve(args) => approve::run(&ctx, args).await,
-        Command::Lock(args) => lock::lock(&ctx, args).await,
-        Command::Unlock(args) => lock::unlock(&ctx, args).await,
-        Command::Completions(args) => completions::run(&ctx, args),
+        Command::Status(args) => status::run(ctx, args).await,
+        Command::History(args) => history::run(ctx, args).await,
+        Command::Approve(args) => approve::run(ctx, args).await,
+        Command::Lock(args) => lock::lock(ctx, args).await,
+        Command::Unlock(args) => lock::unlock(ctx, args).await,
+        Command::Completions(args) => completions::run(ctx, args),
+        Command::Preview(cmd) => preview::run(ctx, cmd).await,
+        #[cfg(feature = "github")]
+        Command::Github(cmd) => github::run(ctx, cmd).await,
     }
 }
 

@@ -116,7 +116,7 @@ pub struct RollbackArgs {
 }
 
 /// The exit code of a deployment that ran to an end.
-fn exit_of(end: &End) -> Exit {
+pub(super) fn exit_of(end: &End) -> Exit {
     match end {
         End::Succeeded => Exit::Success,
         End::RolledBack(_) | End::Aborted(_) => Exit::GateFailed,

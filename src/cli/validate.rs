@@ -41,13 +41,14 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
         }
     }
     // Two local arenas on one port: the second router could never start.
-    // (A hotfix lane deploys into its target, on the target's port.)
+    // (A hotfix lane deploys into its target, on the target's port; each
+    // preview gets a free port of its own when it is made.)
     let mut ports: std::collections::BTreeMap<u16, &str> = Default::default();
     for arena in loaded
         .project
         .arenas
         .values()
-        .filter(|a| a.deploys_into() == a.name)
+        .filter(|a| a.deploys_into() == a.name && a.preview.is_none())
     {
         let Some(local) = arena
             .provider

@@ -377,8 +377,18 @@ pub enum MetricLimit {
 #[derive(Clone, Debug, Serialize)]
 pub struct PreviewSettings {
     pub ttl: Duration,
-    pub seed: Option<String>,
+    /// Feeds each preview's service ingests at start: (source, location),
+    /// a location being a project-relative file or an http(s) URL.
+    pub seed: Vec<(String, String)>,
+    /// The platform name of each preview (`copilot-pr-{pr}`).
     pub name_template: String,
+}
+
+impl PreviewSettings {
+    /// The platform name of pull request `pr`'s preview.
+    pub fn name(&self, pr: u64) -> String {
+        self.name_template.replace("{pr}", &pr.to_string())
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -42,6 +42,8 @@ pub static DEFAULT_FILES: &[DefaultFile] = defaults![
     "Dockerfile.tmpl",
     "schemas/update-record.schema.json",
     "schemas/recommendations.schema.json",
+    "fixtures/feeds/google-search-incidents.json",
+    "fixtures/feeds/shopify-changelog.rss",
 ];
 
 /// The built-in content of a default file, by path.

@@ -284,6 +284,113 @@ pub fn capabilities(kind: ProviderKind) -> &'static Capabilities {
     }
 }
 
+/// What a preview instance is made with beyond its arena's settings, kept
+/// in the ledger so that `preview up` run again updates the same instance:
+/// the local router's port (a free one, taken once).
+pub fn preview_settings(a: &Arena, kept: Option<&serde_json::Value>) -> serde_json::Value {
+    match (a.provider.kind, kept) {
+        (ProviderKind::Local, Some(kept)) if kept["port"].is_u64() => kept.clone(),
+        (ProviderKind::Local, _) => {
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .map_or(0, |a| a.port());
+            serde_json::json!({ "port": port })
+        }
+        _ => serde_json::json!({}),
+    }
+}
+
+/// The instance of preview arena `a` for pull request `pr`: the arena named
+/// `<arena>-pr-<pr>`, its provider pointed at the preview's own resources
+/// (its own router port on the local provider, a namespace of its own on
+/// Kubernetes), `{pr}`, `{name}` (the platform name), `{arena}` (the
+/// instance's name) and `{port}` (its local port) replaced in its variables,
+/// and the seed feeds handed to the service in `COPILOT_SEED_FEEDS`.
+pub fn preview_instance(
+    root: &Path,
+    a: &Arena,
+    pr: u64,
+    extra: &serde_json::Value,
+) -> Result<Arena, ProviderError> {
+    let Some(preview) = &a.preview else {
+        return Err(ProviderError::failed(
+            format!("make a preview of {}", a.name),
+            "it is not a preview arena (`tier: preview` with a `preview:` section)",
+        ));
+    };
+    let name = preview.name(pr);
+    let mut out = a.clone();
+    out.name = format!("{}-pr-{pr}", a.name);
+    let port = extra["port"].as_u64().map(|p| p.to_string());
+    let fill = |text: &str| {
+        let text = text
+            .replace("{pr}", &pr.to_string())
+            .replace("{name}", &name)
+            .replace("{arena}", &out.name);
+        match &port {
+            Some(p) => text.replace("{port}", p),
+            None => text,
+        }
+    };
+    for value in out.env.values.values_mut() {
+        *value = fill(value);
+    }
+    if !preview.seed.is_empty() {
+        let feeds: Vec<String> = preview
+            .seed
+            .iter()
+            .map(|(source, location)| {
+                let remote = location.starts_with("http://") || location.starts_with("https://");
+                let location = if remote {
+                    location.clone()
+                } else {
+                    root.join(location).display().to_string()
+                };
+                format!("{source}={location}")
+            })
+            .collect();
+        out.env
+            .values
+            .insert("COPILOT_SEED_FEEDS".into(), feeds.join(","));
+    }
+    out.provider.settings = match a.provider.kind {
+        ProviderKind::Local => {
+            let mut s = settings_of::<copilot_provider_local::LocalSettings>(a)?.clone();
+            s.port = extra["port"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| {
+                    ProviderError::failed(
+                        format!("make the preview {}", out.name),
+                        "no free port was recorded for its router",
+                    )
+                })?;
+            ProviderSettings::new(s)
+        }
+        other => {
+            return Err(ProviderError::failed(
+                format!("make the preview {}", out.name),
+                format!("previews on the {other} provider are not built yet"),
+            )
+            .with_hint("previews run on the local provider"));
+        }
+    };
+    Ok(out)
+}
+
+/// What is left of preview instance `a` once its provider stopped it and
+/// that only copilot made: the local provider's folder (its logs, state,
+/// and whatever the arena's variables put there).
+pub fn preview_removed(root: &Path, a: &Arena) -> std::io::Result<()> {
+    if a.provider.kind == ProviderKind::Local {
+        let dir = copilot_provider_local::state_dir(root, &a.name);
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

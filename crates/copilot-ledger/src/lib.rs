@@ -20,6 +20,7 @@
 //!   nothing.
 
 mod locks;
+mod previews;
 mod records;
 
 use std::borrow::Cow;
@@ -34,6 +35,7 @@ pub use copilot_db::{Backend, redact_url};
 use copilot_db::{ConnectError, Pool};
 
 pub use locks::{Cancel, CancelAction, Lease, Lock, LockKind, LockRequest, this_host};
+pub use previews::*;
 pub use records::*;
 
 /// Why a ledger operation failed.
@@ -230,7 +232,7 @@ macro_rules! migrations {
 }
 
 fn sqlite_migrator() -> Migrator {
-    let migrations = migrations!("sqlite": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel");
+    let migrations = migrations!("sqlite": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel", 9 => "0009_previews");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
@@ -238,7 +240,7 @@ fn sqlite_migrator() -> Migrator {
 }
 
 fn postgres_migrator() -> Migrator {
-    let migrations = migrations!("postgres": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel");
+    let migrations = migrations!("postgres": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel", 9 => "0009_previews");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT

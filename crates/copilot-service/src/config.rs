@@ -97,6 +97,10 @@ pub struct ServiceConfig {
     pub flag_defaults: serde_json::Map<String, serde_json::Value>,
     /// Upstream feeds checked by `/health/external`.
     pub feeds: Vec<String>,
+    /// `COPILOT_SEED_FEEDS`: feeds ingested once at start, before the
+    /// service answers (a preview's test data set): `source=location`
+    /// pairs, a known source name and a file or http(s) URL.
+    pub seed_feeds: Vec<(String, String)>,
     pub max_webhook_bytes: usize,
     /// How clients are bounded (slow headers, slow bodies, connections).
     pub limits: ClientLimits,
@@ -133,6 +137,34 @@ impl Default for ClientLimits {
             max_connections: 1024,
         }
     }
+}
+
+/// `source=location,source=location`, each source one the ingestors know.
+fn parse_seed_feeds(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (source, location) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not `source=location`"))?;
+            let source = source.trim();
+            if !copilot_records::ingest::KNOWN_SOURCES
+                .iter()
+                .any(|k| k.name == source)
+            {
+                let known: Vec<&str> = copilot_records::ingest::KNOWN_SOURCES
+                    .iter()
+                    .map(|k| k.name)
+                    .collect();
+                return Err(format!(
+                    "unknown source `{source}` (known: {})",
+                    known.join(", ")
+                ));
+            }
+            Ok((source.to_string(), location.trim().to_string()))
+        })
+        .collect()
 }
 
 /// A variable that is missing or malformed.
@@ -329,6 +361,10 @@ impl ServiceConfig {
                     .collect()
             })
             .unwrap_or_default();
+        let seed_feeds = match get("COPILOT_SEED_FEEDS") {
+            Some(v) => parse_seed_feeds(&v).map_err(|p| err("COPILOT_SEED_FEEDS", p))?,
+            None => Vec::new(),
+        };
         Ok(ServiceConfig {
             bind,
             port,
@@ -344,6 +380,7 @@ impl ServiceConfig {
             release: get("COPILOT_RELEASE").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
             flag_defaults,
             feeds,
+            seed_feeds,
             max_webhook_bytes,
             limits,
             worker,

@@ -410,12 +410,32 @@ pub enum StartError {
     Sqlx(#[from] sqlx::Error),
     #[error("REDIS_URL: {0}")]
     Queue(#[from] QueueError),
+    #[error("COPILOT_SEED_FEEDS: {0}")]
+    Seed(#[from] copilot_records::ingest::IngestError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Ingest the seed feeds (a preview's data set) before the service answers,
+/// so its first recommendations already come from them. Ingestion upserts:
+/// a restart adds nothing twice.
+async fn seed_feeds(pool: &Pool, config: &ServiceConfig) -> Result<(), StartError> {
+    use copilot_records::ingest;
+    for (name, location) in &config.seed_feeds {
+        let source = ingest::Source::resolve(name, None, None)?;
+        let report = ingest::ingest(pool, &source, location, config.clock.now()).await?;
+        tracing::info!(
+            "seeded {} records from {name} ({} new, {} rejected)",
+            report.records,
+            report.inserted,
+            report.rejected.len()
+        );
+    }
+    Ok(())
 }
 
 /// A running service.
@@ -490,6 +510,7 @@ pub async fn start(
         opts.flag_ttl.unwrap_or(flags::TTL),
     );
     flags.seed(&config.flag_defaults).await?;
+    seed_feeds(&pool, &config).await?;
     // Whatever was accepted but not processed goes (back) into the queue: all
     // of it for the memory queue, which starts empty; for Redis, the jobs of
     // deliveries whose first attempt died before its enqueue (the others

@@ -366,9 +366,12 @@ pub struct MetricSection {
 pub struct PreviewSection {
     /// How long a preview lives after its last deploy (`72h`).
     pub ttl: At<String>,
-    /// A seed data set loaded into each preview's database.
+    /// The test data set each preview's service ingests when it starts:
+    /// update feeds by source name (`google-search-status`,
+    /// `shopify-changelog`, ...), each a file of the project or an http(s)
+    /// URL.
     #[serde(default)]
-    pub seed: Option<String>,
+    pub seed: BTreeMap<String, At<String>>,
     /// Name of each preview; `{pr}` is replaced by the pull-request number.
     #[serde(default)]
     pub name: Option<At<String>>,

@@ -1026,9 +1026,24 @@ fn check_arena(
                     "e.g. `name: copilot-pr-{pr}`",
                 );
             }
+            for (source, location) in &p.value.seed {
+                if location.value.trim().is_empty() {
+                    diags.error(
+                        file,
+                        location.loc,
+                        format!("seed feed `{source}` has no location"),
+                        "a project file (`fixtures/feeds/incidents.json`) or an http(s) URL",
+                    );
+                }
+            }
             ttl.map(|ttl| PreviewSettings {
                 ttl,
-                seed: p.value.seed.clone(),
+                seed: p
+                    .value
+                    .seed
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.value.clone()))
+                    .collect(),
                 name_template,
             })
         }
@@ -1046,7 +1061,7 @@ fn check_arena(
                 file,
                 a.tier.loc,
                 "a preview arena needs a `preview:` section with a `ttl`",
-                "e.g. `preview: { ttl: 72h, seed: fixtures/seed.sql }`",
+                "e.g. `preview: { ttl: 72h, name: copilot-pr-{pr} }`",
             );
             None
         }
