@@ -21,6 +21,10 @@ mod fly_emulator;
 mod fly_provider;
 mod gates_cli;
 mod gates_peers;
+#[cfg(feature = "github")]
+mod github;
+#[cfg(feature = "github")]
+mod github_emulator;
 #[cfg(feature = "kubernetes")]
 mod kube_emulator;
 #[cfg(feature = "kubernetes")]
@@ -28,6 +32,7 @@ mod kube_provider;
 mod ledger_store;
 mod local_provider;
 mod lock_race;
+mod previews;
 #[cfg(feature = "render")]
 mod render_emulator;
 mod render_output;

@@ -204,7 +204,7 @@ impl GitHub {
 
     /// Keep the outbox in `ledger` (the command's; the first one given).
     pub fn attach(&self, ledger: &Ledger) {
-        let _ = self.ledger.set(ledger.clone());
+        let _ = self.ledger.set(ledger.unfenced());
     }
 
     fn ledger(&self) -> Option<&Ledger> {
@@ -634,17 +634,20 @@ impl GitHub {
                 strategy,
                 ..
             } => {
+                // The event names the release as people do (its version).
                 let release_row = match self.ledger() {
-                    Some(l) => l.release_by_id(release).await.ok().flatten(),
+                    Some(l) => l.find_release(release).await.ok(),
                     None => None,
                 };
-                let (git_ref, version) = match &release_row {
+                let (git_ref, version, release_id) = match &release_row {
                     Some(r) => (
                         r.git_sha.clone().unwrap_or_else(|| r.version.clone()),
                         r.version.clone(),
+                        r.id.clone(),
                     ),
-                    None => (release.clone(), release.clone()),
+                    None => (release.clone(), release.clone(), release.clone()),
                 };
+                let release = &release_id;
                 let request = json!({
                     "ref": git_ref,
                     "task": format!("deploy:{kind}"),

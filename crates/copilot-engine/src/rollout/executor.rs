@@ -1247,6 +1247,15 @@ impl<'a> Executor<'a> {
         self.ledger
             .set_deployment_state(&d.id, "succeeded", clock::now())
             .await?;
+        self.events.emit(Event::Finished {
+            deployment: d.id.clone(),
+            state: "succeeded".into(),
+            summary: format!(
+                "rolled back from {} to {}: {reason}",
+                live.version, standby.version
+            ),
+            at: clock::now(),
+        });
         // Pin the arena: no promotion into it until someone unlocks it.
         lease
             .pin(
