@@ -311,3 +311,46 @@ fn a_preview_comments_once_then_edits_and_gc_asks_github_which_pull_requests_are
     ok(&p, &gh, &["preview", "down", "--pr", "7"]);
     assert_eq!(gh.violations(), Vec::<String>::new());
 }
+
+#[test]
+fn a_gate_run_is_a_check_run_on_the_release_commit_with_an_annotation_per_failed_gate() {
+    let gh = GitHubEmulator::start(REPO);
+    let p = promotion_project();
+    // Nothing serves there: the health gate cannot pass.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = run(
+        &p,
+        &gh,
+        &[
+            "gate",
+            "run",
+            "local",
+            "--gate",
+            "health",
+            "--release",
+            "v2",
+            "--url",
+            &dead,
+            "--github-check",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let runs = gh.check_runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let sent = &runs[0]["request"];
+    assert_eq!(sent["head_sha"], "2222222");
+    assert_eq!(sent["status"], "completed");
+    assert_eq!(sent["conclusion"], "failure");
+    assert_eq!(sent["name"], "copilot gates: local");
+    let annotations = sent["output"]["annotations"].as_array().unwrap();
+    assert_eq!(annotations.len(), 1, "{sent}");
+    assert_eq!(annotations[0]["path"], "gates/health.yaml");
+    assert_eq!(annotations[0]["annotation_level"], "failure");
+    assert!(
+        sent["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("| after | health |")
+    );
+    assert_eq!(gh.violations(), Vec::<String>::new());
+}

@@ -125,6 +125,8 @@ struct World {
     /// The port that asks for no credentials (the old API server's
     /// insecure port): kubectl sends no token over plain HTTP.
     insecure_port: u16,
+    /// Namespaces by name: objects are written only into one that exists.
+    namespaces: BTreeMap<String, Value>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -834,6 +836,10 @@ impl KubeEmulator {
                 &serde_json::from_str(&std::fs::read_to_string(&spec).unwrap()).unwrap(),
             ),
             invalid: Vec::new(),
+            namespaces: [ns, "default"]
+                .iter()
+                .map(|n| (n.to_string(), namespace_object(n, &json!({}), 1)))
+                .collect(),
             insecure_port: 0,
             log: Default::default(),
         }));
@@ -851,6 +857,7 @@ impl KubeEmulator {
                 .route("/apis", axum::routing::get(api_groups))
                 .route("/api/v1", axum::routing::get(core_resources))
                 .route("/apis/apps/v1", axum::routing::get(apps_resources))
+                .route("/api/v1/namespaces/{ns}", axum::routing::any(namespace))
                 .route(
                     "/api/v1/namespaces/{ns}/{res}",
                     axum::routing::any(collection),
@@ -964,6 +971,51 @@ impl KubeEmulator {
             "http://127.0.0.1:{}",
             w.exposed[&(ns.to_string(), name.to_string())]
         )
+    }
+
+    /// Where Service `service` of namespace `ns` takes traffic, for a
+    /// namespace made after the cluster started (a preview's).
+    pub fn expose(&self, ns: &str, service: &str) -> String {
+        let port = free_port();
+        self.world
+            .lock()
+            .unwrap()
+            .exposed
+            .insert((ns.to_string(), service.to_string()), port);
+        let plane = Router::new().fallback(data_plane).with_state(Plane {
+            world: self.world.clone(),
+            ns: ns.to_string(),
+            service: service.to_string(),
+            http: reqwest::Client::new(),
+            next: Arc::new(Mutex::new(0)),
+        });
+        let listener = self
+            .runtime
+            .as_ref()
+            .unwrap()
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap();
+        self.runtime
+            .as_ref()
+            .unwrap()
+            .spawn(async move { axum::serve(listener, plane).await.unwrap() });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Namespace `ns` as the API server holds it, if it does.
+    pub fn namespace(&self, ns: &str) -> Option<Value> {
+        self.world.lock().unwrap().namespaces.get(ns).cloned()
+    }
+
+    /// How many objects (pods included) namespace `ns` holds.
+    pub fn objects_in(&self, ns: &str) -> usize {
+        self.world
+            .lock()
+            .unwrap()
+            .objs
+            .keys()
+            .filter(|(_, n, _)| n == ns)
+            .count()
     }
 
     /// Answer the first request of `kind` (`PATCH /apis/apps/v1/namespaces/{namespace}/deployments/{name}`) with `fault`.
@@ -1279,6 +1331,105 @@ fn body_value(headers: &HeaderMap, body: &Bytes) -> Result<Value, Refusal> {
     })
 }
 
+fn namespace_object(name: &str, labels: &Value, rv: u64) -> Value {
+    let mut labels = labels.clone();
+    labels["kubernetes.io/metadata.name"] = json!(name);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "uid": format!("ns-{name}"),
+            "resourceVersion": rv.to_string(),
+            "creationTimestamp": now_text(),
+            "labels": labels,
+        },
+        "spec": { "finalizers": ["kubernetes"] },
+        "status": { "phase": "Active" },
+    })
+}
+
+fn namespace_not_found(ns: &str) -> Response {
+    status(
+        404,
+        "NotFound",
+        &format!("namespaces \"{ns}\" not found"),
+        Some(json!({ "name": ns, "kind": "namespaces" })),
+    )
+}
+
+/// A namespace: read, applied (created with its labels, or its labels
+/// merged), deleted with everything in it (its pods stop as a kubelet
+/// stops them).
+async fn namespace(
+    State(w): State<Shared>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut w = w.lock().unwrap();
+    match method {
+        Method::GET => match w.namespaces.get(&name) {
+            Some(v) => axum::Json(v.clone()).into_response(),
+            None => namespace_not_found(&name),
+        },
+        Method::PATCH => {
+            let v = match body_value(&headers, &body) {
+                Ok(v) => v,
+                Err(r) => return r.into_response(),
+            };
+            let rv = w.next_rv().parse().unwrap();
+            let created = !w.namespaces.contains_key(&name);
+            let mut labels = w
+                .namespaces
+                .get(&name)
+                .map(|n| n["metadata"]["labels"].clone())
+                .unwrap_or(json!({}));
+            if let Some(new) = v["metadata"]["labels"].as_object() {
+                for (k, l) in new {
+                    labels[k] = l.clone();
+                }
+            }
+            let ns = namespace_object(&name, &labels, rv);
+            w.namespaces.insert(name, ns.clone());
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (code, axum::Json(ns)).into_response()
+        }
+        Method::DELETE => {
+            let Some(mut ns) = w.namespaces.remove(&name) else {
+                return namespace_not_found(&name);
+            };
+            let inside: Vec<(String, String, String)> = w
+                .objs
+                .keys()
+                .filter(|(_, n, _)| *n == name)
+                .cloned()
+                .collect();
+            for (res, n, obj) in inside {
+                if res == "pods" {
+                    delete_pod(&mut w, &n, &obj);
+                } else {
+                    w.remove(&res, &n, &obj);
+                }
+            }
+            // The description answers a namespace's deletion with a Status.
+            ns["metadata"]["deletionTimestamp"] = json!(now_text());
+            axum::Json(json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": { "name": name, "kind": "namespaces", "uid": ns["metadata"]["uid"] } })).into_response()
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method",
+            None,
+        ),
+    }
+}
+
 async fn collection(
     State(w): State<Shared>,
     Path((ns, res)): Path<(String, String)>,
@@ -1320,6 +1471,9 @@ async fn collection(
         .into_response();
     }
     if method == Method::POST {
+        if !w.lock().unwrap().namespaces.contains_key(&ns) {
+            return namespace_not_found(&ns);
+        }
         let v = match body_value(&headers, &body) {
             Ok(v) => v,
             Err(r) => return r.into_response(),
@@ -1381,6 +1535,9 @@ async fn item(
     }
     let manager = manager_of(&q, &headers);
     let mut w = w.lock().unwrap();
+    if matches!(method, Method::PUT | Method::PATCH) && !w.namespaces.contains_key(&ns) {
+        return namespace_not_found(&ns);
+    }
     match method {
         Method::GET => match w.get(&res, &ns, &name) {
             Some(o) => axum::Json(w.render(&res, o)).into_response(),

@@ -758,3 +758,67 @@ fn independent_clients_see_what_copilot_wrote_and_kubectl_agrees_with_its_wait()
     }
     no_violations(&a.kube);
 }
+
+#[test]
+fn a_preview_is_a_namespace_of_its_own_and_down_deletes_only_it() {
+    let a = KubeArenas::new("");
+    let ns = "shop-pr-7";
+    let url = a.kube.expose(ns, APP);
+    a.p.write(
+        "arenas/preview.yaml",
+        &format!(
+            "name: preview\ntier: preview\nprovider:\n  kind: kubernetes\n  context: emulated\n  namespace: previews\n  deployment: {APP}\n\
+             \x20 url: {url}\n  instances: 1\n  ready_timeout: 20s\n\
+             strategy: {{ kind: immediate }}\n\
+             preview:\n  ttl: 72h\n  name: shop-pr-{{pr}}\n  seed:\n    google-search-status: fixtures/feeds/google-search-incidents.json\n\
+             gates:\n  after: [health]\n\
+             env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\", COPILOT_NOW: \"2026-11-20T12:00:00Z\" }}\n\
+             \x20 secrets: {{ SHOPIFY_WEBHOOK_SECRET: \"env:PREVIEW_WEBHOOK_SECRET\" }}\n"
+        ),
+    );
+    // The preview's secret comes from copilot's environment into a Secret
+    // of the preview's namespace.
+    let preview = |args: &[&str]| {
+        let mut cmd = a.p.copilot(["--output", "json"]);
+        for (k, v) in a.kube.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .env("PREVIEW_WEBHOOK_SECRET", "preview-webhook-secret")
+            .args(args)
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), doc)
+    };
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert!(a.kube.namespace(ns).is_none());
+
+    let (code, up) = preview(&["preview", "up", "--pr", "7", "--release", "v2"]);
+    assert_eq!(code, 0, "{up}");
+    assert_eq!(up["url"], url.as_str());
+    let made = a.kube.namespace(ns).expect("the preview's namespace");
+    assert_eq!(
+        made["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "copilot"
+    );
+    assert_eq!(made["metadata"]["labels"]["copilot/arena"], "preview-pr-7");
+    // The preview serves v2 from the seeded data; staging still serves v1.
+    let (_, body) = crate::previews::get(&format!(
+        "{url}/api/recommendations?shop=review.myshopify.com"
+    ))
+    .expect("the preview answers");
+    assert!(body.contains("November 2026 core update"), "{body}");
+    assert_eq!(a.kube.serving(ns, APP), ["v2"]);
+    assert!(a.serving().iter().all(|r| r == "v1"));
+
+    let (code, down) = preview(&["preview", "down", "--pr", "7"]);
+    assert_eq!(code, 0, "{down}");
+    assert!(a.kube.namespace(ns).is_none(), "the namespace is gone");
+    a.kube.settle(ns);
+    assert_eq!(a.kube.objects_in(ns), 0);
+    assert!(a.kube.objects_in(NS) > 0);
+    assert!(a.serving().iter().all(|r| r == "v1"), "staging untouched");
+    no_violations(&a.kube);
+}

@@ -45,7 +45,7 @@ pub(crate) fn preview_project() -> Project {
     p
 }
 
-fn get(url: &str) -> Option<(u16, String)> {
+pub(crate) fn get(url: &str) -> Option<(u16, String)> {
     let out = std::process::Command::new("curl")
         .args(["-s", "-m", "5", "-w", "\n%{http_code}", url])
         .output()

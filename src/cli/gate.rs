@@ -60,6 +60,11 @@ pub struct RunArgs {
     /// Exit 0 when gates are inconclusive but none failed
     #[arg(long)]
     pub allow_inconclusive: bool,
+    /// Report the run as a GitHub check run on the release's commit, one
+    /// annotation per gate that did not pass (GITHUB_TOKEN, GITHUB_REPOSITORY)
+    #[cfg(feature = "github")]
+    #[arg(long)]
+    pub github_check: bool,
 }
 
 pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
@@ -225,6 +230,10 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
     }
 
     let verdict = gates::exit_for(&report, args.allow_inconclusive);
+    #[cfg(feature = "github")]
+    if args.github_check {
+        check_run(ctx, &ledger, &root, &report, verdict, release.as_ref()).await;
+    }
     let exit = match verdict {
         RunVerdict::Passed => Exit::Success,
         RunVerdict::Failed => Exit::GateFailed,
@@ -250,4 +259,43 @@ async fn run_gates(ctx: &Context, args: RunArgs) -> CmdResult {
         text,
         exit,
     })
+}
+
+/// The gate run as a check run on the release's commit: queued in the
+/// ledger and sent now; GitHub being away only delays it.
+#[cfg(feature = "github")]
+async fn check_run(
+    ctx: &Context,
+    ledger: &copilot_ledger::Ledger,
+    root: &std::path::Path,
+    report: &RunReport,
+    verdict: RunVerdict,
+    release: Option<&copilot_ledger::Release>,
+) {
+    let Some(github) = &ctx.github else {
+        tracing::warn!("--github-check: GITHUB_TOKEN is not set: no check run");
+        return;
+    };
+    let Some(sha) = release.and_then(|r| r.git_sha.as_deref()) else {
+        tracing::warn!(
+            "--github-check: the release has no git sha (`release create --git-sha`): no check run"
+        );
+        return;
+    };
+    let arena_file = format!("arenas/{}.yaml", report.arena);
+    let gate_file = |gate: &str| {
+        let file = format!("gates/{gate}.yaml");
+        if root.join(&file).exists() {
+            file
+        } else {
+            arena_file.clone()
+        }
+    };
+    github.attach(ledger);
+    github
+        .check_run(gates::report::github_check_run(
+            report, verdict, sha, gate_file,
+        ))
+        .await;
+    github.flush().await;
 }

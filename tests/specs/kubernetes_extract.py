@@ -1,7 +1,8 @@
 """Extract the part of Kubernetes' official OpenAPI v3 description (release
 1.35) that copilot and the emulated API server speak: namespaced pods,
 services, secrets and events (core/v1), deployments (with their scale
-subresource) and replicasets (apps/v1), and every schema they refer to.
+subresource) and replicasets (apps/v1), a namespace itself (a preview's
+own), and every schema they refer to.
 Paths, operations and schemas are copied verbatim but for one thing: Prism
 reads a request body as JSON only under a JSON media type, so it would take
 a server-side apply body (`application/apply-patch+yaml`, which kube-rs and
@@ -25,6 +26,8 @@ KEEP = [
     "/apis/apps/v1/namespaces/{namespace}/deployments",
     "/apis/apps/v1/namespaces/{namespace}/replicasets",
 ]
+# Kept as they are, without their sub-paths.
+EXACT = ["/api/v1/namespaces/{name}"]
 
 
 def refs(o):
@@ -52,7 +55,7 @@ def main(base):
     }
     for d in specs:
         for p, v in d["paths"].items():
-            if any(p in (k, k + "/{name}", k + "/{name}/scale") for k in KEEP):
+            if p in EXACT or any(p in (k, k + "/{name}", k + "/{name}/scale") for k in KEEP):
                 out["paths"][p] = v
     schemas = {}
     for d in specs:

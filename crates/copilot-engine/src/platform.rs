@@ -367,12 +367,23 @@ pub fn preview_instance(
                 })?;
             ProviderSettings::new(s)
         }
+        #[cfg(feature = "kubernetes")]
+        ProviderKind::Kubernetes => {
+            let mut s = settings_of::<copilot_provider_kubernetes::KubernetesSettings>(a)?.clone();
+            s.namespace = name.clone();
+            s.own_namespace = true;
+            s.url = s.url.as_deref().map(fill);
+            for url in s.colour_urls.values_mut() {
+                *url = fill(url);
+            }
+            ProviderSettings::new(s)
+        }
         other => {
             return Err(ProviderError::failed(
                 format!("make the preview {}", out.name),
                 format!("previews on the {other} provider are not built yet"),
             )
-            .with_hint("previews run on the local provider"));
+            .with_hint("previews run on the local and kubernetes providers"));
         }
     };
     Ok(out)

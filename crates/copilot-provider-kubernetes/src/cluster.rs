@@ -12,7 +12,7 @@ use copilot_core::provider::{
     Secret, Slot, SlotStatus,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::KubeConfigOptions;
 use kube::{Client, Config};
@@ -402,6 +402,71 @@ impl KubernetesProvider {
             async move { api.patch(name, params, &patch).await }
         })
         .await
+    }
+
+    /// The arena's own namespace, applied (created the first time) with
+    /// copilot's labels.
+    async fn ensure_namespace(&self) -> Result<(), ProviderError> {
+        let api: Api<Namespace> = Api::all(self.client().await?.clone());
+        let labels: BTreeMap<&str, String> = [
+            ("app.kubernetes.io/managed-by", "copilot".to_string()),
+            (ARENA, label_value(&self.arena)),
+        ]
+        .into();
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": { "name": self.s.namespace, "labels": labels },
+        });
+        let mut params = PatchParams::apply("copilot");
+        if self.force {
+            params = params.force();
+        }
+        let what = format!("create namespace {}", self.s.namespace);
+        self.call(&what, || {
+            let patch = Patch::Apply(&body);
+            let (api, params) = (&api, &params);
+            async move { api.patch(&self.s.namespace, params, &patch).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Delete the arena's own namespace and everything in it, only when
+    /// copilot made it for this arena (its labels say so).
+    async fn delete_namespace(&self) -> Result<(), ProviderError> {
+        let api: Api<Namespace> = Api::all(self.client().await?.clone());
+        let name = self.s.namespace.clone();
+        let found = self
+            .call(&format!("read namespace {name}"), || api.get_opt(&name))
+            .await?;
+        let Some(ns) = found else {
+            return Ok(());
+        };
+        let labels = ns.metadata.labels.unwrap_or_default();
+        let ours = labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str)
+            == Some("copilot")
+            && labels.get(ARENA).map(String::as_str) == Some(label_value(&self.arena).as_str());
+        if !ours {
+            return Err(ProviderError::failed(
+                format!("delete namespace {name}"),
+                "copilot did not create it for this arena (its labels do not say so)",
+            )
+            .with_hint("delete it yourself if it should go"));
+        }
+        let params = kube::api::DeleteParams::background();
+        match self
+            .call(&format!("delete namespace {name}"), || {
+                api.delete(&name, &params)
+            })
+            .await
+        {
+            // Gone already (an answer lost after the deletion): done.
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     async fn deployments(&self) -> Result<Vec<Deployment>, ProviderError> {
@@ -1007,6 +1072,9 @@ impl Provider for KubernetesProvider {
         slot: Slot,
         release: &ReleaseSpec,
     ) -> Result<Handle, ProviderError> {
+        if self.s.own_namespace {
+            self.ensure_namespace().await?;
+        }
         let (colours, foreign) = self.colours().await?;
         let selector = selector_of(self.service().await?);
         if let Some(c) = colours.iter().find(|c| c.slot == slot)
@@ -1242,6 +1310,9 @@ impl Provider for KubernetesProvider {
     }
 
     async fn down(&self) -> Result<(), ProviderError> {
+        if self.s.own_namespace {
+            return self.delete_namespace().await;
+        }
         let (colours, _) = self.colours().await?;
         for c in colours {
             self.scale(c.slot, 0).await?;

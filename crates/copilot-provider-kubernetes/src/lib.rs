@@ -76,6 +76,11 @@ pub struct KubernetesSettings {
     pub url: Option<String>,
     pub colour_urls: BTreeMap<String, String>,
     pub port: u16,
+    /// The namespace is the arena's own (a preview's): copilot creates it
+    /// before the first deploy and deletes it with everything in it on
+    /// `down`. Never set from a definition.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own_namespace: bool,
 }
 
 impl KubernetesSettings {
@@ -202,5 +207,6 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
         url: url.ok()?,
         colour_urls,
         port,
+        own_namespace: false,
     }))
 }

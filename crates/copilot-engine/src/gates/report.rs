@@ -240,3 +240,65 @@ pub fn markdown(report: &RunReport) -> String {
     }
     out
 }
+
+/// The body of a GitHub check run reporting `report` on commit `sha`
+/// (`POST /repos/{owner}/{repo}/check-runs`): completed, concluded as the
+/// exit code would be, the Markdown table as its summary, and one
+/// annotation per gate that did not pass, on the gate's definition
+/// (`gate_file` names it; GitHub takes at most 50 per request).
+pub fn github_check_run(
+    report: &RunReport,
+    verdict: super::RunVerdict,
+    sha: &str,
+    gate_file: impl Fn(&str) -> String,
+) -> serde_json::Value {
+    use super::RunVerdict;
+    let conclusion = match verdict {
+        RunVerdict::Passed => "success",
+        RunVerdict::Failed => "failure",
+        RunVerdict::DependencyFailed => "failure",
+        RunVerdict::Inconclusive => "neutral",
+    };
+    let started = report
+        .phases
+        .iter()
+        .map(|p| p.started_at)
+        .min()
+        .unwrap_or_else(chrono::Utc::now);
+    let annotations: Vec<serde_json::Value> = report
+        .results()
+        .filter_map(|r| {
+            let level = match r.outcome {
+                Outcome::Fail | Outcome::Error => "failure",
+                Outcome::Warn | Outcome::Inconclusive => "warning",
+                Outcome::Pass | Outcome::Skipped => return None,
+            };
+            Some(serde_json::json!({
+                "path": gate_file(&r.gate),
+                "start_line": 1,
+                "end_line": 1,
+                "annotation_level": level,
+                "title": format!("gate {} ({}, {} {})", r.gate, r.outcome, report.arena, r.phase),
+                "message": r.summary,
+            }))
+        })
+        .take(50)
+        .collect();
+    let failed = annotations.len();
+    serde_json::json!({
+        "name": format!("copilot gates: {}", report.arena),
+        "head_sha": sha,
+        "status": "completed",
+        "conclusion": conclusion,
+        "started_at": started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "completed_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "output": {
+            "title": match failed {
+                0 => format!("{}: gates passed", report.arena),
+                n => format!("{}: {n} gate(s) did not pass", report.arena),
+            },
+            "summary": markdown(report),
+            "annotations": annotations,
+        },
+    })
+}
