@@ -77,6 +77,29 @@ struct Svc {
     url: String,
 }
 
+impl RenderEmulator {
+    /// The service named `name`, if Render has one (a preview's).
+    pub fn service_named(&self, name: &str) -> Option<Value> {
+        let w = self.world.lock().unwrap();
+        w.services
+            .values()
+            .find(|s| s.name == name)
+            .map(service_json)
+    }
+
+    /// How many instances of service `name` run.
+    pub fn running(&self, name: &str) -> usize {
+        let w = self.world.lock().unwrap();
+        let Some(s) = w.services.values().find(|s| s.name == name) else {
+            return 0;
+        };
+        w.deps
+            .iter()
+            .filter(|d| d.service == s.id && d.child.is_some())
+            .count()
+    }
+}
+
 struct Dep {
     id: String,
     service: String,
@@ -246,7 +269,13 @@ impl RenderEmulator {
             let w = world.clone();
             let control = Router::new()
                 .route("/v1/services", get(list_services))
-                .route("/v1/services/{id}", get(show_service).patch(update_service))
+                .route(
+                    "/v1/services/{id}",
+                    get(show_service)
+                        .patch(update_service)
+                        .delete(delete_service),
+                )
+                .route("/v1/services/{id}/preview", post(create_preview))
                 .route(
                     "/v1/services/{id}/deploys",
                     get(list_deploys).post(create_deploy),
@@ -773,6 +802,105 @@ fn new_deploy(w: &mut World, id: &str, image: String, trigger: &'static str) -> 
     dep
 }
 
+/// A service preview (image-backed): a new web service with the base
+/// service's settings, running `imagePath`, deployed at once.
+async fn create_preview(
+    State(w): State<Shared>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let (service, dep, port) = {
+        let mut w = w.lock().unwrap();
+        if let Some(r) = unknown(&w, &id) {
+            return r;
+        }
+        let base = &w.services[&id];
+        if base.kind != "web_service" {
+            return err(StatusCode::BAD_REQUEST, "previews are for web services");
+        }
+        let image = body["imagePath"].as_str().unwrap_or_default().to_string();
+        let repo = |i: &str| {
+            i.rsplit_once(':')
+                .map_or(i.to_string(), |(r, _)| r.to_string())
+        };
+        if repo(&image) != repo(&base.image) {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "imagePath must match the path of the base service's image (only the tag or SHA can vary)",
+            );
+        }
+        let name = body["name"].as_str().map_or_else(
+            || {
+                format!(
+                    "{}-{}",
+                    base.name,
+                    image.rsplit(':').next().unwrap_or("preview")
+                )
+            },
+            str::to_string,
+        );
+        if w.services.values().any(|s| s.name == name) {
+            return err(StatusCode::CONFLICT, "a service with this name exists");
+        }
+        w.seq += 1;
+        let new_id = format!("srv-emp{:0>13}", w.seq);
+        let port = free_port();
+        let base = &w.services[&id];
+        let svc = Svc {
+            id: new_id.clone(),
+            name,
+            kind: "web_service",
+            image: image.clone(),
+            auto_deploy: false,
+            suspended: false,
+            plan: body["plan"].as_str().unwrap_or(&base.plan).to_string(),
+            instances: 1,
+            pre_deploy: base.pre_deploy.clone(),
+            env: base.env.clone(),
+            created_at: now_text(),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        w.services.insert(new_id.clone(), svc);
+        let dep = new_deploy(&mut w, &new_id, image, "api");
+        (new_id, dep, port)
+    };
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let plane = Router::new().fallback(data_plane).with_state(Plane {
+        world: w.clone(),
+        service: service.clone(),
+        http: reqwest::Client::new(),
+    });
+    tokio::spawn(async move {
+        let l = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(l, plane).await.unwrap();
+    });
+    let w = w.lock().unwrap();
+    ok(json!({ "service": service_json(&w.services[&service]), "deployId": dep }))
+}
+
+/// Delete a service: its instances stop, it is gone.
+async fn delete_service(State(w): State<Shared>, Path(id): Path<String>) -> Response {
+    let mut w = w.lock().unwrap();
+    if let Some(r) = unknown(&w, &id) {
+        return r;
+    }
+    w.services.remove(&id);
+    let mut stopped = Vec::new();
+    for d in w.deps.iter_mut().filter(|d| d.service == id) {
+        if d.in_progress() {
+            d.status = "canceled".into();
+            d.finished_at = Some(now_text());
+        }
+        stopped.extend(d.child.take());
+    }
+    for mut c in stopped {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn create_deploy(
     State(w): State<Shared>,
     Path(id): Path<String>,
@@ -1155,7 +1283,7 @@ async fn data_plane(
 ) -> Response {
     let port = {
         let w = w.lock().unwrap();
-        if w.services[&service].suspended {
+        if w.services.get(&service).is_none_or(|s| s.suspended) {
             None
         } else {
             w.deps

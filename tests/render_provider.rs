@@ -554,3 +554,55 @@ fn the_emulated_services_match_their_own_branch_of_the_description() {
     }
     no_violations(&render);
 }
+
+#[test]
+fn a_preview_is_a_render_service_preview_and_down_deletes_only_it() {
+    let a = RenderArenas::new("");
+    a.p.write(
+        "arenas/preview.yaml",
+        &format!(
+            "name: preview\ntier: preview\nprovider:\n  kind: render\n  service: {STAGING}\n  ready_timeout: 30s\n\
+             strategy: {{ kind: immediate }}\n\
+             preview:\n  ttl: 72h\n  name: copilot-pr-{{pr}}\n  seed:\n    google-search-status: fixtures/feeds/google-search-incidents.json\n\
+             gates:\n  after: [health]\n\
+             env:\n  values: {{ SHOPIFY_API_VERSION: \"2026-10\", DATABASE_URL: \"sqlite://copilot.db\", COPILOT_NOW: \"2026-11-20T12:00:00Z\" }}\n"
+        ),
+    );
+    let (code, doc) = a.run(&["deploy", "staging", "--release", "v1"]);
+    assert_eq!(code, 0, "{doc}");
+
+    let (code, up) = a.run(&["preview", "up", "--pr", "7", "--release", "v2"]);
+    assert_eq!(code, 0, "{up}");
+    // Made by Render's service preview of the staging service.
+    assert_eq!(a.posts("/preview"), 1);
+    let made = a
+        .render
+        .service_named("copilot-pr-7")
+        .expect("the preview service");
+    assert_eq!(made["type"], "web_service");
+    let url = up["url"].as_str().unwrap().to_string();
+    assert_eq!(made["serviceDetails"]["url"], url.as_str());
+    let (_, body) = crate::previews::get(&format!(
+        "{url}/api/recommendations?shop=review.myshopify.com"
+    ))
+    .expect("the preview answers");
+    assert!(body.contains("November 2026 core update"), "{body}");
+
+    // Up again: the same service, a new deploy; no second preview.
+    let (code, again) = a.run(&["preview", "up", "--pr", "7", "--release", "v2"]);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["url"], up["url"]);
+    assert_eq!(a.posts("/preview"), 1);
+
+    let (code, down) = a.run(&["preview", "down", "--pr", "7"]);
+    assert_eq!(code, 0, "{down}");
+    assert!(a.render.service_named("copilot-pr-7").is_none());
+    assert_eq!(a.render.running("copilot-pr-7"), 0);
+    assert!(
+        a.render.service_named(STAGING).is_some(),
+        "the base service stays"
+    );
+    assert!(a.render.running(STAGING) > 0);
+    let v = a.render.violations();
+    assert!(v.is_empty(), "{}", v.join("\n"));
+}

@@ -378,12 +378,22 @@ pub fn preview_instance(
             }
             ProviderSettings::new(s)
         }
+        #[cfg(feature = "render")]
+        ProviderKind::Render => {
+            let mut s = settings_of::<copilot_provider_render::RenderSettings>(a)?.clone();
+            s.preview_of = Some(s.service.clone());
+            s.service = name.clone();
+            s.url = s.url.as_deref().map(fill);
+            // The preview runs no copy of the base service's worker.
+            s.worker = None;
+            ProviderSettings::new(s)
+        }
         other => {
             return Err(ProviderError::failed(
                 format!("make the preview {}", out.name),
                 format!("previews on the {other} provider are not built yet"),
             )
-            .with_hint("previews run on the local and kubernetes providers"));
+            .with_hint("previews run on the local, Render and Kubernetes providers"));
         }
     };
     Ok(out)

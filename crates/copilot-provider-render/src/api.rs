@@ -151,6 +151,9 @@ pub struct RenderProvider {
     secrets: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     /// Handles of the rollback deploys `set_traffic` made, for the ledger.
     made: Mutex<Vec<Handle>>,
+    /// The service's own URL, once read (a preview's is known only once
+    /// Render made it).
+    service_url: Mutex<Option<String>>,
 }
 
 /// An image reference without its tag or digest (`ghcr.io/acme/app`).
@@ -192,6 +195,7 @@ impl RenderProvider {
             launched: Default::default(),
             secrets: Default::default(),
             made: Default::default(),
+            service_url: Default::default(),
         })
     }
 
@@ -273,9 +277,66 @@ impl RenderProvider {
         }
     }
 
+    /// A preview arena's own service: made from its base service by
+    /// Render's service preview, running `image`, the first time.
+    async fn ensure_preview(&self, base: &str, image: &str) -> Result<(), ProviderError> {
+        match self.find(&self.s.service).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let base = self.find(base).await?;
+        let action = format!("create the preview {} of {}", self.s.service, base.name);
+        let mut body = json!({ "imagePath": image, "name": self.s.service });
+        if let Some(plan) = &self.s.plan {
+            body["plan"] = json!(plan);
+        }
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/services/{}/preview", encode(&base.id)),
+                Some(&body),
+                &action,
+            )
+            .await?;
+        let made: Service = parse(r.body["service"].clone(), &action)?;
+        tracing::info!("{action}: {}", made.id);
+        Ok(())
+    }
+
+    /// Delete a preview arena's own service, when it is there.
+    async fn delete_preview(&self) -> Result<(), ProviderError> {
+        let service = match self.find(&self.s.service).await {
+            Ok(s) => s,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for d in self.deploys(&service.id, RECENT).await? {
+            if d.in_progress() {
+                self.cancel(&service, &d.id).await;
+            }
+        }
+        let action = format!("delete the preview service {}", service.name);
+        match self
+            .call(
+                Method::DELETE,
+                &format!("/services/{}", encode(&service.id)),
+                None,
+                &action,
+            )
+            .await
+        {
+            Err(e) if e.kind != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// The arena's web service, checked against the settings.
     async fn service(&self) -> Result<Service, ProviderError> {
         let s = self.find(&self.s.service).await?;
+        if let Some(url) = s.url() {
+            *self.service_url.lock().expect("service url") = Some(url.to_string());
+        }
         if s.kind != "web_service" {
             return Err(ProviderError::failed(
                 format!("use Render service {}", self.s.service),
@@ -844,7 +905,11 @@ impl Provider for RenderProvider {
     }
 
     fn url(&self) -> String {
-        self.s.url.clone().unwrap_or_default()
+        self.s
+            .url
+            .clone()
+            .or_else(|| self.service_url.lock().expect("service url").clone())
+            .unwrap_or_default()
     }
 
     fn made(&self) -> Vec<Handle> {
@@ -886,7 +951,16 @@ impl Provider for RenderProvider {
     }
 
     async fn status(&self) -> Result<ArenaStatus, ProviderError> {
-        let service = self.service().await?;
+        let service = match self.service().await {
+            // A preview not made yet runs nothing.
+            Err(e) if e.kind == ErrorKind::NotFound && self.s.preview_of.is_some() => {
+                return Ok(ArenaStatus {
+                    url: self.s.url.clone(),
+                    ..ArenaStatus::default()
+                });
+            }
+            other => other?,
+        };
         let url = self
             .s
             .url
@@ -1011,6 +1085,9 @@ impl Provider for RenderProvider {
     ) -> Result<Handle, ProviderError> {
         if let Some(h) = self.launched.lock().expect("launched").get(&op.key) {
             return Ok(h.clone());
+        }
+        if let Some(base) = &self.s.preview_of {
+            self.ensure_preview(base, &release.image).await?;
         }
         let service = self.service().await?;
         let worker = self.worker().await?;
@@ -1274,6 +1351,9 @@ impl Provider for RenderProvider {
     }
 
     async fn down(&self) -> Result<(), ProviderError> {
+        if self.s.preview_of.is_some() {
+            return self.delete_preview().await;
+        }
         let mut services = vec![self.service().await?];
         services.extend(self.worker().await?);
         for s in services {

@@ -80,6 +80,12 @@ pub struct RenderSettings {
     pub url: Option<String>,
     pub release_command: Option<String>,
     pub worker: Option<String>,
+    /// This arena is a preview of that service (`preview up`): `service`
+    /// is the preview's own, created from it by Render's service preview
+    /// (`POST /services/{id}/preview`) on the first deploy and deleted by
+    /// `down`. Never set from a definition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_of: Option<String>,
 }
 
 /// What this provider can do; `copilot validate` holds arena strategies to it.
@@ -170,5 +176,6 @@ pub fn settings(input: &SettingsInput<'_>, diags: &mut Diagnostics) -> Option<Pr
         url: url.ok()?,
         release_command: release_command.ok()?,
         worker: worker.ok()?,
+        preview_of: None,
     }))
 }
