@@ -363,7 +363,25 @@ impl GitHub {
             }
         };
         let total = items.len();
+        let me = format!("{}:{}", clock::actor(), std::process::id());
         for (n, item) in items.into_iter().enumerate() {
+            // One sender per item: another process sending it now goes on
+            // in order from there, and this one stops.
+            let real = chrono::Utc::now();
+            let until =
+                real + chrono::Duration::from_std(self.policy.total * 2).unwrap_or_default();
+            match ledger.claim_github(item.id, &me, until, real).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.pending = total - n;
+                    return out;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot claim a GitHub update: {e}");
+                    out.pending = total - n;
+                    return out;
+                }
+            }
             let now = clock::now();
             match self.send(&item).await {
                 Ok(result) => {
@@ -705,7 +723,8 @@ impl GitHub {
                     // Traffic went back to the previous release: it serves again.
                     "rolled-back" => ("failure", Some("success")),
                     "aborted" => ("error", Some("success")),
-                    "failed" => ("failure", None),
+                    // A gate refused it, or it failed before any traffic moved.
+                    "failed" | "refused" => ("failure", None),
                     _ => ("error", None),
                 };
                 self.queue(

@@ -238,6 +238,28 @@ impl Ledger {
         )
     }
 
+    /// Claim pending item `id` for sending until `until`: true for one
+    /// process at a time (a claim past its time may be taken over).
+    pub async fn claim_github(
+        &self,
+        id: i64,
+        claimant: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n = write!(self, conn => sqlx::query(
+            "UPDATE github_outbox SET claimed_by = $1, claimed_until = $2 \
+             WHERE id = $3 AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < $4)")
+            .bind(claimant)
+            .bind(until)
+            .bind(id)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected())?;
+        Ok(n == 1)
+    }
+
     /// Item `id` was taken (`sent`, with what later items need) or refused
     /// for good (`refused`), or failed once more (`pending`).
     pub async fn github_attempted(
@@ -250,7 +272,7 @@ impl Ledger {
     ) -> Result<()> {
         let sent = (state != "pending").then_some(now);
         write!(self, conn => sqlx::query(
-            "UPDATE github_outbox SET state = $1, attempts = attempts + 1, last_error = $2, result = COALESCE($3, result), sent_at = $4 WHERE id = $5")
+            "UPDATE github_outbox SET state = $1, attempts = attempts + 1, last_error = $2, result = COALESCE($3, result), sent_at = $4, claimed_by = NULL, claimed_until = NULL WHERE id = $5")
             .bind(state)
             .bind(error)
             .bind(result.map(Json))

@@ -46,6 +46,10 @@ CREATE TABLE github_outbox (
     last_error    TEXT,
     -- What GitHub answered that later items need (the deployment's id).
     result        TEXT,
+    -- The process sending it now, and until when its claim holds (by the
+    -- real clock): an item is sent by one process at a time.
+    claimed_by    TEXT,
+    claimed_until TEXT,
     created_at    TEXT NOT NULL,
     sent_at       TEXT
 );
