@@ -6,7 +6,9 @@
 # production; then, on two local arenas (copilot-service processes behind
 # local routers), deploys and promotes releases through blue-green steps with
 # gates and analysis, watches a broken release get rolled back automatically,
-# rolls back by hand, and stops everything.
+# rolls back by hand, and stops everything. Last, a preview of pull request
+# 7 on the local provider: its own processes and port, seeded with the
+# fixture feeds, its gates run; listed, then removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,3 +82,40 @@ step history stage
 step unlock stage --reason "demo over"
 step down stage
 step down local
+
+# A preview per pull request. The default preview arena runs on Render; the
+# demo's runs on the local provider, seeded with the fixture feeds.
+cat > "$demo/arenas/preview.yaml" <<'YAML'
+name: preview
+tier: preview
+provider: { kind: local }
+strategy: { kind: immediate }
+preview:
+  ttl: 72h
+  name: copilot-pr-{pr}
+  seed:
+    google-search-status: fixtures/feeds/google-search-incidents.json
+    shopify-changelog: fixtures/feeds/shopify-changelog.rss
+gates:
+  before: [env]
+  after: [health]
+env:
+  required: [APP_URL, DATABASE_URL]
+  values:
+    APP_URL: "http://127.0.0.1:{port}"
+    DATABASE_URL: "sqlite://.copilot/local/{arena}/service.db"
+    SHOPIFY_API_VERSION: "2026-10"
+    # The seeded core update is rolling out on this date.
+    COPILOT_NOW: "2026-11-20T12:00:00Z"
+YAML
+trap 'copilot preview down --pr 7 >/dev/null 2>&1 || true; copilot down stage --force >/dev/null 2>&1 || true; copilot down local --force >/dev/null 2>&1 || true; rm -rf "$demo"' EXIT
+step preview up --pr 7 --release v1.1.0
+preview_url=$(copilot --output json preview list | python3 -c 'import json, sys; print(json.load(sys.stdin)["previews"][0]["url"])')
+printf '
+$ curl %s/api/recommendations?shop=review.myshopify.com   (from the seeded feeds)
+' "$preview_url"
+curl -s "$preview_url/api/recommendations?shop=review.myshopify.com" | python3 -c 'import json, sys
+for r in json.load(sys.stdin)["recommendations"][:3]:
+    print("  [" + r["severity"] + "] " + r["title"])'
+step preview list
+step preview down --pr 7
