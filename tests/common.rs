@@ -201,13 +201,31 @@ pub fn hermetic(cmd: &mut std::process::Command) -> &mut std::process::Command {
     )
 }
 
-/// A loopback port nothing listens on (yet).
+/// A loopback port nothing listens on (yet), for a listener started later
+/// (a router, an emulator). Taken below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768 up by default), where the outgoing
+/// connections and `bind(0)` listeners of the tests running meanwhile take
+/// theirs, and never the same twice in this process: a port handed out
+/// stays free until its listener starts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test process starts at its own place in the range.
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + (std::process::id() % u32::from(SPAN)) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = LOW + n % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn pass_through(cmd: &mut Command) {

@@ -342,11 +342,7 @@ async fn alertmanager() -> Alertmanager {
         "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let child = Command::new(bin)
         .arg(format!(
             "--config.file={}",

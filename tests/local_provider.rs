@@ -20,11 +20,7 @@ struct LocalArena {
 impl LocalArena {
     fn new() -> LocalArena {
         let p = Project::init();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::common::free_port();
         p.edit("arenas/local.yaml", "port: 7400", &format!("port: {port}"));
         p.edit(
             "arenas/local.yaml",
