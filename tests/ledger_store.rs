@@ -446,3 +446,112 @@ on_both_backends!(
         assert_eq!(history[0].deployment.id, ids[1]);
     }
 );
+
+on_both_backends!(incidents_keep_their_fields_updates_and_evidence, |ledger| {
+    let opened = ledger
+        .open_incident(
+            &NewIncident {
+                arena: "stage".into(),
+                severity: 2,
+                status: "investigating".into(),
+                impact: "checkout broken".into(),
+                source: "manual".into(),
+                release_id: None,
+                deployment_id: None,
+                started_at: t("2026-03-10T09:58:00Z"),
+                detected_at: t("2026-03-10T10:00:00Z"),
+                decision_due_at: Some(t("2026-03-10T10:15:00Z")),
+                opened_by: "oncall".into(),
+                evidence: json!({ "metric": "error_rate" }),
+            },
+            t("2026-03-10T10:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(opened.evidence.0["metric"], "error_rate");
+    assert!(opened.is_open() && opened.decided_at.is_none());
+    // A rollback decides and mitigates every open incident of the arena once.
+    let on = ledger
+        .incident_rolled_back(
+            "stage",
+            "dep_1",
+            t("2026-03-10T10:07:00Z"),
+            t("2026-03-10T10:07:01Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(on, std::slice::from_ref(&opened.id));
+    let again = ledger
+        .incident_rolled_back(
+            "stage",
+            "dep_2",
+            t("2026-03-10T10:08:00Z"),
+            t("2026-03-10T10:08:01Z"),
+        )
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let updated = ledger
+        .update_incident(
+            &opened.id,
+            &IncidentChange {
+                eta: Some("11:00".into()),
+                ..IncidentChange::default()
+            },
+            "oncall",
+            t("2026-03-10T10:09:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.eta.as_deref(), Some("11:00"));
+    assert_eq!(updated.status, "investigating", "kept");
+    assert_eq!(updated.rollback_deployment_id.as_deref(), Some("dep_1"));
+    assert_eq!(updated.decided_at, Some(t("2026-03-10T10:07:00Z")));
+    let resolved = ledger
+        .update_incident(
+            &opened.id,
+            &IncidentChange {
+                status: Some("resolved".into()),
+                ..IncidentChange::default()
+            },
+            "oncall",
+            t("2026-03-10T10:30:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resolved.resolved_at, Some(t("2026-03-10T10:30:00Z")));
+    assert_eq!(resolved.eta.as_deref(), Some("11:00"));
+    assert!(
+        ledger
+            .incidents(Some("stage"), false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ledger.incidents(None, true).await.unwrap().len(), 1);
+    let updates = ledger.incident_updates(&opened.id).await.unwrap();
+    let statuses: Vec<&str> = updates.iter().map(|u| u.status.as_str()).collect();
+    assert_eq!(statuses, ["investigating", "investigating", "resolved"]);
+    assert!(matches!(
+        ledger.incident("inc_nope").await,
+        Err(LedgerError::IncidentNotFound(_))
+    ));
+    // A preview's settings read back as JSON on both backends.
+    ledger
+        .upsert_preview(
+            &NewPreview {
+                name: "preview-pr-7".into(),
+                arena: "preview".into(),
+                pr: 7,
+                platform_name: "copilot-pr-7".into(),
+                settings: json!({ "port": 7411 }),
+                created_by: "ci".into(),
+                expires_at: t("2026-03-13T10:00:00Z"),
+            },
+            t("2026-03-10T10:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let p = ledger.preview("preview-pr-7").await.unwrap().unwrap();
+    assert_eq!(p.settings.0["port"], 7411);
+});

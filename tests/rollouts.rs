@@ -12,7 +12,7 @@ use crate::common::Project;
 pub use crate::common::free_port;
 
 /// The analysis of the production arena, on probes.
-const PROBE_ANALYSIS: &str = "    interval: 30s\n    min_samples: 20\n    metrics:\n\
+pub const PROBE_ANALYSIS: &str = "    interval: 30s\n    min_samples: 20\n    metrics:\n\
      \x20     - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n\
      \x20     - { name: p95_latency, max: 3s, window: 5m, on_fail: alert }\n\
      \x20     - { name: health, path: /health, consecutive_failures: 3, on_fail: remove }\n";

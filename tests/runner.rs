@@ -25,6 +25,7 @@ mod gates_peers;
 mod github;
 #[cfg(feature = "github")]
 mod github_emulator;
+mod incidents;
 #[cfg(feature = "kubernetes")]
 mod kube_emulator;
 #[cfg(feature = "kubernetes")]

@@ -10,6 +10,7 @@ mod gate;
 #[cfg(feature = "github")]
 mod github;
 mod history;
+mod incident;
 mod init;
 mod lock;
 mod preview;
@@ -160,6 +161,9 @@ pub enum Command {
     /// Previews per pull request: up, list, down, gc
     #[command(subcommand)]
     Preview(preview::Command),
+    /// Incidents by severity: open (SEV1 rolls back), update, resolve, list, report
+    #[command(subcommand)]
+    Incident(incident::Command),
     /// GitHub deployments, statuses and comments copilot still owes
     #[cfg(feature = "github")]
     #[command(subcommand)]
@@ -238,6 +242,7 @@ impl From<LedgerError> for CliError {
             | LedgerError::Fenced { .. } => Exit::Blocked,
             LedgerError::ReleaseExists(_)
             | LedgerError::ReleaseNotFound(_)
+            | LedgerError::IncidentNotFound(_)
             | LedgerError::AmbiguousRelease { .. }
             | LedgerError::NotLocked(_)
             | LedgerError::UnsupportedUrl(_) => Exit::Invalid,
@@ -254,6 +259,9 @@ impl From<LedgerError> for CliError {
             ),
             LedgerError::ReleaseNotFound(_) => {
                 Some("`copilot release list` shows known releases".to_string())
+            }
+            LedgerError::IncidentNotFound(_) => {
+                Some("`copilot incident list --all` shows known incidents".to_string())
             }
             LedgerError::UnsupportedUrl(_) => {
                 Some("use sqlite://PATH or postgres://USER@HOST/DB".to_string())
@@ -568,6 +576,7 @@ async fn dispatch(ctx: &Context, command: Command) -> CmdResult {
         Command::Unlock(args) => lock::unlock(ctx, args).await,
         Command::Completions(args) => completions::run(ctx, args),
         Command::Preview(cmd) => preview::run(ctx, cmd).await,
+        Command::Incident(cmd) => incident::run(ctx, cmd).await,
         #[cfg(feature = "github")]
         Command::Github(cmd) => github::run(ctx, cmd).await,
     }

@@ -222,8 +222,19 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     let progress = CliProgress::new(ctx);
     let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
     let reason = args.reason.unwrap_or_else(|| "rollback".into());
+    let decided = copilot_core::clock::now();
     let r = exec
         .rollback(args.to.as_deref(), reason, args.suspend_autodeploy)
+        .await?;
+    // The open incidents of the arena were decided by this rollback, and
+    // mitigated once traffic was back.
+    let incidents = ledger
+        .incident_rolled_back(
+            a.deploys_into(),
+            &r.deployment,
+            decided,
+            copilot_core::clock::now(),
+        )
         .await?;
     let how = if r.redeployed {
         "redeployed it, then switched traffic"
@@ -246,8 +257,13 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     if let Some(schema) = &r.schema {
         text.push_str(&schema.text(&r.to));
     }
+    for id in &incidents {
+        text.push_str(&format!(
+            "recorded on incident {id}: decided and mitigated by this rollback\n"
+        ));
+    }
     Ok(Report::new(
-        json!({ "deployment": r.deployment, "from": r.from, "to": r.to, "switch_ms": r.switch_ms, "redeployed": r.redeployed, "pinned": true, "schema": r.schema, "autodeploy": r.autodeploy }),
+        json!({ "deployment": r.deployment, "from": r.from, "to": r.to, "switch_ms": r.switch_ms, "redeployed": r.redeployed, "pinned": true, "schema": r.schema, "autodeploy": r.autodeploy, "incidents": incidents }),
         text,
     ))
 }

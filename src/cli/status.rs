@@ -124,12 +124,48 @@ fn render(v: &ArenaStatusView) -> String {
             l.owner, l.kind, l.reason
         ));
     }
+    for o in &v.incidents {
+        let i = &o.incident;
+        s.push_str(&format!(
+            "  incident  {} SEV{} {} since {}: {}{}\n",
+            i.id,
+            i.severity,
+            i.status,
+            when(i.started_at),
+            i.impact,
+            decision(o.decision_in_s, i)
+        ));
+    }
     if !v.window.freezes.is_empty() {
         s.push_str(&format!("  frozen    {}\n", v.window.freezes.join(", ")));
     } else if !v.window.open {
         s.push_str("  window    outside the deploy windows now\n");
     }
     s
+}
+
+/// What an open incident waits for: a SEV2's decision, counting down.
+fn decision(left: Option<i64>, i: &copilot_ledger::Incident) -> String {
+    if i.mitigated_at.is_some() {
+        return "; rolled back".into();
+    }
+    match (left, i.decision_due_at) {
+        (Some(s), Some(due)) if s >= 0 => format!(
+            "; decide by {} ({}m {:02}s left): `copilot rollback {}` or `copilot incident update {} --status identified`",
+            due.format("%H:%M:%S UTC"),
+            s / 60,
+            s % 60,
+            i.arena,
+            i.id
+        ),
+        (Some(s), Some(due)) => format!(
+            "; decision OVERDUE by {}m {:02}s (was due {})",
+            -s / 60,
+            -s % 60,
+            due.format("%H:%M:%S UTC")
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `{"blue": {"release": "v1", "weight": 90}, ...}` -> `blue v1 90% | green v2 10%`.

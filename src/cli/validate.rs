@@ -40,6 +40,24 @@ pub fn run(ctx: &Context, args: Args) -> CmdResult {
             });
         }
     }
+    // The incident communication template renders every field it names.
+    if let Err(e) = copilot_engine::incidents::check_template(&root) {
+        let line = e
+            .to_string()
+            .split_once(": line ")
+            .and_then(|(_, rest)| rest.split(':').next()?.parse().ok())
+            .unwrap_or(1);
+        problems.push(Diagnostic {
+            severity: Severity::Error,
+            file: copilot_engine::incidents::TEMPLATE.into(),
+            line,
+            column: 1,
+            message: format!("cannot render the incident template: {e}"),
+            hint: Some("the fields are listed at the top of the built-in template (`copilot init` in an empty folder writes it)".into()),
+            source_line: None,
+            len: 0,
+        });
+    }
     // Two local arenas on one port: the second router could never start.
     // (A hotfix lane deploys into its target, on the target's port; each
     // preview gets a free port of its own when it is made.)

@@ -360,6 +360,8 @@ pub struct Metric {
     /// Measurements in a row the source may fail to give (unreachable,
     /// malformed) before the bake stops as inconclusive.
     pub consecutive_error_limit: u32,
+    /// The severity of the incident an automatic rollback on it opens (1-3).
+    pub severity: u8,
 }
 
 /// The threshold a metric is held to.

@@ -96,19 +96,51 @@ fn template_source(root: &Path, path: &str) -> (String, String) {
 /// thousand; a million is far above any configuration file.
 pub const TEMPLATE_FUEL: u64 = 1_000_000;
 
+/// The environment every template renders in: undefined values are
+/// errors, trailing newlines kept, and a budget of instructions.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    // A template is a page of text: one that runs away (nested loops over
+    // large ranges) stops with an error instead of holding a command.
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env
+}
+
+/// The error of template `shown`, with its line.
+fn template_error(shown: &str, e: &minijinja::Error) -> RenderError {
+    RenderError::Template {
+        template: shown.to_string(),
+        message: match e.line() {
+            Some(line) => format!("line {line}: {}", e.detail().unwrap_or(&e.to_string())),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Render a document template of the project (`templates/incident.md.j2`),
+/// or its built-in default when the project has none. Fields not known
+/// yet (an ETA) are `none`, which `{{ eta or "..." }}` reads; a name that
+/// is not a field is an error.
+pub fn render_document<S: Serialize>(
+    root: &Path,
+    path: &str,
+    ctx: &S,
+) -> Result<String, RenderError> {
+    let (source, shown) = template_source(root, path);
+    environment()
+        .render_str(&source, ctx)
+        .map_err(|e| template_error(&shown, &e))
+}
+
 /// Render the provider configuration and Dockerfile of an arena.
 pub fn render_arena(
     root: &Path,
     arena: &Arena,
     release: &ReleaseInfo,
 ) -> Result<Vec<RenderedFile>, RenderError> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
-    // A template is a page of configuration: one that runs away (nested
-    // loops over large ranges) stops with an error instead of holding
-    // `validate` or a deploy.
-    env.set_fuel(Some(TEMPLATE_FUEL));
+    let env = environment();
     let ctx = minijinja::context! {
         arena => arena,
         release => release,
@@ -124,14 +156,9 @@ pub fn render_arena(
     let mut out = Vec::new();
     for spec in arena.provider.templates.iter().chain([&DOCKERFILE]) {
         let (source, shown) = template_source(root, spec.template);
-        let err = |e: minijinja::Error| RenderError::Template {
-            template: shown.clone(),
-            message: match e.line() {
-                Some(line) => format!("line {line}: {}", e.detail().unwrap_or(&e.to_string())),
-                None => e.to_string(),
-            },
-        };
-        let content = env.render_str(&source, &ctx).map_err(err)?;
+        let content = env
+            .render_str(&source, &ctx)
+            .map_err(|e| template_error(&shown, &e))?;
         check_parses(spec.format, &content).map_err(|message| RenderError::Unparseable {
             template: shown.clone(),
             format: spec.format,

@@ -39,6 +39,7 @@ pub static DEFAULT_FILES: &[DefaultFile] = defaults![
     "templates/fly.toml.j2",
     "templates/render.yaml.j2",
     "templates/ecs-task-definition.json.j2",
+    "templates/incident.md.j2",
     "Dockerfile.tmpl",
     "schemas/update-record.schema.json",
     "schemas/recommendations.schema.json",

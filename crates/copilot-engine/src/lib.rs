@@ -14,6 +14,7 @@
 //! The CLI parses, calls into the engine and prints.
 
 pub mod gates;
+pub mod incidents;
 pub mod platform;
 pub mod prometheus;
 pub mod rollout;

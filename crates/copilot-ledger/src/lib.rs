@@ -19,6 +19,7 @@
 //!   someone took the arena over) gets [`LedgerError::Fenced`] and writes
 //!   nothing.
 
+mod incidents;
 mod locks;
 mod previews;
 mod records;
@@ -34,9 +35,11 @@ pub(crate) use copilot_db::on_pool;
 pub use copilot_db::{Backend, redact_url};
 use copilot_db::{ConnectError, Pool};
 
+pub use incidents::*;
 pub use locks::{Cancel, CancelAction, Lease, Lock, LockKind, LockRequest, this_host};
 pub use previews::*;
 pub use records::*;
+pub use sqlx::types::Json;
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,8 @@ pub enum LedgerError {
     ReleaseExists(String),
     #[error("no release matches `{0}`")]
     ReleaseNotFound(String),
+    #[error("no incident `{0}`")]
+    IncidentNotFound(String),
     #[error("`{reference}` matches several releases: {}", .candidates.join(", "))]
     AmbiguousRelease {
         reference: String,
@@ -232,7 +237,7 @@ macro_rules! migrations {
 }
 
 fn sqlite_migrator() -> Migrator {
-    let migrations = migrations!("sqlite": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel", 9 => "0009_previews");
+    let migrations = migrations!("sqlite": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel", 9 => "0009_previews", 10 => "0010_incidents");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
@@ -240,7 +245,7 @@ fn sqlite_migrator() -> Migrator {
 }
 
 fn postgres_migrator() -> Migrator {
-    let migrations = migrations!("postgres": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel", 9 => "0009_previews");
+    let migrations = migrations!("postgres": 1 => "0001_ledger", 2 => "0002_release_env", 3 => "0003_release_migrations", 4 => "0004_deployment_order", 5 => "0005_step_handle", 6 => "0006_query_indexes", 7 => "0007_in_progress_index", 8 => "0008_lock_cancel", 9 => "0009_previews", 10 => "0010_incidents");
     Migrator {
         migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT

@@ -643,7 +643,7 @@ impl Ledger {
 /// still takes the (NULL) parameter, so placeholders keep their numbers. Two
 /// statements rather than `($n IS NULL OR column = $n)`, which neither
 /// SQLite nor PostgreSQL can answer from an index on `column`.
-fn optional_eq(column: &str, n: usize, value: Option<&str>) -> String {
+pub(crate) fn optional_eq(column: &str, n: usize, value: Option<&str>) -> String {
     match value {
         Some(_) => format!("{column} = ${n}"),
         None => format!("CAST(${n} AS TEXT) IS NULL"),

@@ -359,6 +359,10 @@ pub struct MetricSection {
     /// Overrides the analysis' `consecutive_error_limit` for this metric.
     #[serde(default)]
     pub consecutive_error_limit: Option<u32>,
+    /// The severity (1, 2 or 3) of the incident an automatic rollback on
+    /// this metric opens [default: 2].
+    #[serde(default)]
+    pub severity: Option<At<u8>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

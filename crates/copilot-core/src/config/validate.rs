@@ -708,6 +708,19 @@ fn check_metric(
     let name = m.name.value.as_str();
     let source = m.source.unwrap_or(MetricSource::Probe);
     let window = opt_duration(file, &m.window, "window", diags);
+    let severity = match &m.severity {
+        None => 2,
+        Some(sev) if (1..=3).contains(&sev.value) => sev.value,
+        Some(sev) => {
+            diags.error(
+                file,
+                sev.loc,
+                format!("severity {} is not one of 1, 2, 3", sev.value),
+                "1: roll back at once (site down), 2: decide within 15 minutes, 3: fix in the next deploy",
+            );
+            return None;
+        }
+    };
     if source == MetricSource::Cloudwatch
         && (m.query.is_some()
             || !matches!(
@@ -844,6 +857,7 @@ fn check_metric(
             .consecutive_error_limit
             .or(analysis.consecutive_error_limit)
             .unwrap_or(4),
+        severity,
     })
 }
 

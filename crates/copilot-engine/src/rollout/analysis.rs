@@ -687,6 +687,7 @@ mod tests {
             dry_run: false,
             failure_limit,
             consecutive_error_limit,
+            severity: 2,
         }
     }
 

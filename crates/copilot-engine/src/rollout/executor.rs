@@ -651,7 +651,32 @@ impl<'a> Executor<'a> {
                 clock::now(),
             )
             .await?;
+        if state == "rolled-back" {
+            self.open_incident(deployment).await;
+        }
         Ok(())
+    }
+
+    /// A rollback by analysis opens an incident of the acting metric's
+    /// severity, already mitigated, with the bake's report as evidence.
+    /// The rollback stands whether or not the incident can be recorded.
+    async fn open_incident(&self, deployment: &str) {
+        let opened = crate::incidents::open_for_analysis(
+            self.ledger,
+            self.arena,
+            deployment,
+            &self.actor,
+            clock::now(),
+        )
+        .await;
+        match opened {
+            Ok(Some(i)) => self.progress.line(&format!(
+                "opened incident {} (SEV{}): {}; `copilot incident report {}` writes its report",
+                i.id, i.severity, i.impact, i.id
+            )),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the rollback of {deployment} opened no incident: {e}"),
+        }
     }
 
     /// A deployment that cannot go on: recorded as failed, and the error

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use copilot_core::model::{Arena, ProviderKind, StrategyKind, Tier};
 use copilot_core::provider::{ArenaStatus, Drift, Provider};
-use copilot_ledger::{DeploymentRow, Ledger, LedgerError, Lock, Step};
+use copilot_ledger::{DeploymentRow, Incident, Ledger, LedgerError, Lock, Step};
 
 use crate::platform;
 
@@ -51,10 +51,22 @@ pub struct ArenaStatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autodeploy: Option<bool>,
     pub lock: Option<Lock>,
+    /// The arena's open incidents, newest first.
+    pub incidents: Vec<OpenIncident>,
     pub window: WindowView,
     /// The platform's account of each slot (instances, health, regions).
     #[serde(skip)]
     pub slots: Vec<copilot_core::provider::SlotStatus>,
+}
+
+/// An open incident, and for a SEV2 without a decision the time left to take one.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpenIncident {
+    #[serde(flatten)]
+    pub incident: Incident,
+    /// Seconds until the decision is due (negative: overdue); only while
+    /// a SEV2 has neither been rolled back nor resolved.
+    pub decision_in_s: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -158,6 +170,18 @@ pub async fn arena_status(
     let lock = ledger
         .current_lock(&a.name, copilot_core::clock::real_now())
         .await?;
+    let incidents = ledger
+        .incidents(Some(&a.name), false)
+        .await?
+        .into_iter()
+        .map(|i| OpenIncident {
+            decision_in_s: match (i.decision_due_at, i.decided_at) {
+                (Some(due), None) => Some((due - now).num_seconds()),
+                _ => None,
+            },
+            incident: i,
+        })
+        .collect();
     let deployment = match active {
         Some(d) => {
             let step = ledger.steps(&d.deployment.id).await?.pop();
@@ -216,6 +240,7 @@ pub async fn arena_status(
             .unwrap_or_default(),
         autodeploy: observed.as_ref().and_then(|o| o.autodeploy),
         lock,
+        incidents,
         window: WindowView { open, freezes },
         slots: observed.map(|o| o.slots).unwrap_or_default(),
     })
