@@ -4,6 +4,12 @@
 //! every request to them in the tests) and ECS in moto. Prints figures; no
 //! assertion. `cargo bench --bench rollback` (COPILOT_BENCH_ROUNDS, default
 //! 5; COPILOT_BENCH_ONLY=kubernetes, or local, fly, ecs, render, runs one).
+//!
+//! On the local provider and the emulated Fly it then runs `copilot drill
+//! rollback` (a build of the live release answering half its API requests
+//! with 500, caught by the arena's probe analysis with 2 s bakes) and
+//! prints its detection, decision, execution and total against seed 003's
+//! critical targets.
 
 use std::process::Command;
 use std::time::Instant;
@@ -85,6 +91,47 @@ fn report(what: &str, wall: &mut [f64], switch: &mut [f64]) {
     println!(
         "  traffic switch:                        min {smin:.1} ms, median {smed:.1} ms, max {smax:.1} ms"
     );
+}
+
+/// The analysis a drill is caught by: probes, the 5xx rule of seed 003.
+const DRILL_ANALYSIS: &str = "  analysis:\n    interval: 30s\n    min_samples: 20\n    metrics:\n      - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n";
+
+/// Run `rounds` rollback drills on `arena` (something live in it, its
+/// analysis in place) and print the medians of each phase.
+fn drills(
+    root: &std::path::Path,
+    arena: &str,
+    env: &[(&'static str, String)],
+    rounds: usize,
+    what: &str,
+) {
+    let mut phases: [(&str, Vec<f64>); 4] = [
+        ("detection", Vec::new()),
+        ("decision", Vec::new()),
+        ("execution", Vec::new()),
+        ("total", Vec::new()),
+    ];
+    let mut targets = [0.0; 4];
+    let (mut requests, mut failed) = (0, 0);
+    for _ in 0..rounds {
+        let doc = copilot_with(root, &["drill", "rollback", arena, "--bake", "2s"], env);
+        let d = &doc["drill"];
+        for (i, (_, v)) in phases.iter_mut().enumerate() {
+            v.push(d["timings"][i]["measured_ms"].as_f64().unwrap_or(f64::NAN));
+            targets[i] = d["timings"][i]["target_ms"].as_f64().unwrap_or(f64::NAN);
+        }
+        requests += d["seen"]["requests"].as_u64().unwrap_or(0);
+        failed += d["seen"]["failed"].as_u64().unwrap_or(0);
+    }
+    println!("rollback drill, {rounds} rounds ({what}; seed 003's critical targets)");
+    for (i, (phase, v)) in phases.iter_mut().enumerate() {
+        let (min, med, max) = stats(v);
+        println!(
+            "  {phase:<10} min {min:>7.0} ms, median {med:>7.0} ms, max {max:>7.0} ms  (target < {:.0} s)",
+            targets[i] / 1000.0
+        );
+    }
+    println!("  through the arena's URL: {requests} probes, {failed} failed");
 }
 
 /// A provider's bench, by name, taking the number of rounds.
@@ -331,6 +378,22 @@ fn fly(rounds: usize) {
         assert_eq!(doc["redeployed"], false);
         copilot(root, &["unlock", "fly"]);
     }
+    let yaml = std::fs::read_to_string(root.join("arenas/fly.yaml")).unwrap();
+    std::fs::write(
+        root.join("arenas/fly.yaml"),
+        yaml.replace(
+            "  steps: [{ weight: 100 }]\n",
+            &format!("  steps: [{{ weight: 100 }}]\n{DRILL_ANALYSIS}"),
+        ),
+    )
+    .unwrap();
+    drills(
+        root,
+        "fly",
+        &env,
+        rounds,
+        "emulated Fly through Prism, 2 machines a colour",
+    );
     copilot_with(root, &["down", "fly"], &env);
     report(
         &format!(
@@ -390,6 +453,19 @@ fn local(rounds: usize) {
         assert_eq!(doc["redeployed"], false);
         copilot(root, &["unlock", "stage"]);
     }
+    let yaml = std::fs::read_to_string(root.join("arenas/stage.yaml")).unwrap();
+    std::fs::write(
+        root.join("arenas/stage.yaml"),
+        yaml.replace("bake: 5m }]\n", &format!("bake: 5m }}]\n{DRILL_ANALYSIS}")),
+    )
+    .unwrap();
+    drills(
+        root,
+        "stage",
+        &[],
+        rounds,
+        "local provider, blue-green 10 -> 50 -> 100",
+    );
     copilot(root, &["down", "stage"]);
     copilot(root, &["down", "local"]);
     report(

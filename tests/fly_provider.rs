@@ -941,3 +941,37 @@ fn machines_leave_service_only_after_fly_proxy_has_seen_their_replacements() {
     let failed = seen.iter().filter(|(_, _, ok)| !ok).count();
     assert_eq!(failed, 0, "of {} requests", seen.len());
 }
+
+#[test]
+fn a_rollback_drill_on_fly_is_measured_through_the_apps_url_against_the_targets() {
+    let a = FlyArenas::new("");
+    assert_eq!(a.run(&["deploy", "staging", "--release", "v1"]).0, 0);
+    assert_eq!(
+        a.run(&["promote", "staging", "canary", "--yes", "--bake", "1s"])
+            .0,
+        0
+    );
+    let (code, doc) = a.run(&["drill", "rollback", "canary", "--bake", "3s"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let d = &doc["drill"];
+    assert_eq!(d["outcome"], "rolled-back", "{d:#}");
+    assert_eq!(d["metric"], "error_rate");
+    assert_eq!(d["faulty"], "v1-drill1");
+    for t in d["timings"].as_array().unwrap() {
+        assert!(t["measured_ms"].as_u64().is_some(), "{t}");
+        assert_eq!(t["met"], true, "{t}");
+    }
+    assert!(d["seen"]["requests"].as_u64().unwrap() > 10, "{d:#}");
+    // The drill leaves the arena as it found it.
+    assert_eq!(serving(&a.fly, CANARY), ["v1", "v1", "v1", "v1"]);
+    let (_, history) = a.run(&["history", "canary"]);
+    assert_eq!(history["deployments"][0]["kind"], "drill", "{history:#}");
+    assert_eq!(history["deployments"][0]["state"], "rolled-back");
+    let (_, incidents) = a.run(&["incident", "list"]);
+    assert_eq!(
+        incidents["incidents"],
+        serde_json::json!([]),
+        "a drill is no incident"
+    );
+    no_violations(&a.fly);
+}

@@ -11,6 +11,7 @@ mod cli_snapshots;
 mod cli_validate;
 mod conformance;
 mod definition_properties;
+mod drills;
 #[cfg(feature = "ecs")]
 mod ecs_emulator;
 #[cfg(feature = "ecs")]

@@ -5,6 +5,7 @@ mod approve;
 mod arenas;
 mod completions;
 mod deploy;
+mod drill;
 mod evidence;
 mod gate;
 #[cfg(feature = "github")]
@@ -164,6 +165,9 @@ pub enum Command {
     /// Incidents by severity: open (SEV1 rolls back), update, resolve, list, report
     #[command(subcommand)]
     Incident(incident::Command),
+    /// Drills: a rollback measured against seed 003's time targets
+    #[command(subcommand)]
+    Drill(drill::Command),
     /// GitHub deployments, statuses and comments copilot still owes
     #[cfg(feature = "github")]
     #[command(subcommand)]
@@ -577,6 +581,7 @@ async fn dispatch(ctx: &Context, command: Command) -> CmdResult {
         Command::Completions(args) => completions::run(ctx, args),
         Command::Preview(cmd) => preview::run(ctx, cmd).await,
         Command::Incident(cmd) => incident::run(ctx, cmd).await,
+        Command::Drill(cmd) => drill::run(ctx, cmd).await,
         #[cfg(feature = "github")]
         Command::Github(cmd) => github::run(ctx, cmd).await,
     }

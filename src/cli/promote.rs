@@ -210,6 +210,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
             bake: args.bake.map(|b| b.as_std()),
             hotfix: args.hotfix,
             adopt_drift: args.adopt_drift,
+            drill: false,
         })
         .await?;
     Ok(finished(&to.name, done, Some(plan)))

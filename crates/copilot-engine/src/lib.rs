@@ -13,6 +13,7 @@
 //!
 //! The CLI parses, calls into the engine and prints.
 
+pub mod drill;
 pub mod gates;
 pub mod incidents;
 pub mod platform;

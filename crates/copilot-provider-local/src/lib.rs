@@ -142,8 +142,16 @@ pub struct LocalProvider {
 
 use copilot_core::process::alive;
 
-fn stop_pid(pid: u32) {
-    copilot_core::process::stop(pid, Duration::from_secs(5));
+/// Stop process `pid` (SIGTERM, then SIGKILL after 5 s) off the runtime's
+/// thread, so what else the command runs (its lease renewal, a drill's
+/// prober) goes on meanwhile.
+async fn stop_pid(pid: u32) {
+    let stopping = tokio::task::spawn_blocking(move || {
+        copilot_core::process::stop(pid, Duration::from_secs(5))
+    });
+    if stopping.await.is_err() {
+        copilot_core::process::stop(pid, Duration::ZERO);
+    }
 }
 
 /// Variables of the CLI's environment a started process keeps: how to find
@@ -492,7 +500,7 @@ impl Provider for LocalProvider {
         }
         // The slot is idle by contract: whatever ran there is replaced.
         if let Some(old) = state.slots.remove(&slot) {
-            stop_pid(old.proc.pid);
+            stop_pid(old.proc.pid).await;
         }
         let port = free_port().map_err(|e| failed("find a port", e.to_string()))?;
         let log = log_file(&self.root, &self.arena, slot, &release.version);
@@ -548,7 +556,7 @@ impl Provider for LocalProvider {
         while !self.healthy(p.proc.port).await {
             let exited = !self.running(p.proc.pid);
             if exited || Instant::now() > deadline {
-                stop_pid(p.proc.pid);
+                stop_pid(p.proc.pid).await;
                 state.slots.remove(&slot);
                 self.save(&state)?;
                 let action = format!("start {} in {slot}", release.version);
@@ -646,7 +654,7 @@ impl Provider for LocalProvider {
             ));
         }
         if let Some(p) = state.slots.remove(&slot) {
-            stop_pid(p.proc.pid);
+            stop_pid(p.proc.pid).await;
             self.children
                 .lock()
                 .expect("children lock")
@@ -658,7 +666,7 @@ impl Provider for LocalProvider {
     async fn down(&self) -> Result<(), ProviderError> {
         let mut state = self.load();
         for (_, p) in std::mem::take(&mut state.slots) {
-            stop_pid(p.proc.pid);
+            stop_pid(p.proc.pid).await;
         }
         if let Some(r) = state.router.take() {
             let _ = self
@@ -666,7 +674,7 @@ impl Provider for LocalProvider {
                 .post(format!("http://127.0.0.1:{}/shutdown", r.admin_port))
                 .send()
                 .await;
-            stop_pid(r.pid);
+            stop_pid(r.pid).await;
         }
         let _ = std::fs::remove_file(self.dir.join("routes.json"));
         self.save(&state)

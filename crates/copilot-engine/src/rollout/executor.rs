@@ -124,6 +124,10 @@ pub struct Promotion<'a> {
     pub hotfix: bool,
     /// Start from what the platform runs where it differs from the ledger.
     pub adopt_drift: bool,
+    /// A rollback drill (`copilot drill rollback`): no gates (the drill
+    /// proves the analysis, not the gates), recorded as kind `drill`, and
+    /// no incident opened by the rollback it expects.
+    pub drill: bool,
 }
 
 fn pid_alive(pid: i64) -> bool {
@@ -651,7 +655,7 @@ impl<'a> Executor<'a> {
                 clock::now(),
             )
             .await?;
-        if state == "rolled-back" {
+        if state == "rolled-back" && action != "drill" {
             self.open_incident(deployment).await;
         }
         Ok(())
@@ -988,7 +992,11 @@ impl<'a> Executor<'a> {
         self.check_drift(&before, p.adopt_drift).await?;
         let live = before.live().cloned();
         let idle = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
-        let kind = if p.hotfix { "hotfix" } else { "promote" };
+        let kind = match (p.hotfix, p.drill) {
+            (_, true) => "drill",
+            (true, false) => "hotfix",
+            (false, false) => "promote",
+        };
         let d = self
             .new_deployment(
                 release,
@@ -1017,7 +1025,11 @@ impl<'a> Executor<'a> {
         };
         let end: Result<End, RolloutError> = async {
             // Before gates: nothing changes when they do not pass.
-            let before_gates = self.gates_of(Phase::Before);
+            let before_gates = if p.drill {
+                Vec::new()
+            } else {
+                self.gates_of(Phase::Before)
+            };
             if !before_gates.is_empty() {
                 self.progress
                     .line(&format!("before gates: {}", to.gates.before.join(", ")));
@@ -1060,7 +1072,11 @@ impl<'a> Executor<'a> {
             }
             let spec = self.release_spec(release)?;
             let rollout = self.rollout(&d.id, spec, p.bake, lease);
-            let after = self.gates_of(Phase::After);
+            let after = if p.drill {
+                Vec::new()
+            } else {
+                self.gates_of(Phase::After)
+            };
             rollout
                 .run(idle, live.as_ref(), None, async |new: &SlotStatus| {
                     if after.is_empty() {
