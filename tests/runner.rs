@@ -9,6 +9,7 @@ mod bullmq_interop;
 mod cli_basics;
 mod cli_snapshots;
 mod cli_validate;
+mod cohorts;
 mod conformance;
 mod definition_properties;
 mod drills;

@@ -101,8 +101,8 @@ fn describe(a: &Arena) -> String {
         .steps
         .iter()
         .map(|st| match &st.bake {
-            Some(b) => format!("{}% bake {b}", st.weight),
-            None => format!("{}%", st.weight),
+            Some(b) => format!("{} bake {b}", st.label()),
+            None => st.label(),
         })
         .collect();
     let _ = writeln!(s, "strategy    {} {}", a.strategy.kind, steps.join(" -> "));

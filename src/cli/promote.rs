@@ -159,12 +159,7 @@ pub async fn promote(ctx: &Context, args: PromoteArgs) -> CmdResult {
             ),
         );
     };
-    let steps: Vec<String> = to
-        .strategy
-        .steps
-        .iter()
-        .map(|s| format!("{}%", s.weight))
-        .collect();
+    let steps: Vec<String> = to.strategy.steps.iter().map(|s| s.label()).collect();
     let plan = json!({
         "from": from.name, "to": to.name, "release": release.version,
         "strategy": to.strategy.kind, "steps": steps,

@@ -209,6 +209,9 @@ pub struct Capabilities {
     pub required_settings: &'static [&'static str],
     /// The secret stores whose references the platform attaches itself.
     pub secret_stores: &'static [SecretStore],
+    /// Routes requests by a header or query parameter (a merchant cohort's
+    /// `X-Shopify-Shop-Domain`), for cohort steps.
+    pub routes_by_header: bool,
     /// The platform configuration `copilot render` writes for an arena.
     #[serde(skip)]
     pub templates: &'static [crate::render::TemplateSpec],
@@ -233,9 +236,14 @@ pub struct Arena {
     pub strategy: Strategy,
     pub preview: Option<PreviewSettings>,
     pub cohort: Option<Cohort>,
+    /// Named merchant cohorts: name -> shop domains.
+    pub cohorts: BTreeMap<String, Vec<String>>,
     pub gates: PhaseGates,
     pub env: EnvSpec,
+    /// Flags on or off for everyone (a cohort flag is off here).
     pub flags: BTreeMap<String, bool>,
+    /// Flags on for a cohort's shops only: flag -> cohort.
+    pub flag_cohorts: BTreeMap<String, String>,
     pub windows: Windows,
     pub rollback: RollbackPolicy,
 }
@@ -330,8 +338,21 @@ pub struct Strategy {
 /// One traffic shift: send `weight` percent to the new release, then bake.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TrafficStep {
+    /// Percent of traffic on the new release; 0 during a cohort step.
     pub weight: u8,
     pub bake: Option<Duration>,
+    /// A cohort step: the named cohort's shops go to the new release.
+    pub cohort: Option<String>,
+}
+
+impl TrafficStep {
+    /// `25%`, or `cohort pilot`.
+    pub fn label(&self) -> String {
+        match &self.cohort {
+            Some(c) => format!("cohort {c}"),
+            None => format!("{}%", self.weight),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -297,6 +297,15 @@ impl Op<'static> {
     }
 }
 
+/// A merchant cohort routed to one slot during a cohort step.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CohortRoute {
+    pub name: String,
+    pub slot: Slot,
+    /// Shop domains, lowercase, matched exactly.
+    pub shops: Vec<String>,
+}
+
 /// The interface every provider implements. Futures are `Send`, so a
 /// rollout can run on any runtime thread; the one [`Platform`] enum puts
 /// every provider behind one type.
@@ -383,6 +392,23 @@ pub trait Provider: Send + Sync {
     ) -> impl Future<Output = Result<Option<(f64, f64)>, String>> + Send {
         let kind = self.kind();
         async move { Err(format!("the {kind} provider has no platform metrics")) }
+    }
+    /// Send the requests of a merchant cohort's shops (matched exactly by
+    /// `X-Shopify-Shop-Domain` or the `shop` query parameter) to
+    /// `cohort.slot` whatever the weights say, until called with `None`.
+    /// Providers whose capabilities say `routes_by_header` implement it.
+    fn route_cohort(
+        &self,
+        _op: &Op<'_>,
+        _cohort: Option<&CohortRoute>,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        let kind = self.kind();
+        async move {
+            Err(ProviderError::unavailable(
+                "route a cohort",
+                format!("the {kind} provider cannot route requests by header"),
+            ))
+        }
     }
     /// Take a slot out: stop it; it must carry no traffic.
     fn remove(

@@ -297,7 +297,11 @@ pub async fn open_for_analysis(
         .as_ref()
         .and_then(|a| a.metrics.iter().find(|m| m.name == b.metric))
         .map_or(2, |m| i64::from(m.severity));
-    let weight = b.step.trim_start_matches("bake-");
+    let label = b.step.trim_start_matches("bake-");
+    let at = match label.parse::<u8>() {
+        Ok(w) => format!("at {w}% of traffic"),
+        Err(_) => format!("in cohort {label}"),
+    };
     let version = d.as_ref().map_or("the new release", |d| d.version.as_str());
     let opened = ledger
         .open_incident(
@@ -306,7 +310,7 @@ pub async fn open_for_analysis(
                 severity,
                 status: "identified".into(),
                 impact: format!(
-                    "{} {} > {} on {version} at {weight}% of traffic",
+                    "{} {} > {} on {version} {at}",
                     b.metric, b.measured, b.limit
                 ),
                 source: "analysis".into(),

@@ -103,6 +103,13 @@ impl Provider for Platform {
     ) -> Result<Option<(f64, f64)>, String> {
         each!(self, p => p.platform_metric(slot, metric, window).await)
     }
+    async fn route_cohort(
+        &self,
+        op: &Op<'_>,
+        cohort: Option<&copilot_core::provider::CohortRoute>,
+    ) -> Result<(), ProviderError> {
+        each!(self, p => p.route_cohort(op, cohort).await)
+    }
     async fn remove(&self, op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
         each!(self, p => p.remove(op, slot).await)
     }

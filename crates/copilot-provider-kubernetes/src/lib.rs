@@ -113,6 +113,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     traffic_split: TrafficSplit::ByInstanceCount,
     instant_rollback: true,
     live_on_ready: false,
+    routes_by_header: false,
     settings: &[
         "namespace",
         "context",

@@ -70,6 +70,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     traffic_split: TrafficSplit::Exact,
     instant_rollback: true,
     live_on_ready: false,
+    routes_by_header: true,
     settings: &["port"],
     required_settings: &[],
     secret_stores: &[],
@@ -396,6 +397,26 @@ impl LocalProvider {
         Ok(r)
     }
 
+    /// Hand the router its routes (it persists them before serving them).
+    async fn put_routes(
+        &self,
+        admin_port: u16,
+        routes: &Routes,
+        action: &str,
+    ) -> Result<(), ProviderError> {
+        let resp = self
+            .http
+            .put(format!("http://127.0.0.1:{admin_port}/routes"))
+            .json(routes)
+            .send()
+            .await
+            .map_err(|e| failed(action, e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(failed(action, format!("router answered {}", resp.status())));
+        }
+        Ok(())
+    }
+
     async fn routes(&self, state: &State) -> Routes {
         let Some(r) = &state.router else {
             return Routes::default();
@@ -623,26 +644,61 @@ impl Provider for LocalProvider {
                 weight: u32::from(*w),
             });
         }
-        let resp = self
-            .http
-            .put(format!("http://127.0.0.1:{}/routes", router.admin_port))
-            .json(&Routes { backends })
-            .send()
-            .await
-            .map_err(|e| failed("set traffic", e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(failed(
-                "set traffic",
-                format!("router answered {}", resp.status()),
-            ));
-        }
+        // A cohort routed meanwhile stays routed.
+        let cohort = self.routes(&state).await.cohort;
+        self.put_routes(
+            router.admin_port,
+            &Routes { backends, cohort },
+            "set traffic",
+        )
+        .await?;
         // The router splits exactly.
         Ok(weights.to_vec())
     }
 
+    async fn route_cohort(
+        &self,
+        _op: &Op<'_>,
+        cohort: Option<&copilot_core::provider::CohortRoute>,
+    ) -> Result<(), ProviderError> {
+        let mut state = self.load();
+        let router = self.ensure_router(&mut state).await?;
+        let mut routes = self.routes(&state).await;
+        routes.cohort = match cohort {
+            None => None,
+            Some(c) => {
+                let Some(p) = state.slots.get(&c.slot) else {
+                    return Err(failed(
+                        &format!("route cohort {}", c.name),
+                        format!("nothing runs in {}", c.slot),
+                    ));
+                };
+                Some(router::CohortBackend {
+                    name: c.name.clone(),
+                    slot: c.slot.to_string(),
+                    addr: SocketAddr::from(([127, 0, 0, 1], p.proc.port)),
+                    shops: c.shops.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                })
+            }
+        };
+        self.put_routes(router.admin_port, &routes, "route a cohort")
+            .await
+    }
+
     async fn remove(&self, _op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
         let mut state = self.load();
-        let routes = self.routes(&state).await;
+        let mut routes = self.routes(&state).await;
+        // A cohort routed to the slot is routed no more.
+        if routes
+            .cohort
+            .as_ref()
+            .is_some_and(|c| c.slot == slot.as_str())
+            && let Some(r) = &state.router
+        {
+            routes.cohort = None;
+            self.put_routes(r.admin_port, &routes, &format!("remove {slot}"))
+                .await?;
+        }
         if routes
             .backends
             .iter()

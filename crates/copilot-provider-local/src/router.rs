@@ -30,6 +30,62 @@ pub struct Backend {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Routes {
     pub backends: Vec<Backend>,
+    /// A merchant cohort sent to one backend whatever the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<CohortBackend>,
+}
+
+/// The backend of a cohort's shops.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CohortBackend {
+    pub name: String,
+    pub slot: String,
+    pub addr: SocketAddr,
+    pub shops: Vec<String>,
+}
+
+/// The shop a request is for: `X-Shopify-Shop-Domain`, else the `shop`
+/// query parameter (the two ways Shopify names a shop to an app).
+fn shop_of(parts: &axum::http::request::Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get("x-shopify-shop-domain")
+        && let Ok(v) = v.to_str()
+    {
+        return Some(v.trim().to_ascii_lowercase());
+    }
+    let query = parts.uri.query()?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "shop").then(|| percent_decode(v).to_ascii_lowercase())
+    })
+}
+
+/// A query string value with its `%XX` escapes and `+` decoded.
+fn percent_decode(v: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Smooth weighted round-robin (as in nginx): over any window of `total`
@@ -89,14 +145,26 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 async fn forward(State(s): State<RouterState>, req: Request) -> Response {
-    let Some(backend) = s.balancer.lock().expect("balancer").pick() else {
+    let (parts, body) = req.into_parts();
+    let picked = {
+        let mut balancer = s.balancer.lock().expect("balancer");
+        let cohort = balancer.routes.cohort.as_ref().and_then(|c| {
+            let shop = shop_of(&parts)?;
+            c.shops.contains(&shop).then(|| Backend {
+                slot: c.slot.clone(),
+                addr: c.addr,
+                weight: 0,
+            })
+        });
+        cohort.or_else(|| balancer.pick())
+    };
+    let Some(backend) = picked else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "error": "no release is receiving traffic" })),
         )
             .into_response();
     };
-    let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
     };
@@ -211,6 +279,7 @@ mod tests {
         let mut b = Balancer::default();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         b.set(Routes {
+            cohort: None,
             backends: vec![
                 Backend {
                     slot: "blue".into(),
@@ -235,6 +304,7 @@ mod tests {
             .collect();
         assert!(greens.windows(2).all(|w| w[1] - w[0] >= 5), "{greens:?}");
         b.set(Routes {
+            cohort: None,
             backends: vec![Backend {
                 slot: "green".into(),
                 addr,

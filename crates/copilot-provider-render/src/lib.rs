@@ -100,6 +100,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     traffic_split: TrafficSplit::None,
     instant_rollback: false,
     live_on_ready: true,
+    routes_by_header: false,
     settings: &[
         "service",
         "region",

@@ -95,6 +95,9 @@ pub struct ServiceConfig {
     pub release: String,
     /// Default feature flags of the arena (seeded into the database).
     pub flag_defaults: serde_json::Map<String, serde_json::Value>,
+    /// `COPILOT_FLAG_COHORTS`: flags that are on for a merchant cohort,
+    /// by flag: the cohort's name and its shops' domains.
+    pub flag_cohorts: BTreeMap<String, (String, Vec<String>)>,
     /// Upstream feeds checked by `/health/external`.
     pub feeds: Vec<String>,
     /// `COPILOT_SEED_FEEDS`: feeds ingested once at start, before the
@@ -297,6 +300,15 @@ impl ServiceConfig {
             },
             None => serde_json::Map::new(),
         };
+        let flag_cohorts = match get("COPILOT_FLAG_COHORTS") {
+            Some(text) => parse_flag_cohorts(&text).ok_or_else(|| {
+                err(
+                    "COPILOT_FLAG_COHORTS",
+                    "must be a JSON object of {\"cohort\": name, \"shops\": [domains]} by flag",
+                )
+            })?,
+            None => BTreeMap::new(),
+        };
         let max_webhook_bytes = match get("WEBHOOK_MAX_BYTES") {
             Some(v) => v
                 .parse::<usize>()
@@ -379,6 +391,7 @@ impl ServiceConfig {
             arena: get("COPILOT_ARENA").unwrap_or_else(|| "local".into()),
             release: get("COPILOT_RELEASE").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
             flag_defaults,
+            flag_cohorts,
             feeds,
             seed_feeds,
             max_webhook_bytes,
@@ -413,6 +426,26 @@ impl Clock {
             Clock::Pinned(at) => *at,
         }
     }
+}
+
+/// `{"aiRecommendations": {"cohort": "pilot", "shops": ["a.myshopify.com"]}}`.
+fn parse_flag_cohorts(text: &str) -> Option<BTreeMap<String, (String, Vec<String>)>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Rule {
+        cohort: String,
+        shops: Vec<String>,
+    }
+    let rules: BTreeMap<String, Rule> = serde_json::from_str(text).ok()?;
+    Some(
+        rules
+            .into_iter()
+            .map(|(flag, r)| {
+                let shops = r.shops.iter().map(|s| s.to_ascii_lowercase()).collect();
+                (flag, (r.cohort, shops))
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! Feature flags per arena, stored in the database and read through a cache
 //! with a five-minute TTL. A flag whose lookup fails reads as false.
+//!
+//! A flag may also be on for a merchant cohort of the arena
+//! (`COPILOT_FLAG_COHORTS`): asked for a shop (`/api/flags?shop=`), it is on
+//! when the shop is in the cohort, and otherwise what the database says.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +24,8 @@ pub struct Flags {
     arena: String,
     cache: Arc<RwLock<Cached>>,
     ttl: Duration,
+    /// Flag -> (cohort, its shops).
+    cohorts: Arc<BTreeMap<String, (String, Vec<String>)>>,
 }
 
 /// Flags as served, and where they came from.
@@ -29,6 +35,11 @@ pub struct FlagSnapshot {
     pub flags: BTreeMap<String, bool>,
     /// `database`, `cache`, or `fallback` (lookup failed: everything off).
     pub source: &'static str,
+    /// The shop the flags were evaluated for, and the cohorts it is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shop: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cohorts: Vec<String>,
 }
 
 impl Flags {
@@ -38,7 +49,33 @@ impl Flags {
             arena: arena.to_string(),
             cache: Arc::new(RwLock::new(None)),
             ttl,
+            cohorts: Arc::default(),
         }
+    }
+
+    /// Flags on for a cohort: flag -> (cohort, shops).
+    pub fn with_cohorts(mut self, cohorts: BTreeMap<String, (String, Vec<String>)>) -> Self {
+        self.cohorts = Arc::new(cohorts);
+        self
+    }
+
+    /// The flags as `shop` sees them: a flag on for a cohort the shop is
+    /// in is on.
+    pub async fn for_shop(&self, shop: &str) -> FlagSnapshot {
+        let shop = shop.trim().to_ascii_lowercase();
+        let mut snap = self.snapshot().await;
+        let mut cohorts = Vec::new();
+        for (flag, (cohort, shops)) in self.cohorts.iter() {
+            if shops.contains(&shop) {
+                snap.flags.insert(flag.clone(), true);
+                if !cohorts.contains(cohort) {
+                    cohorts.push(cohort.clone());
+                }
+            }
+        }
+        snap.shop = Some(shop);
+        snap.cohorts = cohorts;
+        snap
     }
 
     /// Insert defaults for flags the database does not have yet.
@@ -82,6 +119,8 @@ impl Flags {
                 arena: self.arena.clone(),
                 flags: flags.clone(),
                 source: "cache",
+                shop: None,
+                cohorts: Vec::new(),
             };
         }
         match self.load().await {
@@ -91,6 +130,8 @@ impl Flags {
                     arena: self.arena.clone(),
                     flags,
                     source: "database",
+                    shop: None,
+                    cohorts: Vec::new(),
                 }
             }
             Err(e) => {
@@ -99,6 +140,8 @@ impl Flags {
                     arena: self.arena.clone(),
                     flags: BTreeMap::new(),
                     source: "fallback",
+                    shop: None,
+                    cohorts: Vec::new(),
                 }
             }
         }

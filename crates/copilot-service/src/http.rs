@@ -384,8 +384,26 @@ async fn compute_recommendations(
     Ok(Answer::stamped(body, rules.stamp))
 }
 
-async fn get_flags(State(s): State<AppState>) -> Json<flags::FlagSnapshot> {
-    Json(s.flags.snapshot().await)
+#[derive(serde::Deserialize)]
+struct FlagsQuery {
+    shop: Option<String>,
+}
+
+/// `/api/flags`, or `/api/flags?shop=` for one shop (cohort flags included);
+/// `X-Shopify-Shop-Domain` names the shop too.
+async fn get_flags(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<FlagsQuery>,
+) -> Json<flags::FlagSnapshot> {
+    let header = headers
+        .get("x-shopify-shop-domain")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match q.shop.or(header).filter(|s| !s.trim().is_empty()) {
+        Some(shop) => Json(s.flags.for_shop(&shop).await),
+        None => Json(s.flags.snapshot().await),
+    }
 }
 
 async fn queue_counts(State(s): State<AppState>) -> Response {
@@ -508,7 +526,8 @@ pub async fn start(
         pool.clone(),
         &config.arena,
         opts.flag_ttl.unwrap_or(flags::TTL),
-    );
+    )
+    .with_cohorts(config.flag_cohorts.clone());
     flags.seed(&config.flag_defaults).await?;
     seed_feeds(&pool, &config).await?;
     // Whatever was accepted but not processed goes (back) into the queue: all

@@ -176,13 +176,18 @@ pub struct ArenaFile {
     /// The merchants (shops) that see this arena's release.
     #[serde(default)]
     pub cohort: Option<CohortSection>,
+    /// Named merchant cohorts, for cohort steps of the strategy and for
+    /// flags on for a cohort: `pilot: { shops: [a.myshopify.com] }`.
+    #[serde(default)]
+    pub cohorts: BTreeMap<String, At<NamedCohortSection>>,
     #[serde(default)]
     pub gates: GatesSection,
     #[serde(default)]
     pub env: EnvSection,
-    /// Feature flags for this arena (flag name -> enabled).
+    /// Feature flags for this arena: flag name -> enabled, or
+    /// `{ cohort: pilot }` for on for that cohort's shops only.
     #[serde(default)]
-    pub flags: BTreeMap<String, bool>,
+    pub flags: BTreeMap<String, FlagSection>,
     #[serde(default)]
     pub windows: WindowsSection,
     #[serde(default)]
@@ -295,7 +300,13 @@ pub struct StrategySection {
 #[serde(deny_unknown_fields)]
 pub struct StepSection {
     /// Percent of traffic on the new release (1-100).
-    pub weight: At<u32>,
+    #[serde(default)]
+    pub weight: Option<At<u32>>,
+    /// Or a merchant cohort of `cohorts:`: its shops' requests (by
+    /// `X-Shopify-Shop-Domain` or the `shop` query parameter) go to the new
+    /// release, everyone else's to the old one. Cohort steps come first.
+    #[serde(default)]
+    pub cohort: Option<At<String>>,
     /// How long to hold this weight while analysis runs (`5m`).
     #[serde(default)]
     pub bake: Option<At<String>>,
@@ -379,6 +390,28 @@ pub struct PreviewSection {
     /// Name of each preview; `{pr}` is replaced by the pull-request number.
     #[serde(default)]
     pub name: Option<At<String>>,
+}
+
+/// A flag: on or off for everyone, or on for one cohort.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FlagSection {
+    Enabled(bool),
+    Cohort(FlagCohortSection),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagCohortSection {
+    /// A cohort of `cohorts:`: the flag is on for its shops.
+    pub cohort: At<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamedCohortSection {
+    /// The shops' `*.myshopify.com` domains, matched exactly.
+    pub shops: Vec<At<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::def::{
-    ArenaFile, At, GateFileAny, Loc, MetricSection, ProviderSection, Scalar, StrategySection,
+    ArenaFile, At, FlagSection, GateFileAny, Loc, MetricSection, ProviderSection, Scalar,
+    StrategySection,
 };
 use super::diag::{Diagnostics, SourceFile, did_you_mean};
 use super::duration::Duration;
@@ -285,7 +286,7 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
             continue;
         };
         let strategy = match &a.strategy {
-            Some(s) => check_strategy(file, s, &provider, caps, diags),
+            Some(s) => check_strategy(file, s, &provider, &a.cohorts, caps, diags),
             None => {
                 diags.error(
                     file,
@@ -331,7 +332,7 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
             continue;
         };
         let strategy = match &a.strategy {
-            Some(s) => check_strategy(file, s, &base.provider, caps, diags),
+            Some(s) => check_strategy(file, s, &base.provider, &a.cohorts, caps, diags),
             None => Some(base.strategy.clone()),
         };
         let Some(strategy) = strategy else { continue };
@@ -346,8 +347,10 @@ pub fn check(parsed: &Parsed<'_>, caps: CapabilitiesFn, diags: &mut Diagnostics)
             {
                 arena.env = base.env.clone();
             }
-            if arena.flags.is_empty() {
+            if arena.flags.is_empty() && arena.flag_cohorts.is_empty() {
                 arena.flags = base.flags.clone();
+                arena.flag_cohorts = base.flag_cohorts.clone();
+                arena.cohorts = base.cohorts.clone();
             }
             project.arenas.insert(arena.name.clone(), arena);
         }
@@ -482,6 +485,7 @@ fn check_strategy(
     file: &SourceFile,
     at: &At<StrategySection>,
     provider: &Provider,
+    cohorts: &BTreeMap<String, At<super::def::NamedCohortSection>>,
     caps: CapabilitiesFn,
     diags: &mut Diagnostics,
 ) -> Option<Strategy> {
@@ -522,12 +526,71 @@ fn check_strategy(
         StrategyKind::BlueGreen | StrategyKind::Canary => {
             let mut last = 0;
             for step in &s.steps {
-                let w = step.weight.value;
+                let bake = opt_duration(file, &step.value.bake, "bake", diags);
+                let (w, c) = (&step.value.weight, &step.value.cohort);
+                let w = match (w, c) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        ok = false;
+                        diags.error(
+                            file,
+                            step.loc,
+                            "a traffic step has either a `weight` or a `cohort`",
+                            "e.g. `{ weight: 50, bake: 10m }` or `{ cohort: pilot, bake: 1h }`",
+                        );
+                        continue;
+                    }
+                    (None, Some(c)) => {
+                        if !cohorts.contains_key(&c.value) {
+                            ok = false;
+                            let known: Vec<&str> = cohorts.keys().map(String::as_str).collect();
+                            diags.error(
+                                file,
+                                c.loc,
+                                format!("cohort `{}` is not defined", c.value),
+                                if known.is_empty() {
+                                    "define it under `cohorts:`, e.g. `cohorts: { pilot: { shops: [a.myshopify.com] } }`".to_string()
+                                } else {
+                                    format!("defined: {}", known.join(", "))
+                                },
+                            );
+                        }
+                        if !cap.routes_by_header {
+                            ok = false;
+                            diags.error(
+                                file,
+                                c.loc,
+                                format!(
+                                    "the {} provider cannot route a cohort's requests by header",
+                                    provider.kind
+                                ),
+                                "cohort steps run on providers that route by `X-Shopify-Shop-Domain` (local); use weight steps here",
+                            );
+                        }
+                        if last > 0 {
+                            ok = false;
+                            diags.error(
+                                file,
+                                c.loc,
+                                "a cohort step comes after a weight step",
+                                "put cohort steps first: the cohort, then percentages of everyone",
+                            );
+                        }
+                        steps.push(TrafficStep {
+                            weight: 0,
+                            bake,
+                            cohort: Some(c.value.clone()),
+                        });
+                        continue;
+                    }
+                    (Some(w), None) => w,
+                };
+                let loc = w.loc;
+                let w = w.value;
                 if w == 0 || w > 100 {
                     ok = false;
                     diags.error(
                         file,
-                        step.weight.loc,
+                        loc,
                         format!("weight {w} is not a percentage from 1 to 100"),
                         None,
                     );
@@ -535,16 +598,16 @@ fn check_strategy(
                     ok = false;
                     diags.error(
                         file,
-                        step.weight.loc,
+                        loc,
                         format!("weight {w} does not increase (previous step: {last})"),
                         "list traffic steps in increasing order, ending at 100",
                     );
                 }
                 last = w.max(last);
-                let bake = opt_duration(file, &step.bake, "bake", diags);
                 steps.push(TrafficStep {
                     weight: u8::try_from(w.min(100)).unwrap_or(100),
                     bake,
+                    cohort: None,
                 });
             }
             match s.steps.last() {
@@ -560,19 +623,22 @@ fn check_strategy(
                 None => steps.push(TrafficStep {
                     weight: 100,
                     bake: None,
+                    cohort: None,
                 }),
-                Some(l) if l.weight.value != 100 => {
+                Some(l) if l.value.weight.as_ref().map(|w| w.value) != Some(100) => {
                     ok = false;
                     diags.error(
                         file,
-                        l.weight.loc,
+                        l.value.weight.as_ref().map_or(l.loc, |w| w.loc),
                         "the last traffic step must reach weight 100",
                         None,
                     );
                 }
                 Some(_) => {}
             }
-            let partial = steps.iter().find(|st| st.weight < 100);
+            let partial = steps
+                .iter()
+                .find(|st| st.weight < 100 && st.cohort.is_none());
             if let (Some(_), TrafficSplit::None) = (partial, cap.traffic_split) {
                 ok = false;
                 let loc = s.steps.first().map_or(s.kind.loc, |f| f.loc);
@@ -591,13 +657,16 @@ fn check_strategy(
     if cap.traffic_split == TrafficSplit::ByInstanceCount {
         let n = provider.instances;
         for (step, raw) in steps.iter().zip(&s.steps) {
+            let Some(weight) = &raw.value.weight else {
+                continue;
+            };
             let wanted = f64::from(step.weight);
             let moved = (wanted * f64::from(n) / 100.0).round();
             let actual = moved * 100.0 / f64::from(n);
             if step.weight < 100 && (actual - wanted).abs() >= 1.0 {
                 diags.warning(
                     file,
-                    raw.weight.loc,
+                    weight.loc,
                     format!(
                         "{} splits traffic by instance count: with {n} instance(s), {}% becomes {actual:.0}%",
                         provider.kind, step.weight
@@ -871,6 +940,44 @@ fn check_arena(
 ) -> Option<Arena> {
     let before = diags.error_count();
     let tier = a.tier.value;
+    for (flag, v) in &a.flags {
+        if let FlagSection::Cohort(c) = v
+            && !a.cohorts.contains_key(&c.cohort.value)
+        {
+            diags.error(
+                file,
+                c.cohort.loc,
+                format!("flag `{flag}` names cohort `{}`, which is not defined", c.cohort.value),
+                "define it under `cohorts:`, e.g. `cohorts: { pilot: { shops: [a.myshopify.com] } }`",
+            );
+        }
+    }
+    for (name, c) in &a.cohorts {
+        if c.value.shops.is_empty() {
+            diags.error(
+                file,
+                c.loc,
+                format!("cohort `{name}` has no shops"),
+                "list its shops' domains: `shops: [a.myshopify.com]`",
+            );
+        }
+        for shop in &c.value.shops {
+            let host = &shop.value;
+            let valid = !host.is_empty()
+                && host.contains('.')
+                && host.chars().all(|ch| {
+                    ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.'
+                });
+            if !valid {
+                diags.error(
+                    file,
+                    shop.loc,
+                    format!("`{host}` is not a shop domain"),
+                    "write the shop's domain as Shopify sends it, lowercase: `acme.myshopify.com`",
+                );
+            }
+        }
+    }
 
     // Gates.
     let mut gates = PhaseGates::default();
@@ -1112,9 +1219,31 @@ fn check_arena(
             shops: c.shops.clone(),
             percent: c.percent,
         }),
+        cohorts: a
+            .cohorts
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    c.value.shops.iter().map(|s| s.value.clone()).collect(),
+                )
+            })
+            .collect(),
         gates,
         env,
-        flags: a.flags.clone(),
+        flags: a
+            .flags
+            .iter()
+            .map(|(k, v)| (k.clone(), matches!(v, FlagSection::Enabled(true))))
+            .collect(),
+        flag_cohorts: a
+            .flags
+            .iter()
+            .filter_map(|(k, v)| match v {
+                FlagSection::Cohort(c) => Some((k.clone(), c.cohort.value.clone())),
+                FlagSection::Enabled(_) => None,
+            })
+            .collect(),
         windows,
         rollback: RollbackPolicy {
             keep_standby,

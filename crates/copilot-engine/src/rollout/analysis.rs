@@ -439,10 +439,20 @@ impl Bake<'_> {
         let mut last_health = start - Duration::from_secs(10);
         let mut next_check = start + interval;
         self.progress.begin(
-            &format!(
-                "baking {} in {} at {}%",
-                self.target.release, self.target.slot, self.target.weight
-            ),
+            &match self
+                .step
+                .strip_prefix("bake-")
+                .filter(|l| l.parse::<u8>().is_err())
+            {
+                Some(cohort) => format!(
+                    "baking {} in {} for cohort {cohort}",
+                    self.target.release, self.target.slot
+                ),
+                None => format!(
+                    "baking {} in {} at {}%",
+                    self.target.release, self.target.slot, self.target.weight
+                ),
+            },
             Some(self.duration),
         );
         let verdict = loop {

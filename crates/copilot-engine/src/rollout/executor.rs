@@ -262,6 +262,21 @@ pub fn release_spec_of(a: &Arena, release: &ReleaseInfo<'_>) -> Result<ReleaseSp
         "COPILOT_FLAGS".into(),
         serde_json::to_string(&a.flags).expect("flags serialize"),
     );
+    if !a.flag_cohorts.is_empty() {
+        // Flags on for a cohort: the service answers them per shop.
+        let rules: serde_json::Map<String, Value> = a
+            .flag_cohorts
+            .iter()
+            .map(|(flag, cohort)| {
+                let shops = a.cohorts.get(cohort).cloned().unwrap_or_default();
+                (flag.clone(), json!({ "cohort": cohort, "shops": shops }))
+            })
+            .collect();
+        env.insert(
+            "COPILOT_FLAG_COHORTS".into(),
+            Value::Object(rules).to_string(),
+        );
+    }
     env.extend(release.env.clone());
     Ok(ReleaseSpec {
         release_id: release.id.to_string(),

@@ -471,9 +471,53 @@ impl Rollout<'_> {
             json!({ "reason": why, "weights": full }),
             async |seq| {
                 let (_, split) = self.set_traffic("rollback", seq, &asked).await?;
+                // A cohort sent to the new release comes back too.
+                if self.has_cohort_steps() {
+                    self.provider
+                        .route_cohort(&self.op("rollback"), None)
+                        .await?;
+                }
                 Ok(((), json!({ "weights": split })))
             },
         )
+        .await
+    }
+
+    fn has_cohort_steps(&self) -> bool {
+        self.arena.strategy.steps.iter().any(|s| s.cohort.is_some())
+    }
+
+    /// Send cohort `name`'s shops to the new colour in `slot`, as a step.
+    async fn route_cohort(&self, slot: Slot, name: &str) -> Result<(), RolloutError> {
+        let shops = self.arena.cohorts.get(name).cloned().unwrap_or_default();
+        self.progress.line(&format!(
+            "sending cohort {name} ({} shop(s)) to {}; everyone else stays on the previous release",
+            shops.len(),
+            self.release.version
+        ));
+        let route = copilot_core::provider::CohortRoute {
+            name: name.to_string(),
+            slot,
+            shops,
+        };
+        let step = format!("cohort-{name}");
+        self.step(&step, json!({ "cohort": route }), async |_| {
+            self.provider
+                .route_cohort(&self.op(&step), Some(&route))
+                .await?;
+            Ok(((), json!({ "routed": name })))
+        })
+        .await
+    }
+
+    /// The cohort step is over: its shops follow the weights again.
+    async fn end_cohort(&self) -> Result<(), RolloutError> {
+        self.step("cohort-end", Value::Null, async |_| {
+            self.provider
+                .route_cohort(&self.op("cohort-end"), None)
+                .await?;
+            Ok(((), Value::Null))
+        })
         .await
     }
 
@@ -729,30 +773,55 @@ impl Rollout<'_> {
                 vec![copilot_core::model::TrafficStep {
                     weight: 100,
                     bake: self.arena.strategy.steps.last().and_then(|s| s.bake),
+                    cohort: None,
                 }]
             }
             (StrategyKind::Rolling | StrategyKind::Immediate, _) => {
                 vec![copilot_core::model::TrafficStep {
                     weight: 100,
                     bake: None,
+                    cohort: None,
                 }]
             }
         };
-        for step in steps.iter().filter(|s| s.weight > from) {
+        // Cohort steps run before any weight step; a resume past them
+        // (traffic moved by weight already) does not go back to them.
+        let mut cohort_routed = false;
+        for step in steps
+            .iter()
+            .filter(|s| s.weight > from || (s.cohort.is_some() && from == 0))
+        {
             self.check_stop()?;
-            self.progress.line(&format!(
-                "shifting {}% of traffic to {}",
-                step.weight, self.release.version
-            ));
-            self.shift(idle, old, step.weight).await?;
+            let label = match &step.cohort {
+                Some(name) => {
+                    self.route_cohort(idle, name).await?;
+                    cohort_routed = true;
+                    name.clone()
+                }
+                None => {
+                    self.progress.line(&format!(
+                        "shifting {}% of traffic to {}",
+                        step.weight, self.release.version
+                    ));
+                    self.shift(idle, old, step.weight).await?;
+                    if std::mem::take(&mut cohort_routed) {
+                        self.end_cohort().await?;
+                    }
+                    step.weight.to_string()
+                }
+            };
+            let at = match &step.cohort {
+                Some(name) => format!("in cohort {name}"),
+                None => format!("at {}%", step.weight),
+            };
             let duration = self.bake.or(step.bake.map(|b| b.as_std()));
             let Some(duration) = duration.filter(|d| !d.is_zero()) else {
                 continue;
             };
             let report = self
                 .step(
-                    &format!("bake-{}", step.weight),
-                    json!({ "duration_ms": duration.as_millis() as u64, "weight": step.weight }),
+                    &format!("bake-{label}"),
+                    json!({ "duration_ms": duration.as_millis() as u64, "weight": step.weight, "cohort": step.cohort }),
                     async |_| {
                         let bake = Bake {
                             http: &probe,
@@ -770,7 +839,7 @@ impl Rollout<'_> {
                             progress: self.progress,
                             events: self.events,
                             deployment: self.deployment_id,
-                            step: &format!("bake-{}", step.weight),
+                            step: &format!("bake-{label}"),
                         };
                         let r = self.or_stop(async { Ok(bake.run().await) }).await?;
                         let outcome = serde_json::to_value(&r).expect("report serializes");
@@ -787,12 +856,9 @@ impl Rollout<'_> {
                     limit,
                 } => {
                     let why = if limit.ends_with("in a row") {
-                        format!(
-                            "{metric} failed {measured} (limit {limit}) at {}%",
-                            step.weight
-                        )
+                        format!("{metric} failed {measured} (limit {limit}) {at}")
                     } else {
-                        format!("{metric} {measured} > {limit} at {}%", step.weight)
+                        format!("{metric} {measured} > {limit} {at}")
                     };
                     match action {
                         OnFail::Rollback | OnFail::Remove
@@ -826,10 +892,7 @@ impl Rollout<'_> {
                     }
                 }
                 BakeVerdict::Inconclusive { reason } => {
-                    return Ok(End::Paused(format!(
-                        "analysis inconclusive at {}%: {reason}",
-                        step.weight
-                    )));
+                    return Ok(End::Paused(format!("analysis inconclusive {at}: {reason}")));
                 }
             }
         }

@@ -139,8 +139,8 @@ pub async fn plan(ledger: &Ledger, from: &Arena, to: &Arena) -> Result<PlanView,
         .steps
         .iter()
         .map(|s| match &s.bake {
-            Some(b) => format!("{}% bake {b}", s.weight),
-            None => format!("{}%", s.weight),
+            Some(b) => format!("{} bake {b}", s.label()),
+            None => s.label(),
         })
         .collect();
     let recorded =
