@@ -134,11 +134,50 @@ struct World {
 
 type Shared = Arc<Mutex<World>>;
 
+/// A listener rule as the ALB evaluates it: every condition must match
+/// (values compared without regard to case, as the ALB does).
+#[derive(Clone, Debug)]
+struct Rule {
+    priority: i32,
+    /// (header name, values): one value must equal the header.
+    headers: Vec<(String, Vec<String>)>,
+    /// (key, value) pairs: one must be in the query string.
+    queries: Vec<Vec<(Option<String>, String)>>,
+    target_group: String,
+}
+
+impl Rule {
+    fn matches(&self, headers: &HeaderMap, uri: &Uri) -> bool {
+        let query: Vec<(String, String)> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_lowercase()))
+            .collect();
+        self.headers.iter().all(|(name, values)| {
+            headers
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| values.iter().any(|x| x.eq_ignore_ascii_case(v)))
+        }) && self.queries.iter().all(|pairs| {
+            pairs.iter().any(|(k, v)| {
+                query.iter().any(|(qk, qv)| {
+                    k.as_ref().is_none_or(|k| k.eq_ignore_ascii_case(qk))
+                        && v.eq_ignore_ascii_case(qv)
+                })
+            })
+        })
+    }
+}
+
 /// The load balancer's state as the data plane reads it from moto.
 #[derive(Default)]
 struct Plane {
     /// Target group ARN -> weight.
     weights: Vec<(String, i32)>,
+    /// The listener's rules other than the default, by priority.
+    rules: Vec<Rule>,
     /// Target group ARN -> healthy targets (`ip:port` on loopback).
     targets: BTreeMap<String, Vec<String>>,
     /// Target group ARN -> (requests, 5xx, seconds) since the last publish.
@@ -490,6 +529,29 @@ impl Aws {
         while self.plane.lock().unwrap().rounds < seen + 2 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The listener's rules other than the default, as moto holds them:
+    /// (priority, header values, query values, target group name).
+    pub fn rules(&self) -> Vec<(i32, Vec<String>, Vec<String>, String)> {
+        self.plane
+            .lock()
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.priority,
+                    r.headers.iter().flat_map(|(_, v)| v.clone()).collect(),
+                    r.queries.iter().flatten().map(|(_, v)| v.clone()).collect(),
+                    r.target_group
+                        .rsplit('/')
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
     }
 
     /// The listener's weights by colour, as moto holds them.
@@ -1267,6 +1329,60 @@ async fn read_plane(
             }
             plane.lock().unwrap().weights = weights;
         }
+        if let Ok(out) = elb.describe_rules().listener_arn(&listener).send().await {
+            let mut rules: Vec<Rule> = out
+                .rules()
+                .iter()
+                .filter(|r| r.is_default() != Some(true))
+                .filter_map(|r| {
+                    let action = r.actions().first()?;
+                    let target_group =
+                        action.target_group_arn().map(str::to_string).or_else(|| {
+                            action
+                                .forward_config()?
+                                .target_groups()
+                                .first()?
+                                .target_group_arn()
+                                .map(str::to_string)
+                        })?;
+                    Some(Rule {
+                        priority: r.priority()?.parse().ok()?,
+                        headers: r
+                            .conditions()
+                            .iter()
+                            .filter_map(|c| {
+                                let h = c.http_header_config()?;
+                                Some((
+                                    h.http_header_name()?.to_ascii_lowercase(),
+                                    h.values().to_vec(),
+                                ))
+                            })
+                            .collect(),
+                        queries: r
+                            .conditions()
+                            .iter()
+                            .filter_map(|c| {
+                                let q = c.query_string_config()?;
+                                Some(
+                                    q.values()
+                                        .iter()
+                                        .map(|kv| {
+                                            (
+                                                kv.key().map(str::to_string),
+                                                kv.value().unwrap_or_default().to_string(),
+                                            )
+                                        })
+                                        .collect(),
+                                )
+                            })
+                            .collect(),
+                        target_group,
+                    })
+                })
+                .collect();
+            rules.sort_by_key(|r| r.priority);
+            plane.lock().unwrap().rules = rules;
+        }
         for tg in &groups {
             if let Ok(out) = elb
                 .describe_target_health()
@@ -1358,6 +1474,11 @@ async fn data_plane(
 ) -> Response {
     let pick = {
         let p = plane.lock().unwrap();
+        let by_rule = p
+            .rules
+            .iter()
+            .find(|r| r.matches(&headers, &uri))
+            .map(|r| r.target_group.clone());
         let total: i64 = p.weights.iter().map(|(_, w)| i64::from(*w)).sum();
         // xorshift over a shared state: a uniform draw per request.
         let mut x = next.load(Ordering::Relaxed);
@@ -1365,7 +1486,12 @@ async fn data_plane(
         x ^= x >> 7;
         x ^= x << 17;
         next.store(x, Ordering::Relaxed);
-        if total <= 0 {
+        if let Some(tg) = by_rule {
+            p.targets
+                .get(&tg)
+                .filter(|ports| !ports.is_empty())
+                .map(|ports| (tg.clone(), ports[(x >> 32) as usize % ports.len()].clone()))
+        } else if total <= 0 {
             None
         } else {
             let mut r = (x % total as u64) as i64;

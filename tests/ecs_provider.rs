@@ -858,3 +858,139 @@ fn throttling_past_the_retries_during_a_switch_puts_traffic_back_and_keeps_the_s
     assert_eq!(doc["to"], "v1", "{doc}");
     assert_eq!(settled(&a.aws), ["v1"]);
 }
+
+/// The releases `n` requests through the emulated ALB got as `shop` (by
+/// header, or by query parameter), sorted, without repeats.
+fn served_as(aws: &Aws, shop: Option<(&str, bool)>, n: usize) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut v: Vec<String> = aws.block_on(async {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut url = format!("{}/health", aws.alb_url);
+            if let Some((shop, false)) = shop {
+                url.push_str(&format!("?shop={shop}"));
+            }
+            let mut req = http.get(&url);
+            if let Some((shop, true)) = shop {
+                req = req.header("X-Shopify-Shop-Domain", shop);
+            }
+            let release = match req.send().await {
+                Ok(r) if r.status().is_success() => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|b| b["release"].as_str().map(str::to_string)),
+                _ => None,
+            };
+            out.push(release.unwrap_or_else(|| "none".into()));
+        }
+        out
+    });
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn a_cohort_step_on_ecs_routes_the_cohorts_shops_by_listener_rules_then_removes_them() {
+    let a = EcsArenas::new(
+        "    interval: 30s\n    min_samples: 20\n    metrics:\n      - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n",
+    );
+    // Seven shops: two rules on the header and two on the query parameter
+    // (at most five values a rule), a rule of someone else's kept.
+    let shops: Vec<String> = (1..=7)
+        .map(|i| format!("pilot-{i}.myshopify.com"))
+        .collect();
+    a.p.edit(
+        "arenas/production.yaml",
+        "steps: [{ weight: 10, bake: 5m }, { weight: 50, bake: 5m }, { weight: 100, bake: 5m }]",
+        "steps: [{ cohort: pilot, bake: 5m }, { weight: 100 }]",
+    );
+    let yaml = std::fs::read_to_string(a.p.path("arenas/production.yaml")).unwrap();
+    a.p.write(
+        "arenas/production.yaml",
+        &format!(
+            "{yaml}cohorts:\n  pilot: {{ shops: [{}] }}\n",
+            shops.join(", ")
+        ),
+    );
+    let out = a.p.copilot(["validate"]).output().unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert_eq!(a.release("v1", "1s").0, 0);
+    assert_eq!(settled(&a.aws), ["v1"]);
+
+    let (code, doc) = a.run(&["deploy", "canary", "--release", "v2"]);
+    assert_eq!(code, 0, "{doc}");
+    let env = a.aws.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let promotion = a.p.spawn(
+        [
+            "--output",
+            "json",
+            "promote",
+            "canary",
+            "production",
+            "--yes",
+            "--bake",
+            "8s",
+        ],
+        &env,
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while a.aws.rules().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no cohort rules: {:?}",
+            a.aws.rules()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The rules: header and query-string conditions, five values at most,
+    // forwarding to the new colour.
+    let rules = a.aws.rules();
+    let green = rules[0].3.clone();
+    let mut headers: Vec<String> = rules.iter().flat_map(|r| r.1.clone()).collect();
+    let mut queries: Vec<String> = rules.iter().flat_map(|r| r.2.clone()).collect();
+    headers.sort();
+    queries.sort();
+    assert_eq!(headers, shops, "{rules:?}");
+    assert_eq!(queries, shops, "{rules:?}");
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.1.len() + r.2.len() <= 5 && r.3 == green),
+        "{rules:?}"
+    );
+    assert!(
+        green.ends_with("green") || green.ends_with("blue"),
+        "{green}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        served_as(&a.aws, Some(("pilot-1.myshopify.com", true)), 10),
+        ["v2"]
+    );
+    assert_eq!(
+        served_as(&a.aws, Some(("PILOT-7.myshopify.com", true)), 10),
+        ["v2"]
+    );
+    assert_eq!(
+        served_as(&a.aws, Some(("pilot-6.myshopify.com", false)), 10),
+        ["v2"]
+    );
+    assert_eq!(
+        served_as(&a.aws, Some(("other.myshopify.com", true)), 20),
+        ["v1"]
+    );
+    assert_eq!(served_as(&a.aws, None, 20), ["v1"]);
+
+    let out = promotion.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    // The step is over: the rules are gone, everyone is on v2.
+    assert!(a.aws.rules().is_empty(), "{:?}", a.aws.rules());
+    assert_eq!(settled(&a.aws), ["v2"]);
+    assert_eq!(
+        served_as(&a.aws, Some(("pilot-1.myshopify.com", true)), 10),
+        ["v2"]
+    );
+}

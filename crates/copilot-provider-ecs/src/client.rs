@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{Service, TaskDefinitionField};
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple, TargetHealthStateEnum,
+    Action, ActionTypeEnum, ForwardActionConfig, HttpHeaderConditionConfig,
+    QueryStringConditionConfig, QueryStringKeyValuePair, RuleCondition, TargetGroupTuple,
+    TargetHealthStateEnum,
 };
 use serde_json::json;
 use tokio::sync::OnceCell;
@@ -27,9 +29,15 @@ use crate::EcsSettings;
 use copilot_aws::error;
 use copilot_core::model::{Arena, ProviderKind, SecretStore};
 use copilot_core::provider::{
-    ArenaStatus, Counts, Drift, ErrorKind, Handle, Op, Provider, ProviderError, ReleaseSpec,
-    Secret, Slot, SlotStatus,
+    ArenaStatus, CohortRoute, Counts, Drift, ErrorKind, Handle, Op, Provider, ProviderError,
+    ReleaseSpec, Secret, Slot, SlotStatus,
 };
+
+/// How Shopify names a shop to an app: a header, or a query parameter.
+const SHOP_HEADER: &str = "X-Shopify-Shop-Domain";
+const SHOP_PARAMETER: &str = "shop";
+/// Condition values an ALB rule may hold.
+const MAX_CONDITION_VALUES: usize = 5;
 
 struct Clients {
     ecs: aws_sdk_ecs::Client,
@@ -420,6 +428,53 @@ impl EcsProvider {
             .first()
             .map(|l| l.default_actions().to_vec())
             .unwrap_or_default())
+    }
+
+    /// The listener's rules that route a cohort to a colour of this arena:
+    /// a condition on the shop (the header or the query parameter) and a
+    /// forward to one of its target groups. (ARN, priority.)
+    async fn cohort_rules(
+        &self,
+        c: &Clients,
+        listener: &str,
+    ) -> Result<(Vec<String>, Vec<i32>), ProviderError> {
+        let (mut ours, mut taken) = (Vec::new(), Vec::new());
+        let mut marker: Option<String> = None;
+        loop {
+            let out = c
+                .elb
+                .describe_rules()
+                .listener_arn(listener)
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| error(format!("describe the rules of {listener}"), e))?;
+            for r in out.rules() {
+                if r.is_default() == Some(true) {
+                    continue;
+                }
+                let on_shop = r.conditions().iter().any(|cond| {
+                    cond.http_header_config().is_some_and(|h| {
+                        h.http_header_name()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(SHOP_HEADER))
+                    }) || cond.query_string_config().is_some_and(|q| {
+                        q.values().iter().all(|kv| kv.key() == Some(SHOP_PARAMETER))
+                    })
+                });
+                let to_colour = Self::weights(r.actions())
+                    .keys()
+                    .any(|tg| c.target_groups.values().any(|ours| ours == tg));
+                match (on_shop && to_colour, r.rule_arn()) {
+                    (true, Some(arn)) => ours.push(arn.to_string()),
+                    _ => taken.extend(r.priority().and_then(|p| p.parse::<i32>().ok())),
+                }
+            }
+            marker = out.next_marker().map(str::to_string);
+            if marker.is_none() {
+                break;
+            }
+        }
+        Ok((ours, taken))
     }
 
     /// Weight per target group ARN of the forward action, as percentages.
@@ -899,6 +954,89 @@ impl Provider for EcsProvider {
             .filter(|s| weights.iter().any(|(w, _)| w == s))
             .map(|s| (s, now.get(&c.target_groups[&s]).copied().unwrap_or(0)))
             .collect())
+    }
+
+    /// A cohort is routed by listener rules: for each five shops (the
+    /// ALB's limit of condition values per rule), one rule on the
+    /// `X-Shopify-Shop-Domain` header and one on the `shop` query parameter,
+    /// forwarding to the cohort's colour, at the lowest free priorities.
+    /// Rules an earlier call made are deleted first, so a retry or a resume
+    /// ends with one set; `None` deletes them.
+    async fn route_cohort(
+        &self,
+        _op: &Op<'_>,
+        cohort: Option<&CohortRoute>,
+    ) -> Result<(), ProviderError> {
+        let c = self.clients().await?;
+        let Some(listener) = self.s.listener.clone() else {
+            return Err(ProviderError::unavailable(
+                "route a cohort",
+                "cohort steps on ECS need `listener:`: the rules of a cohort would have to repeat the conditions of `rule:`",
+            ));
+        };
+        let (ours, taken) = self.cohort_rules(c, &listener).await?;
+        for arn in ours {
+            c.elb
+                .delete_rule()
+                .rule_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| error(format!("delete cohort rule {arn}"), e))?;
+        }
+        let Some(cohort) = cohort else {
+            return Ok(());
+        };
+        let tg = &c.target_groups[&cohort.slot];
+        let forward = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn(tg)
+            .build();
+        let mut priority = 0;
+        for shops in cohort.shops.chunks(MAX_CONDITION_VALUES) {
+            let header = RuleCondition::builder()
+                .field("http-header")
+                .http_header_config(
+                    HttpHeaderConditionConfig::builder()
+                        .http_header_name(SHOP_HEADER)
+                        .set_values(Some(shops.to_vec()))
+                        .build(),
+                )
+                .build();
+            let query = RuleCondition::builder()
+                .field("query-string")
+                .query_string_config(
+                    QueryStringConditionConfig::builder()
+                        .set_values(Some(
+                            shops
+                                .iter()
+                                .map(|s| {
+                                    QueryStringKeyValuePair::builder()
+                                        .key(SHOP_PARAMETER)
+                                        .value(s)
+                                        .build()
+                                })
+                                .collect(),
+                        ))
+                        .build(),
+                )
+                .build();
+            for condition in [header, query] {
+                priority += 1;
+                while taken.contains(&priority) {
+                    priority += 1;
+                }
+                c.elb
+                    .create_rule()
+                    .listener_arn(&listener)
+                    .priority(priority)
+                    .conditions(condition)
+                    .actions(forward.clone())
+                    .send()
+                    .await
+                    .map_err(|e| error(format!("create a rule for cohort {}", cohort.name), e))?;
+            }
+        }
+        Ok(())
     }
 
     async fn restore(

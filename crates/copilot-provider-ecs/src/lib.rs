@@ -104,7 +104,7 @@ pub static CAPABILITIES: Capabilities = Capabilities {
     traffic_split: TrafficSplit::Exact,
     instant_rollback: true,
     live_on_ready: false,
-    routes_by_header: false,
+    routes_by_header: true,
     settings: &[
         "cluster",
         "service",

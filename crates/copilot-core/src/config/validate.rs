@@ -563,7 +563,7 @@ fn check_strategy(
                                     "the {} provider cannot route a cohort's requests by header",
                                     provider.kind
                                 ),
-                                "cohort steps run on providers that route by `X-Shopify-Shop-Domain` (local); use weight steps here",
+                                "cohort steps run on providers that route by `X-Shopify-Shop-Domain` (local, ecs); use weight steps here",
                             );
                         }
                         if last > 0 {
