@@ -77,3 +77,21 @@ fn production_is_drilled_only_when_allowed_and_faults_are_fault_switches() {
     let (code, doc) = a.run(&["drill", "rollback", "stage"]);
     assert_eq!(code, 4, "nothing live: {doc}");
 }
+
+#[test]
+fn a_chaos_drill_needs_a_platform_that_replaces_what_stops() {
+    let a = Arenas::new();
+    assert_eq!(a.promote("v1").0, 0);
+    let (code, doc) = a.run(&["drill", "chaos", "stage", "--stop", "1"]);
+    assert_eq!(code, 3, "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not replace a stopped instance"),
+        "{doc}"
+    );
+    // Nothing was stopped: v1 still answers.
+    let body = reqwest::blocking_get(&format!("http://127.0.0.1:{}/health", a.stage_port));
+    assert_eq!(body["release"], "v1");
+}

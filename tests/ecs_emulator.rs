@@ -104,6 +104,9 @@ struct ServiceState {
     events: VecDeque<String>,
     /// The last revision whose deployment completed.
     completed: Option<String>,
+    /// A task stopped through the API is replaced by the scheduler after
+    /// a moment (seconds on ECS), not at once.
+    replace_after: Option<Instant>,
 }
 
 /// A task definition's container, as the agent starts it.
@@ -970,8 +973,12 @@ async fn agent(w: Shared, ecs: aws_sdk_ecs::Client, elb: aws_sdk_elasticloadbala
                     .map(|(i, _)| i)
                     .collect();
                 let failed_now = world.services[&name].failed.contains_key(&td);
+                let scheduling = world.services[&name]
+                    .replace_after
+                    .is_none_or(|at| at <= Instant::now());
                 if !rolling_back
                     && !failed_now
+                    && scheduling
                     && current.len() < desired
                     && let Some(c) = &container
                 {
@@ -1224,6 +1231,52 @@ async fn proxy(
             return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
         }
         Some(Fault::LostAnswer(_)) | None => {}
+    }
+    // Tasks are the agent's: ListTasks and StopTask answer from them (a
+    // stopped task's process is killed, and the agent replaces it).
+    let ecs_target = target
+        .as_deref()
+        .is_some_and(|t| t.starts_with("AmazonEC2ContainerService"));
+    if ecs_target && (op == "ListTasks" || op == "StopTask") {
+        let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let arn = |id: &str| format!("arn:aws:ecs:us-east-1:123456789012:task/{CLUSTER}/{id}");
+        let mut w = world.lock().unwrap();
+        let answer = if op == "ListTasks" {
+            let service = doc["serviceName"].as_str().unwrap_or_default();
+            let arns: Vec<String> = w
+                .tasks
+                .iter()
+                .filter(|t| {
+                    t.service == service && t.state == TaskState::Running && t.child.is_some()
+                })
+                .map(|t| arn(&t.id))
+                .collect();
+            json!({ "taskArns": arns })
+        } else {
+            let asked = doc["task"].as_str().unwrap_or_default().to_string();
+            let id = asked.rsplit('/').next().unwrap_or_default().to_string();
+            let Some(t) = w.tasks.iter_mut().find(|t| t.id == id) else {
+                return aws_error(
+                    true,
+                    400,
+                    "InvalidParameterException",
+                    "The referenced task was not found.",
+                );
+            };
+            if let Some(c) = &mut t.child {
+                let _ = c.kill();
+            }
+            let service = t.service.clone();
+            w.services.entry(service).or_default().replace_after =
+                Some(Instant::now() + Duration::from_secs(2));
+            w.requests.push(format!("StopTask {id}"));
+            json!({ "task": { "taskArn": asked, "lastStatus": "RUNNING", "desiredStatus": "STOPPED", "stoppedReason": doc["reason"] } })
+        };
+        return (
+            [("content-type", "application/x-amz-json-1.1")],
+            answer.to_string(),
+        )
+            .into_response();
     }
     let lost = match fault {
         Some(Fault::LostAnswer(d)) => Some(d),

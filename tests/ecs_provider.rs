@@ -994,3 +994,39 @@ fn a_cohort_step_on_ecs_routes_the_cohorts_shops_by_listener_rules_then_removes_
         ["v2"]
     );
 }
+
+#[test]
+fn a_chaos_drill_stops_a_task_and_measures_until_ecs_has_replaced_it() {
+    let a = EcsArenas::new(
+        "    interval: 30s\n    min_samples: 20\n    metrics:\n      - { name: error_rate, max: 0.05, window: 5m, on_fail: rollback }\n",
+    );
+    assert_eq!(a.release("v1", "1s").0, 0);
+    assert_eq!(settled(&a.aws), ["v1"]);
+    let (code, doc) = a.run(&["drill", "chaos", "production", "--stop", "1"]);
+    assert_eq!(code, 4, "production needs --allow-production: {doc}");
+    let (code, doc) = a.run(&[
+        "drill",
+        "chaos",
+        "production",
+        "--stop",
+        "1",
+        "--wait",
+        "90s",
+        "--allow-production",
+    ]);
+    assert_eq!(code, 0, "{doc:#}");
+    let d = &doc["drill"];
+    println!("chaos drill on ECS: {d}");
+    assert_eq!(d["release"], "v1");
+    assert_eq!(d["desired"], 2);
+    assert_eq!(d["stopped"].as_array().unwrap().len(), 1, "{d:#}");
+    assert_eq!(d["dipped"], true, "ECS was seen one task short: {d:#}");
+    assert_eq!(d["recovered"], true);
+    assert!(d["recovery_ms"].as_u64().unwrap() < 90_000);
+    assert!(d["seen"]["requests"].as_u64().unwrap() > 10, "{d:#}");
+    // The task was stopped through ECS's own API, and replaced.
+    assert!(a.aws.requests().iter().any(|r| r.starts_with("StopTask ")));
+    let running = a.aws.tasks().into_iter().filter(|t| t.2).count();
+    assert!(running >= 2, "{:?}", a.aws.tasks());
+    assert_eq!(settled(&a.aws), ["v1"]);
+}

@@ -16,6 +16,23 @@ pub enum Command {
     /// Deploy a faulty build of the live release, let the arena's analysis
     /// roll it back, and measure detection, decision and execution
     Rollback(RollbackArgs),
+    /// Stop instances of the live colour through the provider and measure
+    /// what users see until the platform has replaced them
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    pub arena: String,
+    /// How many instances of the live colour to stop
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stop: u32,
+    /// How long the platform has to replace them and pass the health check
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub wait: Dur,
+    /// Drill a production-tier arena too (its users see what the stop does)
+    #[arg(long)]
+    pub allow_production: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,19 +59,63 @@ pub struct RollbackArgs {
 pub async fn run(ctx: &Context, cmd: Command) -> CmdResult {
     match cmd {
         Command::Rollback(args) => rollback(ctx, args).await,
+        Command::Chaos(args) => chaos(ctx, args).await,
     }
+}
+
+/// A production-tier arena is drilled only when asked to.
+fn allowed(a: &copilot_core::model::Arena, allow_production: bool) -> Result<(), CliError> {
+    if a.tier == Tier::Production && !allow_production {
+        return Err(CliError::new(
+            Exit::Blocked,
+            format!(
+                "{} is a production arena: a drill disturbs its users",
+                a.name
+            ),
+        )
+        .with_hint("drill canary or staging, or pass --allow-production"));
+    }
+    Ok(())
+}
+
+async fn chaos(ctx: &Context, args: ChaosArgs) -> CmdResult {
+    let (root, loaded) = ctx.project()?;
+    let a = arena(&loaded.project, &args.arena)?;
+    allowed(a, args.allow_production)?;
+    let ledger = ctx.ledger(Some(&root)).await?;
+    let progress = CliProgress::new(ctx);
+    let exec = ctx.executor(&ledger, &loaded.project, &root, a, &progress)?;
+    let r = drill::chaos(&exec, args.stop as usize, args.wait.as_std()).await?;
+    let text = format!(
+        "Chaos drill of {} in {}: stopped {} of {} instance(s) of {}; {}\nThrough {}: {} requests, {} failed\n",
+        r.release,
+        r.arena,
+        r.stopped.len(),
+        r.desired,
+        r.slot,
+        match r.recovery_ms {
+            Some(ms) => format!("replaced and healthy again after {}", span_text(ms)),
+            None => format!("NOT replaced within {}", span_text(r.wait_ms)),
+        },
+        exec_url(&exec),
+        r.seen.requests,
+        r.seen.failed
+    );
+    Ok(Report {
+        json: json!({ "drill": r }),
+        text,
+        exit: if r.recovered {
+            Exit::Success
+        } else {
+            Exit::GateFailed
+        },
+    })
 }
 
 async fn rollback(ctx: &Context, args: RollbackArgs) -> CmdResult {
     let (root, loaded) = ctx.project()?;
     let a = arena(&loaded.project, &args.arena)?;
-    if a.tier == Tier::Production && !args.allow_production {
-        return Err(CliError::new(
-            Exit::Blocked,
-            format!("{} is a production arena: a drill serves a faulty build to its users until the analysis acts", a.name),
-        )
-        .with_hint("drill canary or staging, or pass --allow-production"));
-    }
+    allowed(a, args.allow_production)?;
     let fault = match args.fault.split_once('=') {
         Some((k, v)) if k.starts_with("COPILOT_FAULT_") && !v.is_empty() => {
             (k.to_string(), v.to_string())

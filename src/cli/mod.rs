@@ -165,7 +165,7 @@ pub enum Command {
     /// Incidents by severity: open (SEV1 rolls back), update, resolve, list, report
     #[command(subcommand)]
     Incident(incident::Command),
-    /// Drills: a rollback measured against seed 003's time targets
+    /// Drills: a rollback against seed 003's time targets, chaos (an instance stopped)
     #[command(subcommand)]
     Drill(drill::Command),
     /// GitHub deployments, statuses and comments copilot still owes

@@ -410,6 +410,26 @@ pub trait Provider: Send + Sync {
             ))
         }
     }
+    /// Stop `n` running instances of `slot` as a failure would (a chaos
+    /// drill), leaving the platform to replace them as it does when one
+    /// dies; what was stopped is returned. Platforms that replace nothing
+    /// by themselves keep the default, which refuses.
+    fn stop_instances(
+        &self,
+        _op: &Op<'_>,
+        _slot: Slot,
+        _n: usize,
+    ) -> impl Future<Output = Result<Vec<String>, ProviderError>> + Send {
+        let kind = self.kind();
+        async move {
+            Err(ProviderError::unavailable(
+                "stop an instance",
+                format!(
+                    "the {kind} provider does not replace a stopped instance, so there is no recovery to measure"
+                ),
+            ))
+        }
+    }
     /// Take a slot out: stop it; it must carry no traffic.
     fn remove(
         &self,

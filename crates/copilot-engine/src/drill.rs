@@ -344,3 +344,142 @@ pub async fn rollback(
         .await?;
     Ok(report)
 }
+
+/// How a chaos drill came out.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChaosDrill {
+    pub arena: String,
+    /// The live colour and its release.
+    pub slot: String,
+    pub release: String,
+    /// What the platform stopped, and how many instances the colour wants.
+    pub stopped: Vec<String>,
+    pub desired: u32,
+    /// Whether the platform was seen with fewer healthy instances than it wants.
+    pub dipped: bool,
+    /// The platform replaced what was stopped and the arena's health
+    /// check passes again, within the wait.
+    pub recovered: bool,
+    /// From the stop to the recovery.
+    pub recovery_ms: Option<u64>,
+    pub wait_ms: u64,
+    pub seen: Seen,
+}
+
+/// `copilot drill chaos`: stop `n` instances of the live colour through
+/// the provider, and measure through the arena's URL what users see until
+/// the platform has replaced them and the health check passes again.
+pub async fn chaos(
+    exec: &Executor<'_>,
+    n: usize,
+    wait: Duration,
+) -> Result<ChaosDrill, RolloutError> {
+    use copilot_core::provider::Provider as _;
+    let arena = exec.arena.deploys_into().to_string();
+    let before = exec.status().await?;
+    let Some(live) = before
+        .slots
+        .iter()
+        .filter(|s| s.weight > 0)
+        .max_by_key(|s| s.weight)
+        .cloned()
+    else {
+        return Err(RolloutError::Blocked {
+            message: format!("nothing serves in {arena} to stop an instance of"),
+            hint: format!("deploy or promote a release into {arena} first"),
+        });
+    };
+    let desired = live.instances.desired;
+    exec.progress.line(&format!(
+        "chaos drill: stopping {n} of the {desired} instance(s) of {} ({}) in {arena}",
+        live.slot, live.version
+    ));
+    let url = exec.provider.url();
+    let prober = Prober::start(&url, PROBE_EVERY);
+    // Let the prober see the arena as it was first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let op = copilot_core::provider::Op {
+        key: format!("drill-chaos/{arena}"),
+        progress: exec.progress,
+        timeout: wait,
+    };
+    let stopped = match exec.provider.stop_instances(&op, live.slot, n).await {
+        Ok(s) => s,
+        Err(e) => {
+            prober.finish().await;
+            return Err(e.into());
+        }
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client");
+    let mut dipped = false;
+    let mut recovery = None;
+    while started.elapsed() < wait {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(now) = exec.provider.status().await else {
+            continue;
+        };
+        let healthy = now
+            .slots
+            .iter()
+            .find(|s| s.slot == live.slot)
+            .map_or(0, |s| s.instances.healthy);
+        if healthy < desired {
+            dipped = true;
+            continue;
+        }
+        // The platform has not noticed yet: give it a moment before
+        // calling what it reports a recovery.
+        if !dipped && started.elapsed() < Duration::from_secs(10) {
+            continue;
+        }
+        let health_ok = http
+            .get(format!("{}/health", url.trim_end_matches('/')))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if health_ok {
+            recovery = Some(started.elapsed());
+            break;
+        }
+    }
+    let samples = prober.finish().await;
+    let seen = Seen {
+        requests: samples.len(),
+        failed: samples.iter().filter(|s| !s.ok).count(),
+        served_by_faulty: 0,
+    };
+    let report = ChaosDrill {
+        arena: arena.clone(),
+        slot: live.slot.to_string(),
+        release: live.version.clone(),
+        stopped,
+        desired,
+        dipped,
+        recovered: recovery.is_some(),
+        recovery_ms: recovery.map(|d| d.as_millis() as u64),
+        wait_ms: wait.as_millis() as u64,
+        seen,
+    };
+    exec.ledger
+        .audit(
+            &NewAudit {
+                actor: exec.actor.clone(),
+                action: "drill.chaos".into(),
+                arena: Some(arena),
+                reason: Some(if report.recovered {
+                    "recovered".into()
+                } else {
+                    "not recovered within the wait".into()
+                }),
+                detail: json!(report),
+                ..NewAudit::default()
+            },
+            clock::now(),
+        )
+        .await?;
+    Ok(report)
+}

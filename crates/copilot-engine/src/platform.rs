@@ -110,6 +110,14 @@ impl Provider for Platform {
     ) -> Result<(), ProviderError> {
         each!(self, p => p.route_cohort(op, cohort).await)
     }
+    async fn stop_instances(
+        &self,
+        op: &Op<'_>,
+        slot: Slot,
+        n: usize,
+    ) -> Result<Vec<String>, ProviderError> {
+        each!(self, p => p.stop_instances(op, slot, n).await)
+    }
     async fn remove(&self, op: &Op<'_>, slot: Slot) -> Result<(), ProviderError> {
         each!(self, p => p.remove(op, slot).await)
     }

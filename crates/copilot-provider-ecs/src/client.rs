@@ -956,6 +956,47 @@ impl Provider for EcsProvider {
             .collect())
     }
 
+    /// Stop `n` running tasks of the colour's service (ECS starts others
+    /// in their place, as when a task dies).
+    async fn stop_instances(
+        &self,
+        _op: &Op<'_>,
+        slot: Slot,
+        n: usize,
+    ) -> Result<Vec<String>, ProviderError> {
+        let c = self.clients().await?;
+        let service = self.service_name(slot);
+        let out = c
+            .ecs
+            .list_tasks()
+            .cluster(&self.s.cluster)
+            .service_name(&service)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .send()
+            .await
+            .map_err(|e| error(format!("list the tasks of {service}"), e))?;
+        let mut stopped = Vec::new();
+        for arn in out.task_arns().iter().take(n) {
+            c.ecs
+                .stop_task()
+                .cluster(&self.s.cluster)
+                .task(arn)
+                .reason("copilot drill chaos")
+                .send()
+                .await
+                .map_err(|e| error(format!("stop task {arn}"), e))?;
+            stopped.push(arn.clone());
+        }
+        if stopped.is_empty() {
+            return Err(ProviderError::new(
+                ErrorKind::NotFound,
+                format!("stop a task of {service}"),
+                "it runs no task",
+            ));
+        }
+        Ok(stopped)
+    }
+
     /// A cohort is routed by listener rules: for each five shops (the
     /// ALB's limit of condition values per rule), one rule on the
     /// `X-Shopify-Shop-Domain` header and one on the `shop` query parameter,
