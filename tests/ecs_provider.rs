@@ -129,26 +129,7 @@ impl EcsArenas {
 
 /// What the ALB answers for `/health`, by release, over `n` requests.
 fn served(aws: &Aws, n: usize) -> Vec<String> {
-    let http = reqwest::Client::new();
-    let url = format!("{}/health", aws.alb_url);
-    let mut v: Vec<String> = aws.block_on(async {
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let release = match http.get(&url).send().await {
-                Ok(r) if r.status().is_success() => r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|b| b["release"].as_str().map(str::to_string)),
-                _ => None,
-            };
-            out.push(release.unwrap_or_else(|| "none".into()));
-        }
-        out
-    });
-    v.sort();
-    v.dedup();
-    v
+    served_as(aws, None, n)
 }
 
 /// What the ALB serves once it took up the listener's weights (it reads

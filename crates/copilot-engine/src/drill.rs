@@ -277,13 +277,12 @@ pub async fn rollback(
     };
     let targets = incidents::targets(args.severity);
     let ms = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_milliseconds().max(0) as u64;
+    // A span the drill could not measure (the analysis never acted) is a miss.
     let timing = |phase, measured: Option<u64>, target: Duration| {
-        let target_ms = target.as_millis() as u64;
+        let t = Timing::against(phase, measured, target);
         Timing {
-            phase,
-            measured_ms: measured,
-            target_ms,
-            met: Some(measured.is_some_and(|m| m < target_ms)),
+            met: Some(t.met == Some(true)),
+            ..t
         }
     };
     let (detection, decision, execution, total) = match &breach {

@@ -88,14 +88,9 @@ pub struct Timing {
     pub met: Option<bool>,
 }
 
-/// The four spans of `i` against its severity's targets.
-pub fn timings(i: &Incident) -> Vec<Timing> {
-    let t = targets(i.severity);
-    let span = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| match (from, to) {
-        (Some(a), Some(b)) => Some((b - a).num_milliseconds().max(0) as u64),
-        _ => None,
-    };
-    let timing = |phase, measured: Option<u64>, target: Duration| {
+impl Timing {
+    /// `measured` against `target`; not judged while not measured.
+    pub fn against(phase: &'static str, measured: Option<u64>, target: Duration) -> Timing {
         let target_ms = target.as_millis() as u64;
         Timing {
             phase,
@@ -103,7 +98,17 @@ pub fn timings(i: &Incident) -> Vec<Timing> {
             target_ms,
             met: measured.map(|m| m < target_ms),
         }
+    }
+}
+
+/// The four spans of `i` against its severity's targets.
+pub fn timings(i: &Incident) -> Vec<Timing> {
+    let t = targets(i.severity);
+    let span = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| match (from, to) {
+        (Some(a), Some(b)) => Some((b - a).num_milliseconds().max(0) as u64),
+        _ => None,
     };
+    let timing = Timing::against;
     vec![
         timing(
             "detection",
@@ -217,6 +222,8 @@ pub struct Breach {
     pub measured: String,
     pub limit: String,
     pub step: String,
+    /// Where in the rollout: `at 10% of traffic`, `in cohort pilot`.
+    pub at: String,
     /// Traffic first reached the new release.
     pub started: DateTime<Utc>,
     /// The metric's first failed measurement in the breaching bake.
@@ -262,7 +269,16 @@ pub fn breach(steps: &[Step]) -> Option<Breach> {
                 .find(|s| s.name == "take-down" && s.state == "done")
                 .and_then(|s| s.finished_at)
         });
+    let at = match (
+        bake.intent.0["cohort"].as_str(),
+        bake.intent.0["weight"].as_u64(),
+    ) {
+        (Some(cohort), _) => format!("in cohort {cohort}"),
+        (None, Some(w)) => format!("at {w}% of traffic"),
+        (None, None) => format!("in {}", bake.name),
+    };
     Some(Breach {
+        at,
         measured: verdict["measured"].as_str().unwrap_or_default().to_string(),
         limit: verdict["limit"].as_str().unwrap_or_default().to_string(),
         metric,
@@ -297,11 +313,6 @@ pub async fn open_for_analysis(
         .as_ref()
         .and_then(|a| a.metrics.iter().find(|m| m.name == b.metric))
         .map_or(2, |m| i64::from(m.severity));
-    let label = b.step.trim_start_matches("bake-");
-    let at = match label.parse::<u8>() {
-        Ok(w) => format!("at {w}% of traffic"),
-        Err(_) => format!("in cohort {label}"),
-    };
     let version = d.as_ref().map_or("the new release", |d| d.version.as_str());
     let opened = ledger
         .open_incident(
@@ -310,8 +321,8 @@ pub async fn open_for_analysis(
                 severity,
                 status: "identified".into(),
                 impact: format!(
-                    "{} {} > {} on {version} {at}",
-                    b.metric, b.measured, b.limit
+                    "{} {} > {} on {version} {}",
+                    b.metric, b.measured, b.limit, b.at
                 ),
                 source: "analysis".into(),
                 release_id: d.as_ref().map(|d| d.deployment.release_id.clone()),

@@ -287,6 +287,8 @@ pub struct Target<'a> {
     pub release: &'a str,
     /// Percent of traffic it carries.
     pub weight: u8,
+    /// The cohort it serves during a cohort step (its weight is then 0).
+    pub cohort: Option<&'a str>,
 }
 
 /// Routes the built-in metrics leave out of the service's own figures.

@@ -832,6 +832,7 @@ impl Rollout<'_> {
                                 slot: idle,
                                 release: &self.release.version,
                                 weight: step.weight,
+                                cohort: step.cohort.as_deref(),
                             },
                             duration,
                             // Shortened bakes measure at least twice.
